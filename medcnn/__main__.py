@@ -1,0 +1,68 @@
+"""Command line: ``python -m medcnn <command> [options]``.
+
+Each command lives in ``medcnn/commands/<name>.py`` and exposes
+``add_arguments(parser)`` and ``run(args) -> int``. Commands are imported lazily so
+``--help`` and light commands (``info``) do not pay for torch/captum imports.
+Library errors (:class:`ValueError` subclasses with a user-facing message) are printed
+as one ``error:`` line with exit status 2, never as a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("medcnn.commands.info", "print an image's non-identifying metadata"),
+    "preview": ("medcnn.commands.preview", "write one PNG per preprocessing step"),
+    "train": ("medcnn.commands.train", "train a model from labels.csv files or class folders"),
+    "evaluate": ("medcnn.commands.evaluate", "evaluate a model on a labelled set (metrics with CIs)"),
+    "predict": ("medcnn.commands.predict", "predict labels for image files"),
+    "explain": ("medcnn.commands.explain", "saliency map (Grad-CAM, IG, ...) for an image"),
+    "audit": ("medcnn.commands.audit", "shortcut audit of a labelled dataset"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m medcnn",
+        description="medcnn: chest X-ray and CT classification with saliency maps (research use only).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module_name)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:  # command not built yet in this checkout
+            if e.name != module_name:
+                raise
+            p.set_defaults(_missing=True)
+            continue
+        module.add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    if getattr(args, "_missing", False):
+        print(f"error: command {args.command!r} is not available in this version", file=sys.stderr)
+        return 2
+    module = importlib.import_module(args._module)
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, PermissionError, IsADirectoryError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Model card: the metadata that travels with a checkpoint.
+
+A checkpoint is two files in ``weights/``: ``<name>.pt`` (a ``state_dict``, loaded with
+``torch.load(..., weights_only=True)``) and ``<name>.json`` (this card). The card holds
+everything needed to rebuild the model *and* its exact preprocessing, so train and
+serve can never drift apart (the timm / TorchXRayVision pattern).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ModelCard", "CardError"]
+
+
+class CardError(ValueError):
+    """A model card is missing, malformed or inconsistent with its weights."""
+
+
+@dataclass
+class ModelCard:
+    """Model card (JSON) of one shipped or trained model.
+
+    Attributes:
+        name: Checkpoint name; weights live next to the card as ``<name>.pt``.
+        architecture: Registry name in :mod:`medcnn.models` (e.g. ``"resnet18"``).
+        modality: Task family, ``"CXR"`` (chest X-ray) or ``"CT"``.
+        dicom_modalities: DICOM Modality values this model accepts (``["CR", "DX"]``).
+        labels: Class names in output (logit) order.
+        positive_label: The label whose probability the operating threshold applies to.
+        input_size: (H, W) of the network input.
+        preprocessing: :class:`medcnn.preprocess.Pipeline` config (plain JSON).
+        target_layer: Dotted module name used for Grad-CAM.
+        threshold: Operating threshold on the calibrated probability of ``positive_label``
+            (Youden's J on validation).
+        temperature: Temperature for calibration (softmax(logits / T)), fitted on validation.
+        training: Dataset, citation, licence, split counts, command, commit, date, hyper-parameters.
+        metrics: ``{"val": {...}, "test": {...}, ...}`` with 95% bootstrap CIs.
+        intended_use: One paragraph.
+        limitations: Bullet points.
+        experiments: Table of what was tried (command, val AUC overall and per subgroup).
+        audit: Shortcut / saliency-location audit results, when available.
+    """
+
+    name: str
+    architecture: str
+    modality: str
+    labels: list[str]
+    positive_label: str
+    input_size: tuple[int, int]
+    preprocessing: dict[str, Any]
+    target_layer: str
+    dicom_modalities: list[str] = field(default_factory=list)
+    threshold: float = 0.5
+    temperature: float = 1.0
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    intended_use: str = ""
+    limitations: list[str] = field(default_factory=list)
+    experiments: list[dict[str, Any]] = field(default_factory=list)
+    audit: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.input_size = tuple(int(v) for v in self.input_size)  # type: ignore[assignment]
+        if len(self.input_size) != 2:
+            raise CardError(f"input_size must be (H, W), got {self.input_size!r}")
+        if self.positive_label not in self.labels:
+            raise CardError(
+                f"positive_label {self.positive_label!r} is not one of labels {self.labels!r}"
+            )
+        if len(set(self.labels)) != len(self.labels) or len(self.labels) < 2:
+            raise CardError(f"labels must be >= 2 distinct names, got {self.labels!r}")
+
+    @property
+    def positive_index(self) -> int:
+        return self.labels.index(self.positive_label)
+
+    @property
+    def weights_path(self) -> Path:
+        """Path of the ``.pt`` state_dict next to the card."""
+        if self.path is None:
+            raise CardError(f"card {self.name!r} was not loaded from or saved to a file")
+        return self.path.with_suffix(".pt")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("path")
+        d["input_size"] = list(self.input_size)
+        return d
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        if path.suffix != ".json":
+            path = path.with_suffix(".json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
+        self.path = path
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ModelCard":
+        """Load a card from ``<name>.json`` (a ``.pt`` path is accepted too).
+
+        Raises:
+            CardError: the file is missing, not JSON, or lacks required fields.
+        """
+        path = Path(path)
+        if path.suffix == ".pt":
+            path = path.with_suffix(".json")
+        if not path.is_file():
+            raise CardError(f"model card not found: {path} (expected <name>.json next to <name>.pt)")
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise CardError(f"model card {path} is not valid JSON: {e}") from None
+        known = {f.name for f in fields(cls)} - {"path"}
+        missing = [
+            f.name for f in fields(cls)
+            if f.name in known and f.name not in data
+            and f.default is MISSING and f.default_factory is MISSING
+        ]
+        if missing:
+            raise CardError(f"model card {path} lacks required fields: {', '.join(missing)}")
+        card = cls(**{k: v for k, v in data.items() if k in known})
+        card.path = path
+        return card
