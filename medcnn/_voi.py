@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import cv2
 import numpy as np
 
 from medcnn.io import ImageMeta
@@ -73,8 +74,10 @@ def apply_window(x: np.ndarray, center: float, width: float, function: str = "LI
         raise ValueError(f"unknown VOI LUT function {function!r}; accepted: LINEAR, LINEAR_EXACT, SIGMOID")
     out = x - np.float32(lo)
     out *= np.float32(1.0 / span)
-    np.clip(out, 0.0, 1.0, out=out)
-    return out.astype(np.float32, copy=False)
+    # Clip to [0, 1] with OpenCV's saturating thresholds (several times faster than np.clip).
+    cv2.threshold(out, 1.0, 1.0, cv2.THRESH_TRUNC, dst=out)
+    cv2.threshold(out, 0.0, 0.0, cv2.THRESH_TOZERO, dst=out)
+    return out
 
 
 def _apply_voi_lut(x: np.ndarray, voi_lut: tuple[float, np.ndarray, int]) -> np.ndarray:

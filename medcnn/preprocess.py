@@ -20,7 +20,6 @@ saliency overlay is drawn on: same geometry as the tensor, so no inverse mapping
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
@@ -80,9 +79,12 @@ class Step:
         """Plain-data settings (JSON); ``STEPS[name](**config)`` rebuilds the step."""
         return {}
 
-    def describe(self) -> dict[str, Any]:
-        """Parameters actually used on the last call (for display); defaults to config."""
-        return dict(getattr(self, "_last", None) or self.config())
+    def apply(self, x: np.ndarray, meta: ImageMeta) -> tuple[np.ndarray, dict[str, Any]]:
+        """Run the step and also return the parameters actually used (for display).
+
+        Steps keep no per-call state, so one pipeline can serve concurrent requests.
+        """
+        return self(x, meta), self.config()
 
 
 class Window(Step):
@@ -103,13 +105,16 @@ class Window(Step):
         return {"window": w, "ct_preset": self.ct_preset}
 
     def __call__(self, x: np.ndarray, meta: ImageMeta, window: WindowSpec = None) -> np.ndarray:
+        return self.apply(x, meta, window)[0]
+
+    def apply(self, x: np.ndarray, meta: ImageMeta,
+              window: WindowSpec = None) -> tuple[np.ndarray, dict[str, Any]]:
         spec = resolve_window(meta, x, self.window if window is None else window, self.ct_preset)
         if spec.get("lut"):
             out = _apply_voi_lut(x, meta.voi_lut)  # type: ignore[arg-type]
         else:
             out = apply_window(x, spec["center"], spec["width"], spec["function"])
-        self._last = spec
-        return out
+        return out, spec
 
 
 class Invert(Step):
@@ -126,10 +131,12 @@ class Invert(Step):
         return {"mode": self.mode}
 
     def __call__(self, x: np.ndarray, meta: ImageMeta) -> np.ndarray:
+        return self.apply(x, meta)[0]
+
+    def apply(self, x: np.ndarray, meta: ImageMeta) -> tuple[np.ndarray, dict[str, Any]]:
         do = self.mode == "always" or (
             self.mode == "monochrome1" and meta.photometric_interpretation == "MONOCHROME1")
-        self._last = {"mode": self.mode, "inverted": bool(do)}
-        return (np.float32(1.0) - x) if do else x
+        return ((np.float32(1.0) - x) if do else x), {"mode": self.mode, "inverted": bool(do)}
 
 
 class Denoise(Step):
@@ -194,19 +201,22 @@ class CropOrPad(Step):
         return {"aspect": self.aspect, "mode": self.mode, "fill": self.fill}
 
     def __call__(self, x: np.ndarray, meta: ImageMeta) -> np.ndarray:
+        return self.apply(x, meta)[0]
+
+    def apply(self, x: np.ndarray, meta: ImageMeta) -> tuple[np.ndarray, dict[str, Any]]:
         h, w = x.shape
         if self.mode == "pad":
             th, tw = max(h, int(round(w / self.aspect))), max(w, int(round(h * self.aspect)))
         else:
             th, tw = min(h, int(round(w / self.aspect))), min(w, int(round(h * self.aspect)))
         top, left = (th - h) // 2, (tw - w) // 2
-        self._last = {**self.config(), "from": [h, w], "to": [th, tw], "offset": [top, left]}
+        params = {**self.config(), "from": [h, w], "to": [th, tw], "offset": [top, left]}
         if (th, tw) == (h, w):
-            return x
+            return x, params
         if self.mode == "crop":
-            return x[-top:-top + th, -left:-left + tw]
+            return x[-top:-top + th, -left:-left + tw], params
         return cv2.copyMakeBorder(x, top, th - h - top, left, tw - w - left,
-                                  cv2.BORDER_CONSTANT, value=self.fill)
+                                  cv2.BORDER_CONSTANT, value=self.fill), params
 
 
 class Resize(Step):
@@ -229,8 +239,8 @@ class Resize(Step):
             return x
         shrink = x.shape[0] >= h and x.shape[1] >= w
         interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-        out = cv2.resize(np.ascontiguousarray(x), (w, h), interpolation=interp)
-        return np.clip(out, 0.0, 1.0, out=out)
+        # Area averaging and bilinear interpolation are convex combinations: [0, 1] stays [0, 1].
+        return cv2.resize(np.ascontiguousarray(x), (w, h), interpolation=interp)
 
 
 class Normalize(Step):
@@ -347,20 +357,19 @@ class Pipeline:
         outputs: list[StepOutput] = []
         window_used: dict[str, Any] = {}
         for step in self.steps[:-1]:
-            # Each step uses its own instance state for describe(); copy so concurrent calls on
-            # one shared pipeline never see each other's parameters.
-            step = copy.copy(step)
-            x = step(x, meta, window) if isinstance(step, Window) else step(x, meta)
             if isinstance(step, Window):
-                window_used = step.describe()
+                x, params = step.apply(x, meta, window)
+                window_used = params
+            else:
+                x, params = step.apply(x, meta)
             if keep_steps:
-                outputs.append(StepOutput(step.name, step.describe(), x))
+                outputs.append(StepOutput(step.name, params, x))
         display = np.ascontiguousarray(x, dtype=np.float32)
-        tensor = self.to_tensor(display)
+        # Every step maps [0, 1] to [0, 1] (window clips, resize clips), so the pixel contract
+        # holds by construction here; to_tensor() checks it for images from outside.
+        tensor = torch.from_numpy(self.normalizer(display)).unsqueeze(0).unsqueeze(0)
         if keep_steps:
-            t = tensor[0, 0].numpy()
-            outputs.append(StepOutput("normalize", {**self.normalizer.config(),
-                                                    "min": float(t.min()), "max": float(t.max())}, t))
+            outputs.append(StepOutput("normalize", self.normalizer.config(), tensor[0, 0].numpy()))
         return PipelineResult(tensor=tensor, display=display, steps=outputs, window=window_used)
 
     def to_tensor(self, display: np.ndarray | torch.Tensor) -> torch.Tensor:
