@@ -1,0 +1,235 @@
+"""Inference: one loaded model + its preprocessing, calibrated probabilities, model choice.
+
+A :class:`Predictor` loads the model once and is safe to share between threads (the app
+caches one per model with ``st.cache_resource``): ``predict`` only runs the network under
+:func:`torch.inference_mode` and never changes the model's state.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from medcnn.card import CardError, ModelCard
+from medcnn.io import ImageMeta, MedImage
+from medcnn.metrics import softmax_t
+
+__all__ = [
+    "CARD_FAMILIES",
+    "DEFAULT_CARDS",
+    "Prediction",
+    "Predictor",
+    "check_modality",
+    "choose_model",
+    "list_cards",
+    "predict_logits",
+]
+
+#: DICOM Modality -> model family (card.modality). "OT" is what io reports for PNG/JPEG.
+CARD_FAMILIES: dict[str, str] = {"CT": "CT", "CR": "CXR", "DX": "CXR", "OT": "CXR"}
+#: Preferred card of each family in the weights folder.
+DEFAULT_CARDS: dict[str, str] = {"CXR": "cxr_pneumonia", "CT": "ct_covid"}
+
+
+def predict_logits(model: torch.nn.Module, tensor: torch.Tensor, device: Any = None) -> torch.Tensor:
+    """Raw logits of a batch, computed under ``torch.inference_mode``.
+
+    Args:
+        model: Network in eval mode, ``(N, 1, H, W) -> (N, C)``.
+        tensor: float32 (N, 1, H, W) pipeline output.
+        device: Device to run on (default: the model's).
+
+    Returns:
+        float32 (N, C) tensor on the CPU.
+    """
+    if device is None:
+        device = next(model.parameters()).device
+    with torch.inference_mode():
+        x = tensor.to(device, non_blocking=True)
+        if torch.device(device).type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        return model(x).float().cpu()
+
+
+@dataclass
+class Prediction:
+    """Result of one image.
+
+    Attributes:
+        probabilities: label -> calibrated probability ``softmax(logits / T)``.
+        logits: raw logits in label order (explanations target these, not the probabilities).
+        label: predicted label. Binary: the positive label iff ``positive_prob >= threshold``;
+            multi-class: argmax of the calibrated probabilities.
+        positive_prob: calibrated probability of the card's positive label.
+        above_threshold: ``positive_prob >= threshold``.
+        threshold: the card's operating threshold (Youden's J on validation).
+        model: card name.
+        seconds: wall time of preprocessing + forward pass.
+        pipeline_result: the :class:`medcnn.preprocess.PipelineResult` (tensor, display, steps).
+    """
+
+    probabilities: dict[str, float]
+    logits: list[float]
+    label: str
+    positive_prob: float
+    above_threshold: bool
+    threshold: float
+    model: str
+    seconds: float
+    pipeline_result: Any = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (without the pipeline result)."""
+        return {
+            "model": self.model, "probabilities": self.probabilities, "logits": self.logits,
+            "label": self.label, "positive_prob": self.positive_prob,
+            "above_threshold": self.above_threshold, "threshold": self.threshold,
+            "seconds": self.seconds,
+        }
+
+
+def check_modality(card: ModelCard, meta: ImageMeta) -> None:
+    """Refuse a DICOM whose Modality the model was not made for (an MR gets no CXR answer).
+
+    PNG/JPEG (``"OT"``) are accepted by every model: they carry no modality.
+
+    Raises:
+        ValueError: the image's Modality is not in ``card.dicom_modalities``.
+    """
+    modality = (meta.modality or "OT").upper()
+    allowed = [m.upper() for m in card.dicom_modalities]
+    if modality != "OT" and allowed and modality not in allowed:
+        raise ValueError(
+            f"model {card.name!r} accepts DICOM modalities {', '.join(allowed)}, but the image "
+            f"is {modality}: this model cannot analyse it"
+        )
+
+
+class Predictor:
+    """A model card's network + pipeline, loaded once.
+
+    Args:
+        card: A :class:`ModelCard` or the path of its ``.json`` (or ``.pt``).
+        device: Device (default :func:`medcnn.models.get_device`).
+        check: Refuse DICOM images whose Modality the card does not list.
+
+    Raises:
+        CardError: missing or inconsistent card / weights.
+    """
+
+    def __init__(self, card: ModelCard | str | Path, device: Any = None, check: bool = True):
+        from medcnn.models import load_model
+        from medcnn.preprocess import Pipeline
+
+        self.model, self.card = load_model(card, device=device)
+        self.device = next(self.model.parameters()).device
+        self.pipeline = Pipeline.from_config(self.card.preprocessing)
+        self.check = check
+        if tuple(self.pipeline.input_size) != tuple(self.card.input_size):
+            raise CardError(
+                f"card {self.card.name!r}: input_size {self.card.input_size} differs from its "
+                f"pipeline's resize {self.pipeline.input_size}"
+            )
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.card.labels)
+
+    def _decide(self, logits: np.ndarray, seconds: float, results: Sequence[Any]) -> list[Prediction]:
+        card = self.card
+        probs = softmax_t(logits, card.temperature)
+        pos = card.positive_index
+        out = []
+        for z, p, res in zip(logits, probs, results):
+            above = bool(p[pos] >= card.threshold)
+            if len(card.labels) == 2:
+                label = card.positive_label if above else card.labels[1 - pos]
+            else:
+                label = card.labels[int(np.argmax(p))]
+            out.append(Prediction(
+                probabilities={name: float(v) for name, v in zip(card.labels, p)},
+                logits=[float(v) for v in z], label=label, positive_prob=float(p[pos]),
+                above_threshold=above, threshold=float(card.threshold), model=card.name,
+                seconds=seconds, pipeline_result=res,
+            ))
+        return out
+
+    def predict(self, img: MedImage, window: Any = None, keep_steps: bool = True) -> Prediction:
+        """Predict one image.
+
+        Args:
+            img: Decoded image (:func:`medcnn.io.read_image`).
+            window: Optional VOI override passed to the pipeline.
+            keep_steps: Keep intermediate pipeline images in ``pipeline_result.steps``.
+
+        Raises:
+            ValueError: DICOM modality not accepted by this model (see :func:`check_modality`).
+        """
+        return self.predict_batch([img], window=window, keep_steps=keep_steps)[0]
+
+    def predict_batch(
+        self, images: Sequence[MedImage], window: Any = None, keep_steps: bool = False
+    ) -> list[Prediction]:
+        """Predict several images in one forward pass; ``seconds`` is the per-image share."""
+        if not images:
+            return []
+        t0 = time.perf_counter()
+        if self.check:
+            for img in images:
+                check_modality(self.card, img.meta)
+        results = [self.pipeline(img, window=window, keep_steps=keep_steps) for img in images]
+        x = torch.cat([r.tensor for r in results])
+        logits = predict_logits(self.model, x, self.device).numpy().astype(np.float64)
+        seconds = (time.perf_counter() - t0) / len(images)
+        return self._decide(logits, seconds, results)
+
+
+# ---------------------------------------------------------------------------------------
+# Model choice by modality
+# ---------------------------------------------------------------------------------------
+def list_cards(weights_dir: str | Path = "weights") -> list[ModelCard]:
+    """Every valid model card (``*.json`` with its ``.pt``) in ``weights_dir``, by name.
+
+    Cards that do not parse are skipped with a warning.
+    """
+    cards = []
+    for path in sorted(Path(weights_dir).glob("*.json")):
+        try:
+            card = ModelCard.load(path)
+        except (CardError, TypeError) as e:
+            warnings.warn(f"skipping {path}: {e}", stacklevel=2)
+            continue
+        if card.weights_path.is_file():
+            cards.append(card)
+    return cards
+
+
+def choose_model(meta: ImageMeta, weights_dir: str | Path = "weights") -> Path:
+    """Card path of the model for an image, from its modality.
+
+    CT -> the CT model; CR, DX and PNG/JPEG (``"OT"``) -> the chest X-ray model. Within a
+    family, the default card (``cxr_pneumonia`` / ``ct_covid``) is preferred, else the
+    first by name.
+
+    Raises:
+        ValueError: the modality is not supported (MR, US, NM, ...), or no card of the
+            needed family is in ``weights_dir``.
+    """
+    modality = (meta.modality or "OT").upper()
+    family = CARD_FAMILIES.get(modality)
+    if family is None:
+        raise ValueError(
+            f"no model for modality {modality}: supported are CT (CT model) and CR, DX and "
+            f"PNG/JPEG (chest X-ray model)"
+        )
+    cards = [c for c in list_cards(weights_dir) if c.modality.upper() == family]
+    if not cards:
+        raise ValueError(f"no {family} model card (<name>.json + <name>.pt) found in {weights_dir}")
+    preferred = [c for c in cards if c.name == DEFAULT_CARDS[family]]
+    card = (preferred or cards)[0]
+    return card.path  # type: ignore[return-value]
