@@ -1,0 +1,1 @@
+"""Private implementation of :mod:`medcnn.explain` (attribution methods and helpers)."""

@@ -1,0 +1,157 @@
+"""Per-call isolation of a shared model, layer lookup and memory budgeting.
+
+Why a per-call copy instead of a lock
+-------------------------------------
+The app keeps ONE model for all users. Captum attaches forward hooks (Grad-CAM) and
+backward hooks (guided backprop) to modules; hooks on a shared module fire for *every*
+forward pass running through it, so two threads explaining at once (or one explaining
+while another predicts) would capture each other's activations. A lock would serialise
+explanations *and* still leak hooks into concurrent plain predictions.
+
+Instead every explanation runs on :func:`isolated_copy`: a shallow copy of the module
+tree. Each module object is copied (so it has its own hook dictionaries, ``training``
+flag and ``inplace`` flags), while parameters and buffers *share storage* with the
+original (parameters are re-wrapped as ``requires_grad=False`` views, so no gradient is
+ever accumulated on the shared weights). Hooks registered by Captum land on the copy
+only; the caller's model never sees a hook, a changed ``training`` flag or a changed
+``requires_grad``. Copying a ResNet-18 tree takes well under a millisecond per module.
+"""
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["isolated_copy", "resolve_layer", "probe", "Probe", "DEFAULT_MEMORY_BUDGET"]
+
+#: Default memory budget (bytes) for batched attribution passes.
+DEFAULT_MEMORY_BUDGET = 1 << 30
+
+
+def _copy_module(module: nn.Module, memo: dict[int, nn.Module]) -> nn.Module:
+    if id(module) in memo:  # shared submodules (e.g. a ReLU used twice) stay shared
+        return memo[id(module)]
+    new = object.__new__(type(module))  # like copy.copy, without the __reduce_ex__ cost
+    state = dict(module.__dict__)
+    for name, value in state.items():
+        # Fresh hook containers (OrderedDict / dict / set), never the original's.
+        if name.startswith("_") and "hook" in name and isinstance(value, (dict, set)):
+            state[name] = type(value)(value)
+    new.__dict__.update(state)
+    memo[id(module)] = new
+    d = new.__dict__  # plain dict writes: nn.Module.__setattr__ is slow
+    d["_parameters"] = {
+        k: (None if p is None else nn.Parameter(p.detach(), requires_grad=False))
+        for k, p in module._parameters.items()
+    }
+    d["_buffers"] = dict(module._buffers)
+    d["_modules"] = {
+        k: (None if m is None else _copy_module(m, memo)) for k, m in module._modules.items()
+    }
+    if isinstance(d.get("inplace"), bool):
+        # Captum's guided backprop puts backward hooks on nn.ReLU; in-place ReLUs break
+        # them. Turning in-place off on the copy changes memory use, not values.
+        d["inplace"] = False
+    return new
+
+
+def isolated_copy(model: nn.Module) -> nn.Module:
+    """Hook-safe, grad-free, eval-mode shallow copy of ``model`` sharing its weights.
+
+    Args:
+        model: Any ``nn.Module``; it is not modified.
+
+    Returns:
+        A module tree with the same structure and dotted names, in eval mode, whose
+        parameters are ``requires_grad=False`` views of the original storage.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    new = _copy_module(model, {})
+    new.eval()  # sets the copies' flags only
+    return new
+
+
+def resolve_layer(model: nn.Module, name: str) -> nn.Module:
+    """Return the submodule at dotted path ``name`` (``"features.denseblock4"``).
+
+    Raises:
+        ValueError: the name does not exist; the message lists candidate names.
+    """
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        names = [n for n, m in model.named_modules() if n and len(list(m.children())) >= 0]
+        tail = ", ".join(names[-12:])
+        raise ValueError(
+            f"layer {name!r} not found in {type(model).__name__}; last module names: {tail}"
+        ) from None
+
+
+class Probe:
+    """What one batch-1 forward pass tells us about a model at an input size.
+
+    Attributes:
+        num_outputs: Number of logits.
+        bytes_per_sample: Estimated memory of one sample in a forward+backward pass
+            (2 x the sum of all module outputs: saved activations plus gradients).
+        forward_bytes_per_sample: Largest two consecutive activations (forward only).
+        last_spatial_layer: Dotted name of the last module (in execution order) with a
+            4-D output larger than 1 x 1: the default Grad-CAM layer.
+    """
+
+    def __init__(self, num_outputs: int, bytes_per_sample: int, forward_bytes: int, last: str | None):
+        self.num_outputs = num_outputs
+        self.bytes_per_sample = bytes_per_sample
+        self.forward_bytes_per_sample = forward_bytes
+        self.last_spatial_layer = last
+
+
+_PROBES: "weakref.WeakKeyDictionary[nn.Module, dict[Any, Probe]]" = weakref.WeakKeyDictionary()
+
+
+@torch.no_grad()
+def probe(model: nn.Module, copy_: nn.Module, x: torch.Tensor) -> Probe:
+    """Probe ``copy_`` (an isolated copy of ``model``) once per input shape; cached per model."""
+    key = (tuple(x.shape[1:]), x.dtype, str(x.device))
+    cache = _PROBES.setdefault(model, {})
+    if key in cache:
+        return cache[key]
+    sizes: list[int] = []
+    last: list[str] = []
+    names = {id(m): n for n, m in copy_.named_modules()}
+    handles = []
+
+    def hook(mod: nn.Module, _inp: Any, out: Any) -> None:
+        if isinstance(out, torch.Tensor):
+            sizes.append(out.numel() * out.element_size())
+            if out.dim() == 4 and out.shape[-1] * out.shape[-2] > 1 and names.get(id(mod)):
+                last.append(names[id(mod)])
+
+    try:
+        for m in copy_.modules():
+            if m is not copy_:
+                handles.append(m.register_forward_hook(hook))
+        out = copy_(x[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    if out.dim() != 2:
+        raise ValueError(f"model must return logits of shape (N, classes), got {tuple(out.shape)}")
+    inp = x[:1].numel() * x.element_size()
+    pairs = [a + b for a, b in zip(sizes, sizes[1:])] or [inp]
+    result = Probe(
+        num_outputs=int(out.shape[1]),
+        bytes_per_sample=2 * (sum(sizes) + inp),
+        forward_bytes=max(pairs) + inp,
+        last=last[-1] if last else None,
+    )
+    cache[key] = result
+    return result
+
+
+def batch_size(per_sample: int, budget: int, n: int) -> int:
+    """Largest batch (>= 1, <= n) whose estimated memory fits ``budget`` bytes."""
+    return int(max(1, min(n, budget // max(per_sample, 1))))

@@ -1,0 +1,169 @@
+"""Heat-map normalisation, overlays, colour bars and figures.
+
+Normalisation convention (the ONE place it happens: :func:`normalize_heatmap`)
+------------------------------------------------------------------------------
+1. Sign: ``signed=False`` uses the magnitude ``|a|`` (evidence for or against the class
+   both count as "important", the usual IG / SmoothGrad display); ``signed=True`` keeps
+   only the positive part ``max(a, 0)`` (evidence *for* the class: Grad-CAM, occlusion).
+2. Scale: divide by the ``clip_percentile``-th percentile of the values (99.5 by
+   default) and clip to [0, 1], so a handful of extreme pixels cannot make the rest of the
+   map invisible. No minimum is subtracted: 0 always means "no evidence". If the
+   percentile is 0 (sparse map) the maximum is used; an all-zero map stays all zero.
+
+Library code never uses ``pyplot`` (global state, not thread-safe): figures are built on
+``matplotlib.figure.Figure`` with the Agg canvas.
+"""
+from __future__ import annotations
+
+import io
+
+import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image
+from scipy import ndimage
+
+__all__ = [
+    "normalize_heatmap",
+    "overlay",
+    "colorbar_image",
+    "figure_side_by_side",
+    "to_png_bytes",
+]
+
+
+def normalize_heatmap(attr: np.ndarray, *, signed: bool = False, clip_percentile: float | None = 99.5) -> np.ndarray:
+    """Map a raw attribution to the heat-map convention: float32, [0, 1], 1 = most important.
+
+    Args:
+        attr: (H, W) raw attribution (any real dtype).
+        signed: False: magnitude ``|attr|``; True: positive part only (see module doc).
+        clip_percentile: Percentile used as the value of 1.0 (None or 100: the maximum).
+
+    Returns:
+        float32 array of the same shape in [0, 1].
+
+    Raises:
+        ValueError: non-finite values or a percentile outside (0, 100].
+    """
+    a = np.asarray(attr, dtype=np.float64)
+    if not np.isfinite(a).all():
+        raise ValueError("attribution contains NaN or infinite values")
+    a = np.maximum(a, 0.0) if signed else np.abs(a)
+    if clip_percentile is not None and not 0 < clip_percentile <= 100:
+        raise ValueError(f"clip_percentile must be in (0, 100], got {clip_percentile}")
+    hi = float(np.percentile(a, clip_percentile)) if clip_percentile is not None and a.size else 0.0
+    if hi <= 0:
+        hi = float(a.max()) if a.size else 0.0
+    if hi <= 0:
+        return np.zeros(a.shape, dtype=np.float32)
+    return np.clip(a / hi, 0.0, 1.0).astype(np.float32)
+
+
+def _check_unit(name: str, a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float32)
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be (H, W), got shape {a.shape}")
+    if not np.isfinite(a).all() or a.min() < -1e-6 or a.max() > 1 + 1e-6:
+        raise ValueError(f"{name} must be finite and in [0, 1], got range [{a.min()}, {a.max()}]")
+    return np.clip(a, 0.0, 1.0)
+
+
+def _cmap(name: str):
+    try:
+        return matplotlib.colormaps[name]
+    except KeyError:
+        raise ValueError(f"unknown colormap {name!r}; e.g. 'jet', 'inferno', 'viridis'") from None
+
+
+def overlay(
+    display: np.ndarray,
+    heatmap: np.ndarray,
+    *,
+    cmap: str = "jet",
+    alpha: float = 0.4,
+    contour_top_percent: float | None = None,
+    scale: float | None = None,
+) -> np.ndarray:
+    """Blend a heat map over the grey display image.
+
+    Args:
+        display: (H, W) float in [0, 1] (``PipelineResult.display``).
+        heatmap: (H, W) float in [0, 1], same shape.
+        cmap: Matplotlib colormap name.
+        alpha: Opacity of the colour layer, in [0, 1].
+        contour_top_percent: If given (0-100), draw a white outline around the pixels in
+            the top ``contour_top_percent`` % of the (scaled) map.
+        scale: Multiply the map by this factor in [0, 1] before colouring, e.g. the
+            predicted probability of the explained class, so a confident negative image
+            does not glow like a positive one.
+
+    Returns:
+        uint8 (H, W, 3) RGB.
+    """
+    d = _check_unit("display", display)
+    h = _check_unit("heatmap", heatmap)
+    if d.shape != h.shape:
+        raise ValueError(f"display {d.shape} and heatmap {h.shape} must have the same shape")
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if scale is not None:
+        if not 0 <= scale <= 1:
+            raise ValueError(f"scale must be in [0, 1], got {scale}")
+        h = h * float(scale)
+    colour = _cmap(cmap)(h)[..., :3]
+    grey = np.repeat(d[..., None], 3, axis=2)
+    out = (1 - alpha) * grey + alpha * colour
+    if contour_top_percent is not None:
+        if not 0 < contour_top_percent <= 100:
+            raise ValueError(f"contour_top_percent must be in (0, 100], got {contour_top_percent}")
+        thr = np.percentile(h, 100 - contour_top_percent)
+        mask = (h >= thr) & (h > 0)
+        edge = mask & ~ndimage.binary_erosion(mask, border_value=0)
+        out[edge] = 1.0
+    return np.round(np.clip(out, 0, 1) * 255).astype(np.uint8)
+
+
+def colorbar_image(cmap: str = "jet", height: int = 256, width: int = 16) -> np.ndarray:
+    """Vertical colour bar, top = 1 (most important), bottom = 0: uint8 (height, width, 3)."""
+    if height < 2 or width < 1:
+        raise ValueError("height must be >= 2 and width >= 1")
+    v = np.linspace(1.0, 0.0, height)
+    col = (_cmap(cmap)(v)[:, :3] * 255).round().astype(np.uint8)
+    return np.repeat(col[:, None, :], width, axis=1)
+
+
+def figure_side_by_side(
+    display: np.ndarray,
+    heatmap: np.ndarray,
+    overlay_rgb: np.ndarray,
+    title: str | None = None,
+    *,
+    cmap: str = "jet",
+    titles: tuple[str, str, str] = ("Image", "Heat map", "Overlay"),
+) -> Figure:
+    """Three panels (image, heat map with colour bar, overlay) on an Agg ``Figure``."""
+    fig = Figure(figsize=(10.5, 3.8), dpi=100)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 3)
+    axes[0].imshow(display, cmap="gray", vmin=0, vmax=1)
+    im = axes[1].imshow(heatmap, cmap=cmap, vmin=0, vmax=1)
+    axes[2].imshow(overlay_rgb)
+    for ax, t in zip(axes, titles):
+        ax.set_title(t)
+        ax.axis("off")
+    fig.colorbar(im, ax=axes[1], fraction=0.046, pad=0.04)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def to_png_bytes(rgb: np.ndarray) -> bytes:
+    """Encode uint8 (H, W, 3) RGB or (H, W) grey as PNG bytes (no metadata)."""
+    a = np.asarray(rgb)
+    if a.dtype != np.uint8 or a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
+        raise ValueError(f"expected uint8 (H, W) or (H, W, 3|4), got {a.dtype} {a.shape}")
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    return buf.getvalue()
