@@ -1,0 +1,218 @@
+"""Image regions for the saliency-location audit, in display-image coordinates.
+
+:func:`thorax_mask` (a rough thorax / lung-field estimate for a frontal chest X-ray),
+:func:`margin_mask` (where burned-in text and markers sit), :func:`boxes_mask` and the
+geometry that maps radiologists' boxes from the original film to the display image
+(:func:`display_geometry`, :func:`boxes_to_display`).
+
+Thorax estimate (:func:`thorax_mask`), for a [0, 1] display image with bone bright:
+constant padding is cut off first; Otsu threshold of a smoothed 128 px copy of the
+content gives dark pixels (air: lungs and outside); dark connected components that touch
+the border (outside air) are discarded; the largest remaining component of plausible
+size (1.5-40 % of the image, at least a quarter of its height tall) in each half is a
+lung field. The anatomical prior is the convex hull of two ellipses at the usual lung
+positions of a frontal film (x 0.12-0.88, y 0.13-0.83 of the content). The thorax is
+the convex hull of the two lung fields *and* the prior, dilated by 3 % of the side: Otsu
+finds the dark upper lungs well but often stops at the diaphragm, the heart or an
+opacity, so the prior keeps the lower lungs in; the hull adds what the segmentation
+finds beyond it (large or off-centre lungs). When no lung is found on one side (or the
+hull covers > 85 % of the content) the prior alone is used. Checked by eye on 16 RSNA
+pneumonia films (3 segmented, 13 prior): both outline the chest roughly, and hold
+69-100 % (median 100 %) of the radiologists' box area. Limits: lungs that merge with
+outside air (tight crops, lateral films), large effusions or white-out lungs, and heavy
+rotation defeat the segmentation; the result is a rough region, good for "mass outside
+the chest", not for lung-boundary precision.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "boxes_mask",
+    "boxes_to_display",
+    "display_geometry",
+    "margin_mask",
+    "parse_boxes",
+    "thorax_mask",
+]
+
+_WORK = 128  # working size of the thorax estimate
+
+
+# --------------------------------------------------------------------------- regions
+def _prior_thorax(h: int, w: int) -> np.ndarray:
+    """Convex hull of two lung-shaped ellipses at typical PA positions (fallback)."""
+    m = np.zeros((h, w), np.uint8)
+    for cx in (0.30, 0.70):
+        cv2.ellipse(m, (round(cx * w), round(0.48 * h)), (round(0.18 * w), round(0.35 * h)), 0, 0, 360, 1, -1)
+    pts = cv2.findNonZero(m)
+    cv2.fillConvexPoly(m, cv2.convexHull(pts), 1)
+    return m.astype(bool)
+
+
+def _content_box(x: np.ndarray, eps: float = 0.02) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of the image content inside constant padding."""
+    rows = np.flatnonzero(np.ptp(x, axis=1) > eps)
+    cols = np.flatnonzero(np.ptp(x, axis=0) > eps)
+    if rows.size < 8 or cols.size < 8:
+        return 0, x.shape[0], 0, x.shape[1]
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def _segment_lungs(x: np.ndarray) -> np.ndarray | None:
+    """Thorax hull of a (h, w) [0, 1] image from its two lung fields, or None (see module doc)."""
+    small = cv2.GaussianBlur(cv2.resize(x, (_WORK, _WORK), interpolation=cv2.INTER_AREA), (5, 5), 0)
+    u8 = np.clip(small * 255, 0, 255).astype(np.uint8)
+    if int(u8.max()) - int(u8.min()) <= 10:
+        return None
+    _, dark = cv2.threshold(u8, 0, 1, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
+    dark = cv2.morphologyEx(dark, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    n, lab, stats, cent = cv2.connectedComponentsWithStats(dark, connectivity=4)
+    area = _WORK * _WORK
+    sides: dict[str, tuple[int, int]] = {}
+    for i in range(1, n):
+        x0, y0, bw, bh, a = (int(v) for v in stats[i])
+        touches = x0 == 0 or y0 == 0 or x0 + bw >= _WORK or y0 + bh >= _WORK
+        cx, cy = cent[i] / _WORK
+        if touches or not (0.015 * area <= a <= 0.40 * area) or bh < 0.25 * _WORK or not 0.15 <= cy <= 0.85:
+            continue
+        side = "left" if cx < 0.5 else "right"
+        if a > sides.get(side, (0, 0))[0]:
+            sides[side] = (a, i)
+    if len(sides) < 2:
+        return None
+    lungs = np.isin(lab, [i for _, i in sides.values()]).astype(np.uint8)
+    # Otsu finds the dark upper lungs well but often stops at the diaphragm / heart / an
+    # opacity: take the hull of the lungs together with the prior (a conservative region)
+    lungs |= _prior_thorax(_WORK, _WORK).astype(np.uint8)
+    hull = np.zeros_like(lungs)
+    cv2.fillConvexPoly(hull, cv2.convexHull(cv2.findNonZero(lungs)), 1)
+    k = max(1, round(0.03 * _WORK))
+    hull = cv2.dilate(hull, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1)))
+    if hull.mean() > 0.85:
+        return None
+    return cv2.resize(hull, (x.shape[1], x.shape[0]), interpolation=cv2.INTER_NEAREST).astype(bool)
+
+
+def thorax_mask(display: np.ndarray, *, return_method: bool = False) -> np.ndarray | tuple[np.ndarray, str]:
+    """Rough thorax (lung fields + mediastinum) of a chest X-ray display image.
+
+    See the module docstring for the method and its limits. Constant padding (from the
+    pipeline's pad-to-square) is excluded first; both methods work inside the content.
+
+    Args:
+        display: float32 (H, W) in [0, 1], bone bright (``PipelineResult.display``).
+        return_method: also return ``"segmented"`` or ``"prior"``.
+
+    Returns:
+        bool (H, W) mask (and the method used).
+
+    Raises:
+        ValueError: ``display`` is not a 2-D image of at least 8 x 8.
+    """
+    x = np.asarray(display, dtype=np.float32)
+    if x.ndim != 2 or min(x.shape) < 8:
+        raise ValueError(f"display must be a 2-D image of at least 8x8, got shape {x.shape}")
+    top, bottom, left, right = _content_box(x)
+    content = np.ascontiguousarray(x[top:bottom, left:right])
+    inner = _segment_lungs(content)
+    method = "segmented" if inner is not None else "prior"
+    if inner is None:
+        inner = _prior_thorax(*content.shape)
+    out = np.zeros(x.shape, bool)
+    out[top:bottom, left:right] = inner
+    return (out, method) if return_method else out
+
+
+def margin_mask(shape: tuple[int, int], frac: float = 0.08) -> np.ndarray:
+    """bool (H, W): True in the outer ``frac`` of each side (where text markers sit)."""
+    if not 0 < frac < 0.5:
+        raise ValueError(f"frac must be in (0, 0.5), got {frac}")
+    h, w = (int(v) for v in shape)
+    bh, bw = max(1, round(h * frac)), max(1, round(w * frac))
+    m = np.ones((h, w), bool)
+    m[bh:h - bh, bw:w - bw] = False
+    return m
+
+
+def boxes_mask(shape: tuple[int, int], boxes: Sequence[Sequence[float]]) -> np.ndarray:
+    """bool (H, W): union of boxes ``(x, y, w, h)`` in display pixel coordinates (clipped).
+
+    A pixel (r, c) is inside when its centre (c + 0.5, r + 0.5) lies in a box.
+    """
+    h, w = (int(v) for v in shape)
+    m = np.zeros((h, w), bool)
+    for b in boxes:
+        if len(b) != 4:
+            raise ValueError(f"a box must be (x, y, w, h), got {b!r}")
+        x0, y0, bw, bh = (float(v) for v in b)
+        c0, c1 = max(0, math.ceil(x0 - 0.5)), min(w, math.ceil(x0 + bw - 0.5))
+        r0, r1 = max(0, math.ceil(y0 - 0.5)), min(h, math.ceil(y0 + bh - 0.5))
+        if c1 > c0 and r1 > r0:
+            m[r0:r1, c0:c1] = True
+    return m
+
+
+def parse_boxes(text: Any) -> list[tuple[float, float, float, float]]:
+    """``'x y w h;x y w h'`` (e.g. ``rsna_boxes_1024``) -> list of boxes; empty/NaN -> []."""
+    if text is None or (isinstance(text, float) and math.isnan(text)):
+        return []
+    out = []
+    for part in str(text).split(";"):
+        part = part.strip()
+        if not part:
+            continue
+        vals = part.replace(",", " ").split()
+        if len(vals) != 4:
+            raise ValueError(f"a box must be 'x y w h', got {part!r}")
+        out.append(tuple(float(v) for v in vals))
+    return out
+
+
+def display_geometry(steps: Sequence[Any], image_shape: tuple[int, int]) -> dict[str, float]:
+    """Affine map from original-image pixels to display pixels, from a pipeline's steps.
+
+    Args:
+        steps: ``PipelineResult.steps`` (needs ``crop_or_pad`` params ``offset``/``to``
+            when present, and ``resize`` params ``size``).
+        image_shape: (H0, W0) of the decoded image.
+
+    Returns:
+        ``{"sx", "sy", "tx", "ty"}`` with display = (x * sx + tx, y * sy + ty).
+    """
+    h, w = (float(v) for v in image_shape)
+    off_y = off_x = 0.0
+    for st in steps:
+        if st.name == "crop_or_pad" and "offset" in st.params:
+            off_y, off_x = (float(v) for v in st.params["offset"])
+            h, w = (float(v) for v in st.params["to"])
+        elif st.name == "resize":
+            th, tw = (float(v) for v in st.params["size"])
+            sy, sx = th / h, tw / w
+            return {"sx": sx, "sy": sy, "tx": off_x * sx, "ty": off_y * sy}
+    return {"sx": 1.0, "sy": 1.0, "tx": off_x, "ty": off_y}
+
+
+def boxes_to_display(boxes: Sequence[Sequence[float]], image_shape: tuple[int, int],
+                     steps: Sequence[Any], ref_size: float | tuple[float, float] = 1024) -> list[tuple[float, ...]]:
+    """Boxes given in a reference grid (RSNA: 1024 x 1024) -> display pixel coordinates.
+
+    The file's own size relative to ``ref_size`` gives the first scale (a 512 px file
+    of a 1024 px original: 0.5), then the pipeline's pad/crop offset and resize.
+
+    Args:
+        boxes: ``(x, y, w, h)`` in ``ref_size`` coordinates.
+        image_shape: (H0, W0) of the decoded file.
+        steps: ``PipelineResult.steps`` of that file.
+        ref_size: side (or (H, W)) of the grid the boxes are expressed in.
+    """
+    rh, rw = (ref_size, ref_size) if isinstance(ref_size, (int, float)) else ref_size
+    fy, fx = image_shape[0] / float(rh), image_shape[1] / float(rw)
+    g = display_geometry(steps, image_shape)
+    return [(x * fx * g["sx"] + g["tx"], y * fy * g["sy"] + g["ty"], bw * fx * g["sx"], bh * fy * g["sy"])
+            for x, y, bw, bh in boxes]
