@@ -1,0 +1,189 @@
+"""Analyze one image: preprocessing, probabilities, saliency, PDF report.
+
+Thin page: every computation is in :mod:`medcnn.appstate` (cached) and :mod:`medcnn.report`.
+"""
+from datetime import datetime, timezone
+
+import streamlit as st
+
+from medcnn import appstate, report
+from medcnn.preprocess import CT_PRESETS
+from medcnn.visualize import overlay, to_png_bytes
+
+st.set_page_config(page_title="Analyze · medcnn", page_icon="🔬", layout="wide")
+
+
+def fail(what: str, error: Exception) -> None:
+    """Show a library error as a message (never a traceback) and stop the page."""
+    st.error(appstate.error_message(what, error))
+    st.stop()
+
+
+cards = appstate.list_models()
+methods = appstate.method_options()
+
+# ----------------------------------------------------------------------------- sidebar
+with st.sidebar:
+    st.header("Model")
+    model_choice = st.selectbox(
+        "Model", [appstate.AUTO_MODEL] + [c.name for c in cards], key="model_choice",
+        help="Auto: CT images go to the CT model; CR, DX, PNG and JPEG to the chest X-ray model.")
+    st.header("Explanation")
+    method = st.selectbox("Method", list(methods), format_func=lambda m: methods[m].label, key="method")
+    target_slot = st.container()  # the target class box, filled once the model is known
+    if not methods[method].passes_randomisation_check:
+        st.warning(f"{methods[method].label} fails the model-randomisation sanity check "
+                   "(Adebayo et al. 2018): its map barely depends on the learned weights.")
+    st.caption(methods[method].description)
+    alpha = st.slider("Opacity", 0.0, 1.0, 0.4, 0.05, key="opacity")
+    cmap = st.selectbox("Colormap", appstate.COLORMAPS, key="cmap")
+    contour = st.slider("Outline the top % of the map (0 = off)", 0, 50, 0, 5, key="contour")
+    scale_by_prob = st.checkbox("Scale map by the class probability", value=False, key="scale_prob",
+                                help="A confident negative then does not glow like a positive.")
+    st.caption(f"Device: {appstate.device_description()}")
+
+st.title("Analyze an image")
+st.caption(appstate.DISCLAIMER)
+
+if not cards:
+    st.info(f"No model weights found in `{appstate.weights_dir()}`. Add `<name>.pt` + `<name>.json` "
+            "(or set `MEDCNN_WEIGHTS_DIR`) and reload.")
+    st.stop()
+appstate.warm_up(cards)
+
+upload = st.file_uploader("Chest X-ray or CT slice: DICOM (any or no extension), PNG or JPEG",
+                          type=None, key="upload")
+if upload is None:
+    st.info("Upload an image to start. It stays in memory and is never written to disk.")
+    st.stop()
+
+data = upload.getvalue()
+key = appstate.digest(data)
+try:
+    image = appstate.read_upload(key, data, None)
+except Exception as e:  # noqa: BLE001 - every library error becomes a message
+    fail("reading the file", e)
+
+# ----------------------------------------------------------------------------- frame + window
+frame = None
+if image.meta.n_frames > 1:
+    if st.session_state.get("frame_of") != key:  # a new file starts on its middle frame
+        st.session_state.pop("frame", None)
+        st.session_state["frame_of"] = key
+    frame = st.slider("Frame (0 = first)", 0, image.meta.n_frames - 1, image.meta.n_frames // 2, key="frame")
+    try:
+        image = appstate.read_upload(key, data, frame)
+    except Exception as e:  # noqa: BLE001
+        fail("reading the frame", e)
+
+window = None
+if appstate.is_ct_dicom(image.meta):
+    with st.sidebar:
+        st.header("CT window")
+        presets = ["model default", *CT_PRESETS, "custom"]
+        st.session_state.setdefault("ct_level", -600)
+        st.session_state.setdefault("ct_width", 1500)
+        preset = st.selectbox("Preset", presets, key="ct_preset", on_change=appstate.sync_ct_sliders)
+        level = st.slider("Level (HU)", -1500, 3000, step=10, key="ct_level", on_change=appstate.ct_custom)
+        width = st.slider("Width (HU)", 10, 4000, step=10, key="ct_width", on_change=appstate.ct_custom)
+    window = None if preset == "model default" else (float(level), float(width)) if preset == "custom" else preset
+
+try:
+    card_path = appstate.resolve_card_path(image.meta, model_choice)
+    with st.spinner("Predicting..."):
+        pred, steps = appstate.predict_upload(key, data, card_path, frame, window)
+except Exception as e:  # noqa: BLE001
+    fail("predicting", e)
+card = appstate.get_predictor(card_path).card
+for message in image.meta.warnings:
+    st.warning(message)
+
+# ----------------------------------------------------------------------------- prediction
+st.subheader("Prediction")
+kind = "PNG/JPEG" if image.meta.modality == "OT" else image.meta.modality
+how = f"auto-chosen for {kind}" if model_choice == appstate.AUTO_MODEL else "chosen in the sidebar"
+st.markdown(f"**Decision: {pred.label}** · P({card.positive_label}) = {pred.positive_prob:.3f} "
+            f"{'≥' if pred.above_threshold else '<'} threshold {pred.threshold:.3f}")
+metric_cols = st.columns([1] * len(pred.probabilities) + [5])
+for col, (label, p) in zip(metric_cols, pred.probabilities.items()):
+    col.metric(f"P({label})", f"{p:.3f}")
+chart_slot = metric_cols[-1].empty()  # filled after the images: they are what the user waits for
+st.caption(f"Model **{card.name}** ({card.architecture}, {how}) · {pred.seconds:.2f} s")
+
+# ----------------------------------------------------------------------------- explanation
+st.subheader("Explanation")
+with target_slot:
+    target = st.selectbox("Target class", card.labels, index=card.labels.index(pred.label),
+                          key=f"target_{card.name}", help="Default: the predicted class.")
+try:
+    with st.spinner(f"Computing {methods[method].label}..."):
+        expl = appstate.explain_upload(key, data, card_path, frame, window, method, target)
+except Exception as e:  # noqa: BLE001
+    fail("explaining", e)
+display = pred.pipeline_result.display
+scale = pred.probabilities[target] if scale_by_prob else None
+over = overlay(display, expl.heatmap, cmap=cmap, alpha=alpha, contour_top_percent=contour or None, scale=scale)
+heat = overlay(display, expl.heatmap, cmap=cmap, alpha=1.0, scale=scale)
+c1, c2, c3 = st.columns([16, 16, 17])
+c1.image(appstate.to_uint8(display), caption="Model input", width="stretch")
+c2.image(over, caption=f"{methods[method].label} overlay (target {target})", width="stretch")
+c3.image(appstate.with_colorbar(heat, cmap), caption="Heat map; colour bar: top 1 = most important, bottom 0",
+         width="stretch")
+chart_slot.vega_lite_chart(appstate.probability_chart(pred, card.positive_label), key="prob_chart")
+detail = f"{methods[method].label} computed in {expl.seconds:.2f} s (image {key[:8]})"
+if expl.delta is not None:
+    detail += f" · convergence delta {expl.delta:.3g}"
+st.caption(detail + " · changing opacity, colormap or outline only redraws (the map is cached).")
+# ---- SALIENCY-LOCATION LINE (issue 5) goes here: "x% of the attention lies outside the lungs",
+# computed from (display, expl.heatmap) by medcnn.saliency_audit through a cached appstate helper.
+
+sanity_key = (key, card_path, frame, str(window), method, target)
+if st.button("Run sanity check (model randomisation)", key="sanity"):
+    try:
+        with st.spinner("Randomising layers and recomputing the map..."):
+            st.session_state["sanity_result"] = (sanity_key, appstate.sanity_upload(
+                key, data, card_path, frame, window, method, target))
+    except Exception as e:  # noqa: BLE001
+        st.error(appstate.error_message("running the sanity check", e))
+stored = st.session_state.get("sanity_result")
+if stored and stored[0] == sanity_key:
+    verdict, rows = appstate.sanity_summary(stored[1])
+    (st.success if stored[1].get("passes") else st.warning)(verdict)
+    if rows:
+        st.dataframe(rows, hide_index=True, key="sanity_table")
+
+# ----------------------------------------------------------------------------- export
+st.subheader("Export")
+method_label = methods[method].label
+
+
+def pdf_bytes() -> bytes:
+    return report.build_report(card, pred, display, over, method=method_label, method_params=expl.params,
+                               explanation_seconds=expl.seconds, target=target, meta=image.meta,
+                               created=datetime.now(timezone.utc))
+
+
+e1, e2 = st.columns(2)
+e1.download_button("Download PDF report", pdf_bytes, file_name="medcnn_report.pdf", mime="application/pdf",
+                   key="download_pdf", on_click="ignore")
+e2.download_button("Download overlay PNG", to_png_bytes(over), file_name="medcnn_overlay.png",
+                   mime="image/png", key="download_png", on_click="ignore")
+st.caption("The report holds no patient identifiers and not the file name.")
+
+# ----------------------------------------------------------------------------- image details
+st.subheader("Image")
+m1, m2 = st.columns([2, 3])
+with m1:
+    st.markdown("**Metadata** (non-identifying fields only)")
+    st.table(appstate.meta_rows(image.meta), border="horizontal", hide_index=True)
+with m2:
+    st.markdown("**Histogram** of the stored values (dashed: window applied)")
+    st.vega_lite_chart(appstate.histogram_chart(image.pixels, pred.pipeline_result.window), key="histogram")
+
+st.subheader("Preprocessing")
+st.caption("Every step of the model's pipeline, ending with the exact tensor the network receives.")
+step_cols = st.columns(len(steps))
+for col, step in zip(step_cols, steps):
+    col.image(appstate.to_uint8(step.image), width="stretch")
+    col.markdown(f"**{step.name}** · {' x '.join(map(str, step.shape))}")
+    col.caption(appstate.format_params(step.params))

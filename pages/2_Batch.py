@@ -1,0 +1,73 @@
+"""Batch: several files or a ZIP -> table, CSV and thumbnails with saliency overlays.
+
+Thin page: reading ZIPs (in memory, with zip-bomb guards) and analysing each file live in
+:mod:`medcnn.appstate`. One bad file only fills the ``error`` column of its row.
+"""
+import streamlit as st
+
+from medcnn import appstate
+from medcnn.visualize import overlay
+
+st.set_page_config(page_title="Batch · medcnn", page_icon="🗂️", layout="wide")
+
+cards = appstate.list_models()
+with st.sidebar:
+    st.header("Options")
+    model_choice = st.selectbox("Model", [appstate.AUTO_MODEL] + [c.name for c in cards],
+                                key="batch_model_choice")
+    alpha = st.slider("Overlay opacity", 0.0, 1.0, 0.4, 0.05, key="batch_opacity")
+    cmap = st.selectbox("Colormap", appstate.COLORMAPS, key="batch_cmap")
+    n_cols = st.slider("Thumbnails per row", 2, 8, 4, key="batch_columns")
+
+st.title("Batch analysis")
+st.caption(appstate.DISCLAIMER)
+if not cards:
+    st.info(f"No model weights found in `{appstate.weights_dir()}`. Add `<name>.pt` + `<name>.json` "
+            "(or set `MEDCNN_WEIGHTS_DIR`) and reload.")
+    st.stop()
+
+files = st.file_uploader(
+    "Several DICOM / PNG / JPEG files, or ZIP archives of them (read in memory, never extracted)",
+    type=None, accept_multiple_files=True, key="batch_upload")
+if not files:
+    st.info("Upload files to start. Each file gets a row; a file that cannot be read only fills "
+            f"its error column. ZIP limits: {appstate.ZIP_MAX_MEMBERS} files, "
+            f"{appstate.ZIP_MAX_MEMBER_BYTES // 2**20} MiB per file, "
+            f"{appstate.ZIP_MAX_TOTAL_BYTES // 2**20} MiB in total.")
+    st.stop()
+
+appstate.warm_up(cards)
+items = list(appstate.expand_uploads((f.name, f.getvalue()) for f in files))
+progress = st.progress(0.0, text=f"Analysing {len(items)} files...")
+results = []
+for i, item in enumerate(items, start=1):
+    results.append(appstate.analyze_batch_item(item, model_choice))
+    progress.progress(i / len(items), text=f"{i} / {len(items)}: {item.name}")
+progress.empty()
+
+rows = [r.row for r in results]
+n_err = sum(bool(r["error"]) for r in rows)
+n_flag = sum(bool(r["flag"]) for r in rows)
+st.markdown(f"**{len(rows)} files** · {n_flag} above the operating threshold · {n_err} with errors")
+st.dataframe(
+    rows, hide_index=True, key="batch_table",
+    column_config={
+        "file": st.column_config.TextColumn("file", width="medium"),
+        "error": st.column_config.TextColumn("error", width="large"),
+        "probability": st.column_config.NumberColumn(
+            "probability", help="Calibrated probability of the model's positive class", format="%.3f"),
+        "flag": st.column_config.TextColumn("flag", help="P(positive) at or above the model's threshold",
+                                            width="small"),
+    },
+)
+st.download_button("Download CSV", appstate.rows_to_csv(rows), file_name="medcnn_batch.csv",
+                   mime="text/csv", key="batch_csv", on_click="ignore")
+
+st.subheader("Thumbnails (Grad-CAM for the predicted class)")
+shown = [r for r in results if r.heatmap is not None]
+for start in range(0, len(shown), n_cols):
+    cols = st.columns(n_cols)
+    for col, r in zip(cols, shown[start:start + n_cols]):
+        img = overlay(r.display, r.heatmap, cmap=cmap, alpha=alpha)
+        col.image(img, caption=f"{r.row['file']}: {r.row['predicted label']} "
+                               f"(P = {r.probability:.2f}){' ⚑' if r.row['flag'] else ''}", width="stretch")
