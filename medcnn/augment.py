@@ -64,23 +64,30 @@ class Augment:
     def enabled(self) -> bool:
         return any(bool(v) for v in asdict(self).values())
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None,
+                 masks: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Augment images.
 
         Args:
             x: float32 (N, H, W) or (H, W), values in [0, 1].
             generator: Source of randomness (CPU generator).
+            masks: optional float (N, H, W) / (H, W) label masks (e.g. radiologists' boxes)
+                that get the same geometric transform as ``x`` and no intensity change.
 
         Returns:
-            Tensor of the same shape and dtype, values clipped to [0, 1].
+            Tensor of the same shape and dtype, values clipped to [0, 1]; with ``masks``,
+            the pair ``(images, masks)``.
         """
         if x.ndim not in (2, 3):
             raise ValueError(f"expected (H, W) or (N, H, W) images, got shape {tuple(x.shape)}")
         single = x.ndim == 2
         out = x[None] if single else x
         out = out.float()
+        mk = None if masks is None else (masks[None] if masks.ndim == 2 else masks).float()
+        if mk is not None and mk.shape != out.shape:
+            raise ValueError(f"masks shape {tuple(mk.shape)} does not match images {tuple(out.shape)}")
         if not self.enabled or out.shape[0] == 0:
-            return x.clone()
+            return x.clone() if masks is None else (x.clone(), masks.clone())
         g = generator
         n = out.shape[0]
 
@@ -88,7 +95,12 @@ class Augment:
             return torch.rand(n, generator=g) * (hi - lo) + lo
 
         if self.rotate or self.scale or self.translate or self.hflip:
-            out = self._affine(out, u, g)
+            if mk is None:
+                out = self._affine(out, u, g)
+            else:  # one grid for image and mask: channel 0 image, channel 1 mask
+                both = self._affine(torch.stack([out, mk], 1).flatten(0, 1), u, g, repeat=2)
+                both = both.view(-1, 2, *out.shape[1:])
+                out, mk = both[:, 0].contiguous(), both[:, 1].contiguous()
         if self.blur:
             out = _gaussian_blur(out, u(0.0, self.blur))
         if self.contrast:
@@ -104,10 +116,13 @@ class Augment:
             sigma = u(0.0, self.noise)[:, None, None]
             out = out + sigma * torch.randn(out.shape, generator=g)
         out = out.clamp_(0.0, 1.0)
+        if mk is not None:
+            return (out[0], mk[0]) if single else (out, mk)
         return out[0] if single else out
 
-    def _affine(self, x: torch.Tensor, u, g) -> torch.Tensor:
-        n = x.shape[0]
+    def _affine(self, x: torch.Tensor, u, g, repeat: int = 1) -> torch.Tensor:
+        """Random affine of (N * repeat, H, W); consecutive groups of ``repeat`` share one transform."""
+        n = x.shape[0] // repeat
         ang = torch.deg2rad(u(-self.rotate, self.rotate)) if self.rotate else torch.zeros(n)
         s = u(1 - self.scale, 1 + self.scale) if self.scale else torch.ones(n)
         tx = u(-self.translate, self.translate) * 2 if self.translate else torch.zeros(n)
@@ -118,7 +133,9 @@ class Augment:
             torch.stack([cos * flip, -sin, tx], 1),
             torch.stack([sin * flip, cos, ty], 1),
         ], 1)  # (N, 2, 3)
-        grid = F.affine_grid(theta, (n, 1, *x.shape[1:]), align_corners=False)
+        if repeat > 1:
+            theta = theta.repeat_interleave(repeat, 0)
+        grid = F.affine_grid(theta, (n * repeat, 1, *x.shape[1:]), align_corners=False)
         # zeros padding: regions shifted in are black, like the film border / air around a CT.
         return F.grid_sample(x[:, None], grid, mode="bilinear", padding_mode="zeros",
                              align_corners=False)[:, 0]

@@ -10,6 +10,7 @@ it is never used for training, early stopping, calibration or the threshold.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import sys
 import time
@@ -27,7 +28,8 @@ from medcnn import _losses
 from medcnn._trainmeta import build_card, calibrate, final_metrics
 from medcnn.augment import Augment
 from medcnn.data import DisplayCache, ImageDataset, grouped_kfold, grouped_split, read_labels
-from medcnn.models import create_model, get_device, prepare_for_device, save_checkpoint
+from medcnn.boxsup import BoxSupervision, box_masks
+from medcnn.models import create_model, default_target_layer, get_device, prepare_for_device, save_checkpoint
 
 __all__ = ["TrainConfig", "TrainResult", "cross_validate", "load_training_data", "train"]
 
@@ -61,6 +63,9 @@ class TrainConfig:
     imbalance: str = "none"
     focal_gamma: float = 2.0
     balance_by: str | None = None
+    box_column: str | None = None
+    box_weight: float = 1.0
+    box_ref_size: float = 1024.0
     augment: dict[str, Any] = field(default_factory=dict)
     train_relabel: dict[str, str] = field(default_factory=dict)
     patience: int = 10
@@ -198,15 +203,21 @@ def _score(m: dict[str, Any], monitor: str) -> float:
 
 def _fit(cfg: TrainConfig, train_ds: ImageDataset, val_ds: ImageDataset, pos: int,
          device: torch.device, state_path: Path | None, tag: str = "") -> dict[str, Any]:
-    from tqdm.auto import tqdm
-
     torch.manual_seed(cfg.seed)
     model = prepare_for_device(create_model(cfg.arch, len(train_ds.labels)), device)
     if _use_channels_last(cfg, device):
         model = model.to(memory_format=torch.channels_last)
         model._medcnn_channels_last = True
     loss_fn = _losses.make_loss(cfg.imbalance, train_ds.targets, len(train_ds.labels), cfg.focal_gamma).to(device)
-    opt = _losses.make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay, cfg.momentum)
+    params = list(model.parameters())
+    bsup, masks = None, None
+    if cfg.box_column:
+        masks = torch.from_numpy(box_masks(train_ds.df, cfg.box_column, train_ds.pipeline, cfg.box_ref_size))
+        bsup = BoxSupervision(model, default_target_layer(cfg.arch), cfg.box_weight)
+        params += list(bsup.parameters())
+        _print(f"{tag}box supervision on {default_target_layer(cfg.arch)}: "
+               f"{int((masks.flatten(1).max(1).values > 0).sum())} of {len(masks)} training images have boxes")
+    opt = _losses.make_optimizer(cfg.optimizer, params, cfg.lr, cfg.weight_decay, cfg.momentum)
     n = len(train_ds)
     bs = min(cfg.batch_size, n)
     steps = n // bs if n % bs < 2 else n // bs + 1  # a last batch of 1 breaks BatchNorm: drop it
@@ -224,6 +235,20 @@ def _fit(cfg: TrainConfig, train_ds: ImageDataset, val_ds: ImageDataset, pos: in
     bad, start = 0, 1
     if cfg.resume:
         start, bad, history, best = _resume(cfg.resume, model, opt, sched, g_sample, g_aug, best)
+    stack = contextlib.ExitStack()
+    if bsup is not None:
+        stack.enter_context(bsup)
+    with stack:
+        history, best = _epochs(cfg, model, train_ds, val_ds, pos, device, state_path, tag, loss_fn, opt,
+                                sched, weights_t, g_sample, g_aug, augment, scaler, steps, bs, n,
+                                history, best, bad, start, bsup, masks)
+    return _finish(cfg, model, val_ds, device, history, best)
+
+
+def _epochs(cfg, model, train_ds, val_ds, pos, device, state_path, tag, loss_fn, opt, sched, weights_t,
+            g_sample, g_aug, augment, scaler, steps, bs, n, history, best, bad, start, bsup, masks):
+    from tqdm.auto import tqdm
+
     for epoch in range(start, cfg.epochs + 1):
         t0 = time.perf_counter()
         model.train()
@@ -235,12 +260,18 @@ def _fit(cfg: TrainConfig, train_ds: ImageDataset, val_ds: ImageDataset, pos: in
         for b in bar:
             idx = order[b * bs:(b + 1) * bs].tolist()
             x = train_ds.display_batch(idx)
+            mb = masks[idx] if masks is not None else None
             if augment.enabled:
-                x = augment(x, g_aug)
+                if mb is not None:
+                    x, mb = augment(x, g_aug, masks=mb)
+                else:
+                    x = augment(x, g_aug)
             x = train_ds.pipeline.to_tensor(x)
             y = torch.as_tensor(train_ds.targets[idx]).to(device)
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(_forward(model, x, device).float(), y)
+            if bsup is not None:
+                loss = loss + bsup.loss(mb)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch}; lower --lr")
             if scaler is not None:
@@ -275,6 +306,10 @@ def _fit(cfg: TrainConfig, train_ds: ImageDataset, val_ds: ImageDataset, pos: in
         if cfg.patience and bad >= cfg.patience:
             _print(f"{tag}early stop: no improvement of val {cfg.monitor} for {cfg.patience} epochs")
             break
+    return history, best
+
+
+def _finish(cfg, model, val_ds, device, history, best):
     if best["state"] is None:  # resumed past the last epoch: keep the current weights
         best["state"] = model.state_dict()
         best["logits"] = predict_logits_ds(model, val_ds, device)

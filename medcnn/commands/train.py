@@ -65,6 +65,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--focal-gamma", type=float, default=2.0)
     m.add_argument("--balance-by", metavar="COLUMN",
                    help="weighted sampling: every (label, COLUMN value) cell equally likely (e.g. view_position)")
+    m.add_argument("--box-column", metavar="COLUMN",
+                   help="supervise WHERE the finding is with radiologists' boxes in COLUMN ('x y w h;...' in "
+                        "--box-ref-size pixel coordinates, e.g. rsna_boxes_1024): an auxiliary mask loss on the "
+                        "Grad-CAM layer during training only (see medcnn.boxsup)")
+    m.add_argument("--box-weight", type=float, default=1.0, help="weight of the box loss (default 1.0)")
+    m.add_argument("--box-ref-size", type=float, default=1024, help="side of the box coordinate grid (default 1024)")
     m.add_argument("--patience", type=int, default=10, help="early-stopping patience in epochs (0: off)")
     m.add_argument("--monitor", choices=("auc", "loss", "min_group_auc"), default="auc",
                    help="early-stopping criterion on val; min_group_auc = worst AUC over --val-by groups")
@@ -124,7 +130,8 @@ def _config(args: argparse.Namespace):
         optimizer=args.optimizer, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
         schedule=args.schedule, lr_decay=args.lr_decay, restart_epochs=args.restart_epochs,
         warmup_epochs=args.warmup_epochs, imbalance=args.imbalance, focal_gamma=args.focal_gamma,
-        balance_by=args.balance_by, augment=aug, train_relabel=dict(args.train_relabel),
+        balance_by=args.balance_by, box_column=args.box_column, box_weight=args.box_weight,
+        box_ref_size=args.box_ref_size, augment=aug, train_relabel=dict(args.train_relabel),
         patience=args.patience, monitor=args.monitor, seed=args.seed,
         out=str(args.out) if args.out else None, resume=str(args.resume) if args.resume else None,
         save_state=args.save_state, folds=args.folds, val_by=args.val_by, val_fraction=args.val_fraction,
