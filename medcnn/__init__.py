@@ -12,17 +12,36 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+# public name -> module defining it. A name equal to a submodule's (``explain``, ``train``)
+# cannot be exported: importing ``medcnn.explain`` binds the *module* to ``medcnn.explain``,
+# so the attribute would flip between function and module with import order. Use
+# ``from medcnn.explain import explain`` and ``from medcnn.train import train`` instead.
 _EXPORTS = {
+    "audit_dataset": "medcnn.audit",
     "CardError": "medcnn.card",
     "ModelCard": "medcnn.card",
+    "Explanation": "medcnn.explain",
+    "METHODS": "medcnn.explain",
+    "Prediction": "medcnn.inference",
+    "Predictor": "medcnn.inference",
+    "choose_model": "medcnn.inference",
     "ImageMeta": "medcnn.io",
     "MedImage": "medcnn.io",
     "UnsupportedImageError": "medcnn.io",
     "read_image": "medcnn.io",
+    "compute_metrics": "medcnn.metrics",
+    "MODELS": "medcnn.models",
+    "create_model": "medcnn.models",
+    "load_model": "medcnn.models",
     "Pipeline": "medcnn.preprocess",
     "PipelineResult": "medcnn.preprocess",
     "default_config": "medcnn.preprocess",
     "render": "medcnn.preprocess",
+    "audit_saliency": "medcnn.saliency_audit",
+    "deletion_insertion": "medcnn.sanity",
+    "randomisation_test": "medcnn.sanity",
+    "TrainConfig": "medcnn.train",
+    "overlay": "medcnn.visualize",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

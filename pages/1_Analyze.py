@@ -1,12 +1,13 @@
 """Analyze one image: preprocessing, probabilities, saliency, PDF report.
 
-Thin page: every computation is in :mod:`medcnn.appstate` (cached) and :mod:`medcnn.report`.
+Thin page: every computation is in :mod:`medcnn.appstate` (cached), :mod:`medcnn.app_display`
+(charts, tables) and :mod:`medcnn.report`.
 """
 from datetime import datetime, timezone
 
 import streamlit as st
 
-from medcnn import appstate, report
+from medcnn import app_display, appstate, report
 from medcnn.preprocess import CT_PRESETS
 from medcnn.visualize import overlay, to_png_bytes
 
@@ -20,7 +21,7 @@ def fail(what: str, error: Exception) -> None:
 
 
 cards = appstate.list_models()
-methods = appstate.method_options()
+methods = app_display.method_options()
 
 # ----------------------------------------------------------------------------- sidebar
 with st.sidebar:
@@ -36,7 +37,7 @@ with st.sidebar:
                    "(Adebayo et al. 2018): its map barely depends on the learned weights.")
     st.caption(methods[method].description)
     alpha = st.slider("Opacity", 0.0, 1.0, 0.4, 0.05, key="opacity")
-    cmap = st.selectbox("Colormap", appstate.COLORMAPS, key="cmap")
+    cmap = st.selectbox("Colormap", app_display.COLORMAPS, key="cmap")
     contour = st.slider("Outline the top % of the map (0 = off)", 0, 50, 0, 5, key="contour")
     scale_by_prob = st.checkbox("Scale map by the class probability", value=False, key="scale_prob",
                                 help="A confident negative then does not glow like a positive.")
@@ -77,15 +78,15 @@ if image.meta.n_frames > 1:
         fail("reading the frame", e)
 
 window = None
-if appstate.is_ct_dicom(image.meta):
+if app_display.is_ct_dicom(image.meta):
     with st.sidebar:
         st.header("CT window")
         presets = ["model default", *CT_PRESETS, "custom"]
         st.session_state.setdefault("ct_level", -600)
         st.session_state.setdefault("ct_width", 1500)
-        preset = st.selectbox("Preset", presets, key="ct_preset", on_change=appstate.sync_ct_sliders)
-        level = st.slider("Level (HU)", -1500, 3000, step=10, key="ct_level", on_change=appstate.ct_custom)
-        width = st.slider("Width (HU)", 10, 4000, step=10, key="ct_width", on_change=appstate.ct_custom)
+        preset = st.selectbox("Preset", presets, key="ct_preset", on_change=app_display.sync_ct_sliders)
+        level = st.slider("Level (HU)", -1500, 3000, step=10, key="ct_level", on_change=app_display.ct_custom)
+        width = st.slider("Width (HU)", 10, 4000, step=10, key="ct_width", on_change=app_display.ct_custom)
     window = None if preset == "model default" else (float(level), float(width)) if preset == "custom" else preset
 
 try:
@@ -125,11 +126,11 @@ scale = pred.probabilities[target] if scale_by_prob else None
 over = overlay(display, expl.heatmap, cmap=cmap, alpha=alpha, contour_top_percent=contour or None, scale=scale)
 heat = overlay(display, expl.heatmap, cmap=cmap, alpha=1.0, scale=scale)
 c1, c2, c3 = st.columns([16, 16, 17])
-c1.image(appstate.to_uint8(display), caption="Model input", width="stretch")
+c1.image(app_display.to_uint8(display), caption="Model input", width="stretch")
 c2.image(over, caption=f"{methods[method].label} overlay (target {target})", width="stretch")
-c3.image(appstate.with_colorbar(heat, cmap), caption="Heat map; colour bar: top 1 = most important, bottom 0",
+c3.image(app_display.with_colorbar(heat, cmap), caption="Heat map; colour bar: top 1 = most important, bottom 0",
          width="stretch")
-chart_slot.vega_lite_chart(appstate.probability_chart(pred, card.positive_label), key="prob_chart")
+chart_slot.vega_lite_chart(app_display.probability_chart(pred, card.positive_label), key="prob_chart")
 detail = f"{methods[method].label} computed in {expl.seconds:.2f} s (image {key[:8]})"
 if expl.delta is not None:
     detail += f" · convergence delta {expl.delta:.3g}"
@@ -147,7 +148,7 @@ if st.button("Run sanity check (model randomisation)", key="sanity"):
         st.error(appstate.error_message("running the sanity check", e))
 stored = st.session_state.get("sanity_result")
 if stored and stored[0] == sanity_key:
-    verdict, rows = appstate.sanity_summary(stored[1])
+    verdict, rows = app_display.sanity_summary(stored[1])
     (st.success if stored[1].get("passes") else st.warning)(verdict)
     if rows:
         st.dataframe(rows, hide_index=True, key="sanity_table")
@@ -175,15 +176,15 @@ st.subheader("Image")
 m1, m2 = st.columns([2, 3])
 with m1:
     st.markdown("**Metadata** (non-identifying fields only)")
-    st.table(appstate.meta_rows(image.meta), border="horizontal", hide_index=True)
+    st.table(app_display.meta_rows(image.meta), border="horizontal", hide_index=True)
 with m2:
     st.markdown("**Histogram** of the stored values (dashed: window applied)")
-    st.vega_lite_chart(appstate.histogram_chart(image.pixels, pred.pipeline_result.window), key="histogram")
+    st.vega_lite_chart(app_display.histogram_chart(image.pixels, pred.pipeline_result.window), key="histogram")
 
 st.subheader("Preprocessing")
 st.caption("Every step of the model's pipeline, ending with the exact tensor the network receives.")
 step_cols = st.columns(len(steps))
 for col, step in zip(step_cols, steps):
-    col.image(appstate.to_uint8(step.image), width="stretch")
+    col.image(app_display.to_uint8(step.image), width="stretch")
     col.markdown(f"**{step.name}** · {' x '.join(map(str, step.shape))}")
-    col.caption(appstate.format_params(step.params))
+    col.caption(app_display.format_params(step.params))

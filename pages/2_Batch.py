@@ -1,11 +1,11 @@
 """Batch: several files or a ZIP -> table, CSV and thumbnails with saliency overlays.
 
 Thin page: reading ZIPs (in memory, with zip-bomb guards) and analysing each file live in
-:mod:`medcnn.appstate`. One bad file only fills the ``error`` column of its row.
+:mod:`medcnn.app_batch`. One bad file only fills the ``error`` column of its row.
 """
 import streamlit as st
 
-from medcnn import appstate
+from medcnn import app_batch, app_display, appstate
 from medcnn.visualize import overlay
 
 st.set_page_config(page_title="Batch · medcnn", page_icon="🗂️", layout="wide")
@@ -16,7 +16,7 @@ with st.sidebar:
     model_choice = st.selectbox("Model", [appstate.AUTO_MODEL] + [c.name for c in cards],
                                 key="batch_model_choice")
     alpha = st.slider("Overlay opacity", 0.0, 1.0, 0.4, 0.05, key="batch_opacity")
-    cmap = st.selectbox("Colormap", appstate.COLORMAPS, key="batch_cmap")
+    cmap = st.selectbox("Colormap", app_display.COLORMAPS, key="batch_cmap")
     n_cols = st.slider("Thumbnails per row", 2, 8, 4, key="batch_columns")
 
 st.title("Batch analysis")
@@ -31,17 +31,17 @@ files = st.file_uploader(
     type=None, accept_multiple_files=True, key="batch_upload")
 if not files:
     st.info("Upload files to start. Each file gets a row; a file that cannot be read only fills "
-            f"its error column. ZIP limits: {appstate.ZIP_MAX_MEMBERS} files, "
-            f"{appstate.ZIP_MAX_MEMBER_BYTES // 2**20} MiB per file, "
-            f"{appstate.ZIP_MAX_TOTAL_BYTES // 2**20} MiB in total.")
+            f"its error column. ZIP limits: {app_batch.ZIP_MAX_MEMBERS} files, "
+            f"{app_batch.ZIP_MAX_MEMBER_BYTES // 2**20} MiB per file, "
+            f"{app_batch.ZIP_MAX_TOTAL_BYTES // 2**20} MiB in total.")
     st.stop()
 
 appstate.warm_up(cards)
-items = list(appstate.expand_uploads((f.name, f.getvalue()) for f in files))
+items = list(app_batch.expand_uploads((f.name, f.getvalue()) for f in files))
 progress = st.progress(0.0, text=f"Analysing {len(items)} files...")
 results = []
 for i, item in enumerate(items, start=1):
-    results.append(appstate.analyze_batch_item(item, model_choice))
+    results.append(app_batch.analyze_batch_item(item, model_choice))
     progress.progress(i / len(items), text=f"{i} / {len(items)}: {item.name}")
 progress.empty()
 
@@ -60,7 +60,7 @@ st.dataframe(
                                             width="small"),
     },
 )
-st.download_button("Download CSV", appstate.rows_to_csv(rows), file_name="medcnn_batch.csv",
+st.download_button("Download CSV", app_batch.rows_to_csv(rows), file_name="medcnn_batch.csv",
                    mime="text/csv", key="batch_csv", on_click="ignore")
 
 st.subheader("Thumbnails (Grad-CAM for the predicted class)")

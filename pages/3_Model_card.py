@@ -1,13 +1,13 @@
 """Model cards: data and citation, metrics with CIs, plots, intended use, limitations, audit.
 
-Thin page: tables come from :mod:`medcnn.report`, figures from :mod:`medcnn.appstate`
+Thin page: tables come from :mod:`medcnn.report`, figures from :mod:`medcnn.app_cards`
 (cached PNGs of :mod:`medcnn.plots`).
 """
 import json
 
 import streamlit as st
 
-from medcnn import appstate, report
+from medcnn import app_cards, appstate, report
 
 st.set_page_config(page_title="Model cards · medcnn", page_icon="📋", layout="wide")
 
@@ -21,7 +21,7 @@ if not cards:
 
 for tab, card in zip(st.tabs([c.name for c in cards]), cards):
     with tab:
-        card_path, mtime = str(card.path), appstate.card_mtime(card)
+        card_path, mtime = str(card.path), app_cards.card_mtime(card)
         st.header(card.name)
         for line in report.card_summary(card):
             st.markdown(f"- {line}")
@@ -56,7 +56,7 @@ for tab, card in zip(st.tabs([c.name for c in cards]), cards):
             split = st.selectbox("Set", splits, index=splits.index("test") if "test" in splits else 0,
                                  key=f"plot_split_{card.name}")
             cols = st.columns(4)
-            cols[0].image(appstate.card_figure_png("confusion", card_path, mtime, split), width="stretch")
+            cols[0].image(app_cards.card_figure_png("confusion", card_path, mtime, split), width="stretch")
             st.caption("The confusion matrix comes from the counts stored in the card. ROC, precision-recall "
                        "and reliability curves need the per-image scores, which the card does not store: "
                        "they are computed from the model's own data split when it is on this machine.")
@@ -66,7 +66,7 @@ for tab, card in zip(st.tabs([c.name for c in cards]), cards):
                 try:
                     with st.spinner("Scoring the split..."):
                         for col, kind in zip(cols[1:], ("roc", "pr", "reliability")):
-                            col.image(appstate.card_figure_png(kind, card_path, mtime, split), width="stretch")
+                            col.image(app_cards.card_figure_png(kind, card_path, mtime, split), width="stretch")
                 except Exception as e:  # noqa: BLE001
                     st.warning(appstate.error_message("computing the curves", e))
         else:

@@ -275,7 +275,7 @@ def test_batch_files_and_zip_with_a_bad_member(weights):
 
 
 def test_batch_zip_guards():
-    from medcnn import appstate
+    from medcnn import app_batch
 
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
@@ -284,14 +284,14 @@ def test_batch_zip_guards():
             zf.writestr(f"img{i}.png", b"x" * 10)
         zf.writestr("__MACOSX/._img0.png", b"junk")
         zf.writestr(".hidden", b"junk")
-    items = list(appstate.expand_uploads([("set.zip", buf.getvalue())], max_members=3, max_member_bytes=1000))
+    items = list(app_batch.expand_uploads([("set.zip", buf.getvalue())], max_members=3, max_member_bytes=1000))
     by_name = {i.name: i for i in items}
     assert "set.zip" in by_name and "only the first 3" in by_name["set.zip"].error
     assert by_name["set.zip/bomb.dcm"].data is None and "too large" in by_name["set.zip/bomb.dcm"].error
     assert [i.name for i in items if i.data is not None] == ["set.zip/img0.png", "set.zip/img1.png"]
-    items = list(appstate.expand_uploads([("set.zip", buf.getvalue())], max_total_bytes=5015))
+    items = list(app_batch.expand_uploads([("set.zip", buf.getvalue())], max_total_bytes=5015))
     assert "exceeds" in items[-1].error and len([i for i in items if i.data is not None]) == 2
-    bad = list(appstate.expand_uploads([("bad.zip", b"PK\x03\x04 truncated")]))
+    bad = list(app_batch.expand_uploads([("bad.zip", b"PK\x03\x04 truncated")]))
     assert bad[0].data is None and "ZIP" in bad[0].error
 
 
