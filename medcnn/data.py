@@ -143,10 +143,9 @@ def _finish(df: pd.DataFrame, source: str, origin: str) -> pd.DataFrame:
     if "split" not in df.columns:
         df["split"] = "train"
     df["split"] = df["split"].fillna("train").astype(str).str.strip().str.lower()
-    bad = sorted(set(df["split"]) - set(_SPLIT_ALIASES))
-    if bad:
-        raise ValueError(f"{origin}: unknown split name(s) {bad}; use train, val or test")
-    df["split"] = df["split"].map(_SPLIT_ALIASES)
+    # Other split names (e.g. nih_cxr_pneumonia's ``fullres_demo`` duplicates of test images)
+    # are kept verbatim: never used for training, selectable with ``split=``.
+    df["split"] = df["split"].map(lambda v: _SPLIT_ALIASES.get(v, v))
     if "group" in df.columns:
         df["group"] = df["group"].astype(str)
     elif "patient_id" in df.columns:

@@ -108,7 +108,10 @@ def load_training_data(cfg: TrainConfig) -> tuple[pd.DataFrame, list[str], str, 
     """
     df = read_labels(cfg.data)
     n_test = int((df["split"] == "test").sum())
-    df = df[df["split"] != "test"].copy()
+    other = sorted(set(df["split"]) - {"train", "val", "test"})
+    if other:
+        _warn(f"rows of split(s) {other} are not used for training ({int(df['split'].isin(other).sum())} rows)")
+    df = df[df["split"].isin(["train", "val"])].copy()
     for old, new in cfg.train_relabel.items():
         df.loc[(df["split"] == "train") & (df["label"] == old), "label"] = new
     classes = list(cfg.classes) if cfg.classes else sorted(df["label"].unique())

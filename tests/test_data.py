@@ -60,16 +60,18 @@ def test_read_labels_concatenates_sources(csv_set, tmp_path):
     assert pd.isna(df["view_position"].iloc[-1])
 
 
-def test_missing_file_and_bad_split(tmp_path):
+def test_missing_file_and_extra_split_names(tmp_path):
     root = tmp_path / "s"
     root.mkdir()
     (root / "labels.csv").write_text("path,label,split\nnope.png,A,train\n")
     with pytest.raises(FileNotFoundError, match="nope.png"):
         read_labels(root / "labels.csv")
     _png(root / "a.png")
-    (root / "labels.csv").write_text("path,label,split\na.png,A,holdout\n")
-    with pytest.raises(ValueError, match="unknown split"):
-        read_labels(root / "labels.csv")
+    # extra split names (nih_cxr_pneumonia's fullres_demo) are kept, selectable, never aliased to train
+    (root / "labels.csv").write_text("path,label,split\na.png,A,fullres_demo\na.png,A,Validation\n")
+    df = read_labels(root / "labels.csv")
+    assert list(df["split"]) == ["fullres_demo", "val"]
+    assert len(read_labels(root / "labels.csv", split="fullres_demo")) == 1
     (root / "labels.csv").write_text("file,label\na.png,A\n")
     with pytest.raises(ValueError, match="lacks column"):
         read_labels(root / "labels.csv")
