@@ -62,7 +62,21 @@ def box_masks(df: pd.DataFrame, column: str, pipeline: Pipeline, ref_size: float
 
 
 class BoxSupervision:
-    """Auxiliary box-mask loss on one layer of a model (training only).
+    """Auxiliary box loss on one layer of a model (training only).
+
+    Two modes:
+
+    * ``"mask"``: a separate 1x1-conv head predicts the box mask from the layer's
+      features (BCE). It shapes the shared features but leaves the classifier free to
+      use other evidence.
+    * ``"cam"``: supervise the class activation map itself. For a network whose head is
+      global average pooling + linear (our ResNets), the positive class logit is the
+      spatial mean of ``CAM(i, j) = sum_k W[pos, k] A_k(i, j)`` plus a bias, and
+      Grad-CAM on that layer is ``ReLU(CAM) / (h w)`` (Zhou et al. 2016; Selvaraju et al.
+      2017, sec. 3.1). The loss is the share of positive evidence that falls outside the
+      boxes, ``sum_out ReLU(CAM) / sum ReLU(CAM)``, on images with boxes: it directly
+      optimises the "mass inside the boxes" figure of the saliency audit. Similar in
+      spirit to attention supervision in GAIN (Li et al., CVPR 2018).
 
     Use as a context manager around the training loop; the forward hook is removed on
     exit, even after an error.
@@ -71,19 +85,36 @@ class BoxSupervision:
         model: the network being trained.
         layer: dotted name of the supervised layer (the card's Grad-CAM target layer).
         weight: weight of the auxiliary loss added to the classification loss.
+        mode: ``"mask"`` or ``"cam"``.
+        classifier: dotted name of the final linear layer (``"cam"`` mode).
+        target: class index whose CAM is supervised (``"cam"`` mode; the positive label).
     """
 
-    def __init__(self, model: nn.Module, layer: str, weight: float = 1.0):
+    def __init__(self, model: nn.Module, layer: str, weight: float = 1.0, mode: str = "mask",
+                 classifier: str = "fc", target: int = 1):
         if weight < 0:
             raise ValueError(f"box loss weight must be >= 0, got {weight}")
-        self.model, self.layer, self.weight = model, layer, float(weight)
+        if mode not in ("mask", "cam"):
+            raise ValueError(f"box supervision mode must be 'mask' or 'cam', got {mode!r}")
+        self.model, self.layer, self.weight, self.mode = model, layer, float(weight), mode
+        self.target = int(target)
+        if mode == "cam":
+            try:
+                fc = model.get_submodule(classifier)
+            except AttributeError:
+                fc = None
+            if not isinstance(fc, nn.Linear):
+                raise ValueError(f"'cam' box supervision needs a global-pool + linear head; {classifier!r} is "
+                                 f"not an nn.Linear of this model (use mode 'mask')")
+            self.fc = fc
         self.module = model.get_submodule(layer)
         self._features: torch.Tensor | None = None
         self._handle: Any = None
-        channels = self._probe_channels()
-        self.head = nn.Conv2d(channels, 1, kernel_size=1)
-        nn.init.zeros_(self.head.weight)
-        nn.init.constant_(self.head.bias, -2.0)  # most of an image holds no opacity
+        self.head: nn.Conv2d | None = None
+        if mode == "mask":
+            self.head = nn.Conv2d(self._probe_channels(), 1, kernel_size=1)
+            nn.init.zeros_(self.head.weight)
+            nn.init.constant_(self.head.bias, -2.0)  # most of an image holds no opacity
 
     def _probe_channels(self) -> int:
         p = next(self.model.parameters())
@@ -101,7 +132,8 @@ class BoxSupervision:
         return seen[0]
 
     def parameters(self):
-        return self.head.parameters()
+        """Parameters of the auxiliary head (none in ``"cam"`` mode)."""
+        return iter(()) if self.head is None else self.head.parameters()
 
     def __enter__(self) -> "BoxSupervision":
         def hook(module, inputs, output):
@@ -125,7 +157,23 @@ class BoxSupervision:
         if self._features is None:
             raise RuntimeError("BoxSupervision.loss() needs a forward pass inside the context")
         feats = self._features.float()
+        if self.mode == "cam":
+            return self._cam_loss(feats, masks)
         self.head.to(feats.device)
         pred = self.head(feats)  # (N, 1, h, w)
         target = F.adaptive_avg_pool2d(masks[:, None].to(feats.device), pred.shape[-2:])
         return self.weight * F.binary_cross_entropy_with_logits(pred, target)
+
+    def _cam_loss(self, feats: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        if feats.shape[1] != self.fc.in_features:
+            raise ValueError(f"layer {self.layer!r} has {feats.shape[1]} channels but the classifier expects "
+                             f"{self.fc.in_features}: 'cam' mode needs the layer right before the pooling")
+        cam = torch.einsum("nkhw,k->nhw", feats, self.fc.weight[self.target].float()).relu()
+        # a feature cell counts as inside when any of its pixels is in a box (max pooling)
+        inside = F.adaptive_max_pool2d(masks[:, None].to(feats.device), cam.shape[-2:])[:, 0]
+        has_box = inside.flatten(1).amax(1) > 0
+        if not bool(has_box.any()):
+            return feats.sum() * 0.0  # keeps the graph; nothing to supervise in this batch
+        cam, inside = cam[has_box], inside[has_box]
+        outside_share = (cam * (1 - inside)).flatten(1).sum(1) / (cam.flatten(1).sum(1) + 1e-6)
+        return self.weight * outside_share.mean()

@@ -65,6 +65,7 @@ class TrainConfig:
     balance_by: str | None = None
     box_column: str | None = None
     box_weight: float = 1.0
+    box_mode: str = "mask"
     box_ref_size: float = 1024.0
     augment: dict[str, Any] = field(default_factory=dict)
     train_relabel: dict[str, str] = field(default_factory=dict)
@@ -216,7 +217,8 @@ def _fit(cfg: TrainConfig, train_ds: ImageDataset, val_ds: ImageDataset, pos: in
     bsup, masks = None, None
     if cfg.box_column:
         masks = torch.from_numpy(box_masks(train_ds.df, cfg.box_column, train_ds.pipeline, cfg.box_ref_size))
-        bsup = BoxSupervision(model, default_target_layer(cfg.arch), cfg.box_weight)
+        bsup = BoxSupervision(model, default_target_layer(cfg.arch), cfg.box_weight, cfg.box_mode,
+                              target=pos)
         params += list(bsup.parameters())
         _print(f"{tag}box supervision on {default_target_layer(cfg.arch)}: "
                f"{int((masks.flatten(1).max(1).values > 0).sum())} of {len(masks)} training images have boxes")

@@ -83,3 +83,29 @@ def test_augment_moves_masks_with_images():
     assert set(torch.unique((m > 0.5).float()).tolist()) <= {0.0, 1.0}
     with pytest.raises(ValueError, match="masks shape"):
         full(img, None, masks=torch.zeros(2, 48, 48))
+
+
+def test_cam_mode_moves_positive_evidence_into_the_boxes():
+    torch.manual_seed(0)
+    model = create_model("smallresnet", 2)
+    sup = BoxSupervision(model, "layer4", weight=1.0, mode="cam", classifier="fc", target=1)
+    assert list(sup.parameters()) == []  # no extra head: the classifier's own CAM is supervised
+    x = torch.randn(4, 1, 64, 64)
+    masks = torch.zeros(4, 64, 64)
+    masks[:, :32, :32] = 1.0  # top-left quadrant = one 2x2 cell of the 2x2 feature map... of 4
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    with sup:
+        model.train()
+        first = None
+        for _ in range(25):
+            opt.zero_grad()
+            model(x)
+            loss = sup.loss(masks)
+            loss.backward()
+            opt.step()
+            first = loss.item() if first is None else first
+    assert 0.0 <= loss.item() < 0.5 * first
+    with pytest.raises(ValueError, match="nn.Linear"):
+        BoxSupervision(model, "layer4", mode="cam", classifier="layer4")
+    with pytest.raises(ValueError, match="'mask' or 'cam'"):
+        BoxSupervision(model, "layer4", mode="attention")

@@ -70,6 +70,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "--box-ref-size pixel coordinates, e.g. rsna_boxes_1024): an auxiliary mask loss on the "
                         "Grad-CAM layer during training only (see medcnn.boxsup)")
     m.add_argument("--box-weight", type=float, default=1.0, help="weight of the box loss (default 1.0)")
+    m.add_argument("--box-mode", choices=("mask", "cam"), default="mask",
+                   help="mask: auxiliary mask head on the layer's features; cam: penalise the share of the "
+                        "positive class activation map outside the boxes (directly shapes Grad-CAM)")
     m.add_argument("--box-ref-size", type=float, default=1024, help="side of the box coordinate grid (default 1024)")
     m.add_argument("--patience", type=int, default=10, help="early-stopping patience in epochs (0: off)")
     m.add_argument("--monitor", choices=("auc", "loss", "min_group_auc"), default="auc",
@@ -130,7 +133,7 @@ def _config(args: argparse.Namespace):
         optimizer=args.optimizer, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
         schedule=args.schedule, lr_decay=args.lr_decay, restart_epochs=args.restart_epochs,
         warmup_epochs=args.warmup_epochs, imbalance=args.imbalance, focal_gamma=args.focal_gamma,
-        balance_by=args.balance_by, box_column=args.box_column, box_weight=args.box_weight,
+        balance_by=args.balance_by, box_column=args.box_column, box_weight=args.box_weight, box_mode=args.box_mode,
         box_ref_size=args.box_ref_size, augment=aug, train_relabel=dict(args.train_relabel),
         patience=args.patience, monitor=args.monitor, seed=args.seed,
         out=str(args.out) if args.out else None, resume=str(args.resume) if args.resume else None,
