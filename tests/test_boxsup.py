@@ -85,15 +85,16 @@ def test_augment_moves_masks_with_images():
         full(img, None, masks=torch.zeros(2, 48, 48))
 
 
-def test_cam_mode_moves_positive_evidence_into_the_boxes():
+def test_cam_mode_makes_the_positive_cam_the_box_mask():
     torch.manual_seed(0)
     model = create_model("smallresnet", 2)
     sup = BoxSupervision(model, "layer4", weight=1.0, mode="cam", classifier="fc", target=1)
-    assert list(sup.parameters()) == []  # no extra head: the classifier's own CAM is supervised
+    # no extra head: the classifier's own CAM is supervised (plus one learned offset)
+    assert [p.numel() for p in sup.parameters()] == [1]
     x = torch.randn(4, 1, 64, 64)
     masks = torch.zeros(4, 64, 64)
     masks[:, :32, :32] = 1.0  # top-left quadrant = one 2x2 cell of the 2x2 feature map... of 4
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    opt = torch.optim.Adam(list(model.parameters()) + list(sup.parameters()), lr=3e-3)
     with sup:
         model.train()
         first = None
@@ -105,6 +106,15 @@ def test_cam_mode_moves_positive_evidence_into_the_boxes():
             opt.step()
             first = loss.item() if first is None else first
     assert 0.0 <= loss.item() < 0.5 * first
+    # the positive class's CAM is now higher inside the box than outside
+    with torch.no_grad():
+        model.eval()
+        feats = {}
+        h = model.layer4.register_forward_hook(lambda m, i, o: feats.setdefault("a", o))
+        model(x)
+        h.remove()
+        cam = torch.einsum("nkhw,k->nhw", feats["a"], model.fc.weight[1])
+    assert (cam[:, 0, 0] > cam[:, 1, 1]).all()
     with pytest.raises(ValueError, match="nn.Linear"):
         BoxSupervision(model, "layer4", mode="cam", classifier="layer4")
     with pytest.raises(ValueError, match="'mask' or 'cam'"):
