@@ -16,6 +16,7 @@ from medcnn.io import ImageMeta
 __all__ = [
     "COLORMAPS",
     "META_FIELDS",
+    "attention_location",
     "ct_custom",
     "format_params",
     "histogram_chart",
@@ -197,3 +198,18 @@ def sync_ct_sliders() -> None:
 def ct_custom() -> None:
     """``on_change`` of the level/width sliders: the window is now custom."""
     st.session_state["ct_preset"] = "custom"
+
+
+def attention_location(display: np.ndarray, heatmap: np.ndarray) -> str | None:
+    """One line for a chest X-ray: the share of the map's mass outside the estimated thorax
+    and on the image margins (where text markers sit), each next to what a map that ignores
+    the image would give (the region's area share). None when the map is empty."""
+    from medcnn.saliency_audit import location_metrics, margin_mask, thorax_mask
+
+    m = location_metrics(heatmap, thorax=thorax_mask(display), margin=margin_mask(heatmap.shape))
+    if m.get("outside_thorax") is None:
+        return None
+    return (f"{m['outside_thorax']:.0%} of the attention lies outside the estimated thorax "
+            f"(a map that ignores the image: {m['outside_thorax_area']:.0%}); {m['margin_share']:.0%} on the "
+            f"image margins where text markers sit ({m['margin_area']:.0%}). The thorax is a rough estimate "
+            "(medcnn.saliency_regions).")

@@ -135,8 +135,11 @@ detail = f"{methods[method].label} computed in {expl.seconds:.2f} s (image {key[
 if expl.delta is not None:
     detail += f" · convergence delta {expl.delta:.3g}"
 st.caption(detail + " · changing opacity, colormap or outline only redraws (the map is cached).")
-# ---- SALIENCY-LOCATION LINE (issue 5) goes here: "x% of the attention lies outside the lungs",
-# computed from (display, expl.heatmap) by medcnn.saliency_audit through a cached appstate helper.
+if card.modality == "CXR":
+    location = app_display.attention_location(display, expl.heatmap)
+    if location:
+        st.caption(location, help="Saliency-location audit (issue 5): attention outside the chest or on the "
+                                  "margins suggests the model uses acquisition cues, not anatomy.")
 
 sanity_key = (key, card_path, frame, str(window), method, target)
 if st.button("Run sanity check (model randomisation)", key="sanity"):

@@ -312,3 +312,15 @@ def test_model_card_page(weights):
     at.button(key="curves_ct_covid").click().run()
     assert "not available on this machine" in at.warning[0].value
     assert any("audit" in h.value.lower() for h in at.subheader)
+
+
+def test_attention_location_line_reports_mass_outside_the_thorax():
+    from medcnn import app_display
+
+    display = np.full((128, 128), 0.8, np.float32)
+    heat = np.zeros((128, 128), np.float32)
+    heat[:6, :6] = 1.0  # all attention on the top-left corner: outside the chest, on the margin
+    line = app_display.attention_location(display, heat)
+    assert line.startswith("100% of the attention lies outside the estimated thorax")
+    assert "100% on the image margins" in line
+    assert app_display.attention_location(display, np.zeros_like(heat)) is None  # empty map: no claim
