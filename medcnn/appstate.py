@@ -48,6 +48,7 @@ __all__ = [
     "list_models",
     "predict_upload",
     "read_upload",
+    "require_models",
     "resolve_card_path",
     "sanity_upload",
     "step_views",
@@ -128,6 +129,14 @@ def get_predictor(card_path: str) -> Any:
 
 
 @st.cache_resource(show_spinner=False)
+def require_models(cards: list) -> None:
+    """Stop the page with an explanation when no model weights are installed."""
+    if not cards:
+        st.info(f"No model weights found in `{weights_dir()}`. Add `<name>.pt` + `<name>.json` "
+                "(or set `MEDCNN_WEIGHTS_DIR`) and reload.")
+        st.stop()
+
+
 def device_description() -> str:
     """``"GPU: <name>"`` or ``"CPU (<n> threads)"`` for the device models run on."""
     import torch

@@ -46,10 +46,7 @@ with st.sidebar:
 st.title("Analyze an image")
 st.caption(appstate.DISCLAIMER)
 
-if not cards:
-    st.info(f"No model weights found in `{appstate.weights_dir()}`. Add `<name>.pt` + `<name>.json` "
-            "(or set `MEDCNN_WEIGHTS_DIR`) and reload.")
-    st.stop()
+appstate.require_models(cards)
 appstate.warm_up(cards)
 
 upload = st.file_uploader("Chest X-ray or CT slice: DICOM (any or no extension), PNG or JPEG",

@@ -21,10 +21,7 @@ with st.sidebar:
 
 st.title("Batch analysis")
 st.caption(appstate.DISCLAIMER)
-if not cards:
-    st.info(f"No model weights found in `{appstate.weights_dir()}`. Add `<name>.pt` + `<name>.json` "
-            "(or set `MEDCNN_WEIGHTS_DIR`) and reload.")
-    st.stop()
+appstate.require_models(cards)
 
 files = st.file_uploader(
     "Several DICOM / PNG / JPEG files, or ZIP archives of them (read in memory, never extracted)",

@@ -14,10 +14,7 @@ st.set_page_config(page_title="Model cards · medcnn", page_icon="📋", layout=
 st.title("Model cards")
 st.caption(appstate.DISCLAIMER)
 cards = appstate.list_models()
-if not cards:
-    st.info(f"No model weights found in `{appstate.weights_dir()}`. Add `<name>.pt` + `<name>.json` "
-            "(or set `MEDCNN_WEIGHTS_DIR`) and reload.")
-    st.stop()
+appstate.require_models(cards)
 
 for tab, card in zip(st.tabs([c.name for c in cards]), cards):
     with tab:

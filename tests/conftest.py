@@ -26,3 +26,14 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def dicom_samples(shared_data: Path) -> Path:
     return shared_data / "dicom_samples"
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run a test with one torch thread (the 2 cores are shared), restoring the setting after."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

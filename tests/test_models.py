@@ -17,12 +17,7 @@ from medcnn.models import (
 SMALL = ("simplecnn", "tinyresnet", "smallresnet")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
