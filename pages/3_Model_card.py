@@ -31,7 +31,12 @@ for tab, card in zip(st.tabs([c.name for c in cards]), cards):
             if training.get(key):
                 st.markdown(f"**{label}:** {training[key]}")
         for src in training.get("sources", []):
-            st.markdown(f"- **{src.get('dataset', '?')}**: {src.get('title', '')} (`{src.get('labels', '')}`)")
+            st.markdown(f"- **{src.get('dataset', '?')}**: {src.get('description') or src.get('title', '')} "
+                        f"(`{src.get('labels', '')}`)")
+            for cite in src.get("citation", []):
+                st.caption(f"Cite: {cite}")
+            if src.get("licence"):
+                st.caption(f"Licence: {src['licence']}")
         if training.get("split_counts"):
             st.markdown("**Images per split and class**")
             st.json(training["split_counts"], expanded=False)
