@@ -215,22 +215,24 @@ def test_analyze_model_override_refuses_wrong_modality(weights):
     assert at.error and "accepts DICOM modalities" in at.error[0].value
 
 
-def test_analyze_real_cr_chest(weights, shared_data):
-    path = shared_data / "dicom_samples" / "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"
+def dicom_sample(shared_data, name):
+    """(name, bytes, mime) of a file in shared/data/dicom_samples, or skip when it is missing."""
+    path = shared_data / "dicom_samples" / name
     if not path.is_file():
-        pytest.skip(f"{path.name} not in shared data")
+        pytest.skip(f"{name} not in shared data")
+    return (name, path.read_bytes(), "application/dicom")
+
+
+def test_analyze_real_cr_chest(weights, shared_data):
     at = page("pages/1_Analyze.py")
-    upload(at, (path.name, path.read_bytes(), "application/dicom"))
+    upload(at, dicom_sample(shared_data, "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"))
     assert not at.error
     assert "cxr_pneumonia" in texts(at) and "auto-chosen for CR" in texts(at)
 
 
 def test_analyze_multiframe_ct_frame_slider(weights, shared_data):
-    path = shared_data / "dicom_samples" / "eCT_Supplemental.dcm"
-    if not path.is_file():
-        pytest.skip(f"{path.name} not in shared data")
     at = page("pages/1_Analyze.py")
-    upload(at, (path.name, path.read_bytes(), "application/dicom"))
+    upload(at, dicom_sample(shared_data, "eCT_Supplemental.dcm"))
     assert not at.error
     assert at.slider(key="frame").value == 1  # middle frame of 2
     first = texts(at)

@@ -22,6 +22,21 @@ def _png(path, h, w):
     return str(path)
 
 
+def _fit_box_loss(model, sup, x, masks, steps, lr):
+    """Optimise the box loss alone for a few steps; returns the loss per step."""
+    opt = torch.optim.Adam(list(model.parameters()) + list(sup.parameters()), lr=lr)
+    losses = []
+    with sup:
+        for _ in range(steps):
+            opt.zero_grad()
+            model(x)
+            loss = sup.loss(masks)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    return losses
+
+
 def test_box_masks_follow_pad_and_resize(tmp_path):
     # a 100 (H) x 50 (W) image padded to 100 x 100 (25 px left), resized to 50 x 50 (scale 0.5);
     # boxes are given in the file's own pixel grid (ref_size = the file size)
@@ -48,16 +63,7 @@ def test_box_supervision_learns_the_mask_and_leaves_no_trace():
     x = torch.randn(4, 1, 64, 64)
     masks = torch.zeros(4, 64, 64)
     masks[:2, 8:40, 8:40] = 1.0
-    opt = torch.optim.Adam(list(model.parameters()) + list(sup.parameters()), lr=1e-2)
-    with sup:
-        losses = []
-        for _ in range(30):
-            opt.zero_grad()
-            model(x)
-            loss = sup.loss(masks)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
+    losses = _fit_box_loss(model, sup, x, masks, steps=30, lr=1e-2)
     assert losses[-1] < 0.5 * losses[0]
     # the auxiliary head is not part of the model: checkpoint and hooks unchanged
     assert set(model.state_dict()) == keys
@@ -94,18 +100,9 @@ def test_cam_mode_makes_the_positive_cam_the_box_mask():
     x = torch.randn(4, 1, 64, 64)
     masks = torch.zeros(4, 64, 64)
     masks[:, :32, :32] = 1.0  # top-left quadrant = one 2x2 cell of the 2x2 feature map... of 4
-    opt = torch.optim.Adam(list(model.parameters()) + list(sup.parameters()), lr=3e-3)
-    with sup:
-        model.train()
-        first = None
-        for _ in range(25):
-            opt.zero_grad()
-            model(x)
-            loss = sup.loss(masks)
-            loss.backward()
-            opt.step()
-            first = loss.item() if first is None else first
-    assert 0.0 <= loss.item() < 0.5 * first
+    model.train()
+    losses = _fit_box_loss(model, sup, x, masks, steps=25, lr=3e-3)
+    assert 0.0 <= losses[-1] < 0.5 * losses[0]
     # the positive class's CAM is now higher inside the box than outside
     with torch.no_grad():
         model.eval()
