@@ -208,6 +208,8 @@ def _score(m: dict[str, Any], monitor: str) -> float:
 
 def _fit(cfg: TrainConfig, train_ds: ImageDataset, val_ds: ImageDataset, pos: int,
          device: torch.device, state_path: Path | None, tag: str = "") -> dict[str, Any]:
+    from tqdm.auto import tqdm
+
     torch.manual_seed(cfg.seed)
     model = prepare_for_device(create_model(cfg.arch, len(train_ds.labels)), device)
     if _use_channels_last(cfg, device):
@@ -241,78 +243,67 @@ def _fit(cfg: TrainConfig, train_ds: ImageDataset, val_ds: ImageDataset, pos: in
     bad, start = 0, 1
     if cfg.resume:
         start, bad, history, best = _resume(cfg.resume, model, opt, sched, g_sample, g_aug, best)
-    stack = contextlib.ExitStack()
-    if bsup is not None:
-        stack.enter_context(bsup)
-    with stack:
-        history, best = _epochs(cfg, model, train_ds, val_ds, pos, device, state_path, tag, loss_fn, opt,
-                                sched, weights_t, g_sample, g_aug, augment, scaler, steps, bs, n,
-                                history, best, bad, start, bsup, masks)
-    return _finish(cfg, model, val_ds, device, history, best)
 
-
-def _epochs(cfg, model, train_ds, val_ds, pos, device, state_path, tag, loss_fn, opt, sched, weights_t,
-            g_sample, g_aug, augment, scaler, steps, bs, n, history, best, bad, start, bsup, masks):
-    from tqdm.auto import tqdm
-
-    for epoch in range(start, cfg.epochs + 1):
-        t0 = time.perf_counter()
-        model.train()
-        order = (torch.multinomial(weights_t, n, replacement=True, generator=g_sample)
-                 if weights_t is not None else torch.randperm(n, generator=g_sample))
-        total, seen = 0.0, 0
-        bar = tqdm(range(steps), desc=f"{tag}epoch {epoch}/{cfg.epochs}", leave=False,
-                   disable=not (cfg.progress and sys.stderr.isatty()), unit="batch")
-        for b in bar:
-            idx = order[b * bs:(b + 1) * bs].tolist()
-            x = train_ds.display_batch(idx)
-            mb = masks[idx] if masks is not None else None
-            if augment.enabled:
-                if mb is not None:
-                    x, mb = augment(x, g_aug, masks=mb)
+    # the box-supervision hook lives exactly as long as the training loop
+    with bsup if bsup is not None else contextlib.nullcontext():
+        for epoch in range(start, cfg.epochs + 1):
+            t0 = time.perf_counter()
+            model.train()
+            order = (torch.multinomial(weights_t, n, replacement=True, generator=g_sample)
+                     if weights_t is not None else torch.randperm(n, generator=g_sample))
+            total, seen = 0.0, 0
+            bar = tqdm(range(steps), desc=f"{tag}epoch {epoch}/{cfg.epochs}", leave=False,
+                       disable=not (cfg.progress and sys.stderr.isatty()), unit="batch")
+            for b in bar:
+                idx = order[b * bs:(b + 1) * bs].tolist()
+                x = train_ds.display_batch(idx)
+                mb = masks[idx] if masks is not None else None
+                if augment.enabled:
+                    if mb is not None:
+                        x, mb = augment(x, g_aug, masks=mb)
+                    else:
+                        x = augment(x, g_aug)
+                x = train_ds.pipeline.to_tensor(x)
+                y = torch.as_tensor(train_ds.targets[idx]).to(device)
+                opt.zero_grad(set_to_none=True)
+                loss = loss_fn(_forward(model, x, device).float(), y)
+                if bsup is not None:
+                    loss = loss + bsup.loss(mb)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch}; lower --lr")
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
                 else:
-                    x = augment(x, g_aug)
-            x = train_ds.pipeline.to_tensor(x)
-            y = torch.as_tensor(train_ds.targets[idx]).to(device)
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(_forward(model, x, device).float(), y)
-            if bsup is not None:
-                loss = loss + bsup.loss(mb)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch}; lower --lr")
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
+                    loss.backward()
+                    opt.step()
+                sched.step()
+                total += loss.item() * len(idx)
+                seen += len(idx)
+                bar.set_postfix(loss=f"{total / seen:.4f}")
+            bar.close()
+            train_s = time.perf_counter() - t0
+            logits = predict_logits_ds(model, val_ds, device)
+            m = _val_metrics(logits, val_ds, pos, cfg.val_by)
+            rec = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], "train_loss": total / max(seen, 1), **m,
+                   "seconds": round(time.perf_counter() - t0, 2), "train_images_per_s": round(seen / train_s, 1)}
+            score = _score(m, cfg.monitor)
+            improved = score > best["score"]
+            if improved:
+                best = {"score": score, "epoch": epoch, "logits": logits,
+                        "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+                bad = 0
             else:
-                loss.backward()
-                opt.step()
-            sched.step()
-            total += loss.item() * len(idx)
-            seen += len(idx)
-            bar.set_postfix(loss=f"{total / seen:.4f}")
-        bar.close()
-        train_s = time.perf_counter() - t0
-        logits = predict_logits_ds(model, val_ds, device)
-        m = _val_metrics(logits, val_ds, pos, cfg.val_by)
-        rec = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], "train_loss": total / max(seen, 1), **m,
-               "seconds": round(time.perf_counter() - t0, 2), "train_images_per_s": round(seen / train_s, 1)}
-        score = _score(m, cfg.monitor)
-        improved = score > best["score"]
-        if improved:
-            best = {"score": score, "epoch": epoch, "logits": logits,
-                    "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
-            bad = 0
-        else:
-            bad += 1
-        history.append(rec)
-        _print_epoch(tag, rec, cfg.epochs, improved, cfg.progress)
-        if state_path is not None:
-            _save_state(state_path, model, opt, sched, g_sample, g_aug, epoch, bad, history, best, cfg)
-        if cfg.patience and bad >= cfg.patience:
-            _print(f"{tag}early stop: no improvement of val {cfg.monitor} for {cfg.patience} epochs")
-            break
-    return history, best
+                bad += 1
+            history.append(rec)
+            _print_epoch(tag, rec, cfg.epochs, improved, cfg.progress)
+            if state_path is not None:
+                _save_state(state_path, model, opt, sched, g_sample, g_aug, epoch, bad, history, best, cfg)
+            if cfg.patience and bad >= cfg.patience:
+                _print(f"{tag}early stop: no improvement of val {cfg.monitor} for {cfg.patience} epochs")
+                break
+    return _finish(cfg, model, val_ds, device, history, best)
 
 
 def _finish(cfg, model, val_ds, device, history, best):
