@@ -17,6 +17,8 @@ Captum's hooks are registered on the copy only, so the caller's model never carr
 hook, its ``training`` flag and ``requires_grad`` flags are untouched (explanations always
 run in eval mode), and concurrent threads cannot see each other's hooks: results are
 identical to sequential runs without any lock. Random methods use private generators.
+Methods that need only input gradients (IG, SmoothGrad, occlusion) run on a cached,
+BatchNorm-folded, channels-last deep copy (:func:`fast_copy`) that nothing ever hooks.
 
 Target layers
 -------------
@@ -40,7 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from medcnn._attribution._isolate import DEFAULT_MEMORY_BUDGET, isolated_copy, probe
+from medcnn._attribution._isolate import DEFAULT_MEMORY_BUDGET, fast_copy, isolated_copy, probe
 from medcnn._attribution.methods import (
     Context,
     GradCAMMethod,
@@ -191,7 +193,8 @@ def explain(
         pr = probe(model, iso, xc)
         tgt = resolve_target(target, labels, pr.num_outputs)
         lay = (layer or _default_layer(model, pr.last_spatial_layer)) if impl.needs_layer else None
-        ctx = Context(iso, xc.requires_grad_(impl.needs_layer), tgt, lay, pr, int(memory_budget))
+        net = iso if impl.needs_layer else fast_copy(model, iso, xc)
+        ctx = Context(net, xc.requires_grad_(impl.needs_layer), tgt, lay, pr, int(memory_budget))
         signed, shown, params = impl.compute(ctx, **options)
     attribution = signed.detach().cpu().numpy().astype(np.float32)
     heat = normalize_heatmap(shown.detach().cpu().numpy(), signed=True, clip_percentile=clip_percentile)

@@ -25,7 +25,8 @@ class Context:
     """Everything a method needs for one call.
 
     Attributes:
-        model: The isolated copy (eval mode, hook-safe).
+        model: The isolated copy (eval mode, hook-safe); for methods that hook no layer,
+            its BN-folded fast copy (``_isolate.fast_copy``), which must not be hooked.
         x: (1, C, H, W) private copy of the input.
         target: Class index.
         layer: Dotted layer name (for CAM methods) or None.
@@ -107,7 +108,7 @@ class IntegratedGradientsMethod:
 
     Options: ``baseline`` ("black" | "blur" | "mean" | float | tensor), ``baseline_value``,
     ``sigma`` (blur), ``tol`` (0.01), ``max_steps`` (256), ``n_steps`` (fixed rule),
-    ``nodes`` (4 per panel), ``init_panels`` (2).
+    ``nodes`` (4 per panel), ``init_panels`` (4).
     """
 
     label = "Integrated Gradients"
@@ -119,10 +120,10 @@ class IntegratedGradientsMethod:
 
     def compute(self, ctx: Context, *, baseline: Any = "black", baseline_value: float | None = None,
                 sigma: float | None = None, tol: float = 0.01, max_steps: int = 256,
-                n_steps: int | None = None, nodes: int = 4, init_panels: int = 2,
+                n_steps: int | None = None, nodes: int = 4, init_panels: int = 4,
                 **_: Any) -> tuple[torch.Tensor, torch.Tensor, dict]:
         b, bparams = make_baseline(ctx.x, baseline, baseline_value=baseline_value, sigma=sigma)
-        bs = batch_size(ctx.probe.bytes_per_sample, ctx.budget, 256)
+        bs = batch_size(ctx.probe.bytes_per_sample, ctx.budget, 256, ctx.x.device)
         attr, info = adaptive_ig(ctx.logit, ctx.x, b, batch=bs, tol=tol, nodes=nodes,
                                  init_panels=init_panels, max_steps=max_steps, n_steps=n_steps)
         m = _to_map(attr)
@@ -153,7 +154,7 @@ class SmoothGradMethod:
             raise ValueError("n_samples must be >= 1 and noise_level >= 0")
         sigma = noise_level * float(ctx.x.max() - ctx.x.min())
         gen = torch.Generator(device=ctx.x.device).manual_seed(int(seed))
-        bs = batch_size(ctx.probe.bytes_per_sample, ctx.budget, n_samples)
+        bs = batch_size(ctx.probe.bytes_per_sample, ctx.budget, n_samples, ctx.x.device)
         total = torch.zeros_like(ctx.x)
         for i in range(0, n_samples, bs):
             n = min(bs, n_samples - i)
