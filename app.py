@@ -1,64 +1,18 @@
-"""medcnn web app: landing page (what it is, the models, the device, links to the pages).
+"""medcnn web app entry point: ``streamlit run app.py``.
 
-Start with ``streamlit run app.py``. Weights are read from ``$MEDCNN_WEIGHTS_DIR``
-(default ``weights/``).
+A router only: it names the pages (so the sidebar reads "Home", "Analyze", ... rather
+than file names) and runs the chosen one. Each page is a thin script under ``pages/``
+that calls the library (``medcnn.appstate``, ``app_display``, ``app_batch``,
+``app_cards``, ``report``). Weights are read from ``$MEDCNN_WEIGHTS_DIR`` (default
+``weights/``). URLs: ``/`` (Home), ``/Analyze``, ``/Batch``, ``/Model_card``.
 """
 import streamlit as st
 
-from medcnn import appstate, report
+PAGES = [
+    st.Page("pages/0_Home.py", title="Home", icon="🩻", default=True),
+    st.Page("pages/1_Analyze.py", title="Analyze", icon="🔬", url_path="Analyze"),
+    st.Page("pages/2_Batch.py", title="Batch", icon="🗂️", url_path="Batch"),
+    st.Page("pages/3_Model_card.py", title="Model card", icon="📋", url_path="Model_card"),
+]
 
-st.set_page_config(page_title="medcnn", page_icon="🩻", layout="wide")
-
-with st.sidebar:
-    st.caption(f"Compute device: {appstate.device_description()}")
-    st.caption(f"Weights folder: `{appstate.weights_dir()}`")
-
-st.title("medcnn: chest X-ray and CT classification with saliency maps")
-st.warning(appstate.DISCLAIMER, icon="⚠️")
-
-left, right = st.columns(2)
-with left:
-    st.subheader("What it does")
-    st.markdown(
-        "- Reads a **chest X-ray** or a **CT slice** (DICOM with any or no extension, PNG, JPEG) "
-        "in memory: nothing is written to disk, patient identifiers are never read or shown.\n"
-        "- Shows **every preprocessing step**, ending with the exact tensor the network receives.\n"
-        "- Runs a small CNN and shows **calibrated class probabilities** against the model's "
-        "operating threshold.\n"
-        "- Explains the decision with **Grad-CAM, Integrated Gradients, SmoothGrad or "
-        "Occlusion** maps (Captum), with a randomisation sanity check.\n"
-        "- Exports a **PDF report** for a clinical meeting."
-    )
-with right:
-    st.subheader("What it does not do")
-    st.markdown(
-        "- It is **not a medical device** and gives no diagnosis.\n"
-        "- Its models were trained from scratch on a few hundred public images; they can "
-        "learn shortcuts (view, detector, text markers). Read the **Model card** page before "
-        "trusting any number.\n"
-        "- It does not store, send or log your images."
-    )
-
-st.subheader("Models")
-cards = appstate.list_models()
-if not cards:
-    st.info(
-        f"No model weights found in `{appstate.weights_dir()}` (expected `<name>.pt` + `<name>.json`). "
-        "Train one with `python -m medcnn train ...` or point `MEDCNN_WEIGHTS_DIR` at a weights folder."
-    )
-else:
-    st.dataframe(report.model_rows(cards), hide_index=True, key="landing_models")
-
-st.caption(f"Compute device: **{appstate.device_description()}**")
-
-st.subheader("Pages")
-c1, c2, c3 = st.columns(3)
-with c1:
-    st.page_link("pages/1_Analyze.py", label="Analyze an image", icon="🔬")
-    st.caption("Upload one image: preprocessing, probabilities, saliency, PDF report.")
-with c2:
-    st.page_link("pages/2_Batch.py", label="Batch", icon="🗂️")
-    st.caption("Several files or a ZIP: table, CSV, thumbnails with overlays.")
-with c3:
-    st.page_link("pages/3_Model_card.py", label="Model cards", icon="📋")
-    st.caption("Data, metrics with confidence intervals, intended use, limitations, audit.")
+st.navigation(PAGES).run()

@@ -175,6 +175,9 @@ def test_browser_upload_chest_xray_and_dicom(app_url, shared_data, tmp_path):
         page.goto(app_url)
         page.get_by_text("What it does not do").wait_for(timeout=90_000)
         assert page.get_by_text("not a medical device").first.is_visible()
+        nav = page.locator('[data-testid="stSidebarNav"]').inner_text().split("\n")
+        labels = [n.strip() for n in nav if any(c.isalpha() for c in n)]  # icons are separate lines
+        assert labels == ["Home", "Analyze", "Batch", "Model card"], nav
         screenshot(page, tmp_path, "landing")
 
         open_analyze(page, app_url)
