@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from medcnn.audit import audit_dataset, format_summary, label_balance
-from medcnn.audit_features import encode_features, feature_group, image_features, load_table
+from medcnn.audit_features import encode_features, feature_group, image_features
+from medcnn.audit_table import load_table
 
 N_PER_CLASS = 40
 
