@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import math
 import warnings
-from typing import Any
 
 import numpy as np
 import pydicom

@@ -59,7 +59,6 @@ def expected_calibration_error(y_true: np.ndarray, prob: np.ndarray, n_bins: int
     y = np.asarray(y_true, dtype=np.float64)
     p = np.asarray(prob, dtype=np.float64)
     idx = np.clip((p * n_bins).astype(np.int64), 0, n_bins - 1)
-    count = np.bincount(idx, minlength=n_bins)
     sum_p = np.bincount(idx, weights=p, minlength=n_bins)
     sum_y = np.bincount(idx, weights=y, minlength=n_bins)
     return float(np.abs(sum_y - sum_p).sum() / max(len(y), 1))
