@@ -213,3 +213,21 @@ def attention_location(display: np.ndarray, heatmap: np.ndarray) -> str | None:
             f"(a map that ignores the image: {m['outside_thorax_area']:.0%}); {m['margin_share']:.0%} on the "
             f"image margins where text markers sit ({m['margin_area']:.0%}). The thorax is a rough estimate "
             "(medcnn.saliency_regions).")
+
+
+def ig_convergence_text(params: dict) -> str:
+    """One caption fragment saying how exactly an IG map adds up (completeness).
+
+    ``rel_delta`` is |sum of attributions - (f(x) - f(baseline))| / |f(x) - f(baseline)|;
+    ``rel_local_error`` is the same without cancellation between path segments, the more
+    cautious figure (see ``medcnn/_attribution/ig.py``).
+    """
+    if "rel_delta" not in params:
+        return ""
+    text = (f" · {params['steps']} path steps; attributions add up to the logit change "
+            f"within {params['rel_delta']:.1%}")
+    if "rel_local_error" in params:
+        text += f" (segment errors without cancellation: {params['rel_local_error']:.1%})"
+    if params.get("converged") is False:
+        text += " · tolerance NOT reached: raise max_steps"
+    return text

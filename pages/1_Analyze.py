@@ -130,7 +130,7 @@ c3.image(app_display.with_colorbar(heat, cmap), caption="Heat map; colour bar: t
 chart_slot.vega_lite_chart(app_display.probability_chart(pred, card.positive_label), key="prob_chart")
 detail = f"{methods[method].label} computed in {expl.seconds:.2f} s (image {key[:8]})"
 if expl.delta is not None:
-    detail += f" · convergence delta {expl.delta:.3g}"
+    detail += app_display.ig_convergence_text(expl.params)
 st.caption(detail + " · changing opacity, colormap or outline only redraws (the map is cached).")
 if card.modality == "CXR":
     location = app_display.attention_location(display, expl.heatmap)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import zipfile
 from pathlib import Path
 
@@ -189,6 +190,8 @@ def test_analyze_changing_method_rerenders_and_opacity_does_not_recompute(weight
     assert not at.exception and not at.error
     assert calls == ["gradcam", "integrated_gradients"]
     assert any("Integrated Gradients overlay" in c for img in at.image for c in img.captions)
+    cap = next(c.value for c in at.caption if "path steps" in c.value)
+    assert re.search(r"\d+ path steps; attributions add up to the logit change within \d+\.\d%", cap), cap
     at.selectbox(key="method").set_value("guided_gradcam").run()
     assert any("fails the model-randomisation" in w.value for w in at.sidebar.warning)
 

@@ -117,7 +117,8 @@ def _print(r: dict[str, Any]) -> None:
           f"{r['seconds']:.2f} s")
     if r["delta"] is not None:
         print(f"  IG convergence delta {r['delta']:.3g} ({r['params']['steps']} steps, "
-              f"relative {r['params']['rel_delta']:.3g})")
+              f"relative {r['params']['rel_delta']:.3g}; sum of |local errors| "
+              f"{r['params']['rel_local_error']:.3g} of the logit change)")
     if not r["passes_randomisation_check"]:
         print("  warning: this method fails the model-randomisation sanity check "
               "(Adebayo et al. 2018); do not read it as what the model used", file=sys.stderr)
