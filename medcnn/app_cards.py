@@ -1,8 +1,9 @@
 """Model-card page helpers: evaluation figures of a card as cached PNGs.
 
 The confusion matrix comes from the counts stored in the card; ROC, precision-recall and
-reliability curves need per-image scores, computed by :func:`score_split` from the
-model's own data split when it is on this machine. Every cache key holds the card files'
+reliability curves need per-image scores: the card's own (``metrics[split]["scores"]``,
+written by ``evaluate --calibrate --write-card``), else computed by :func:`score_split`
+from the model's data split when it is on this machine. Every cache key holds the card files'
 modification time (:func:`card_mtime`), so retraining invalidates the figures.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ import streamlit as st
 from medcnn.appstate import _mtime
 from medcnn.card import ModelCard
 
-__all__ = ["card_figure_png", "card_mtime", "score_split"]
+__all__ = ["card_figure_png", "card_mtime", "has_stored_scores", "score_split"]
 
 _REPO = Path(__file__).resolve().parents[1]
 
@@ -26,16 +27,26 @@ def card_mtime(card: ModelCard) -> float:
     return _mtime(str(card.path))
 
 
+def has_stored_scores(card: ModelCard, split: str) -> bool:
+    """Whether the card holds per-image scores for ``split`` (curves need no data)."""
+    stored = (card.metrics.get(split) or {}).get("scores") or {}
+    return bool(stored.get("y")) and len(stored.get("y", [])) == len(stored.get("prob", []))
+
+
 @st.cache_data(show_spinner=False, max_entries=8)
 def score_split(card_path: str, mtime: float, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """(y, prob) of the card's model on one split of its training data (labels.csv in the card).
+    """(y, prob) of the card's model on one split: the scores stored in the card, else
+    computed on its training data (labels.csv named in the card) when that is here.
 
     Raises:
-        ValueError: the card names no labels file that exists here, or the split is empty.
+        ValueError: no stored scores and the card names no labels file that exists here.
     """
     from medcnn.evaluate import score_dataset
 
     card = ModelCard.load(card_path)
+    if has_stored_scores(card, split):
+        stored = card.metrics[split]["scores"]
+        return np.asarray(stored["y"], dtype=np.int64), np.asarray(stored["prob"], dtype=np.float64)
     wanted = [str(p) for p in card.training.get("data", [])]
     data = [next((str(q) for q in (Path(p), _REPO / p) if q.exists()), None) for p in wanted]
     if not wanted or None in data:

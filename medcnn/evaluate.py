@@ -39,6 +39,7 @@ __all__ = [
     "metrics_from_scores",
     "predict_dataset",
     "score_dataset",
+    "stored_scores",
     "softmax_t",
     "store_metrics",
     "youden_threshold",
@@ -258,7 +259,8 @@ def calibrate_card(
 
     The test split (when present) is only scored, with the threshold and temperature
     fitted on val: nothing is tuned on test. The card gets ``temperature``, ``threshold``,
-    ``metrics["val"]``, ``metrics["test"]``, ``metrics["calibration"]`` and, with ``by``,
+    ``metrics["val"]``, ``metrics["test"]`` (each with its per-image ``scores``, see
+    :func:`stored_scores`), ``metrics["calibration"]`` and, with ``by``,
     ``metrics["val_by_<by>"]`` / ``metrics["test_by_<by>"]``; other metrics are kept.
 
     Args:
@@ -299,12 +301,29 @@ def calibrate_card(
             continue
         print(f"metrics on {name} ({int(mask.sum())} images)", file=sys.stderr)
         m = metrics_from_scores(scores.subset(mask), by=by, n_boot=n_boot)
+        m["scores"] = stored_scores(scores.subset(mask))
         if by:
             card.metrics[f"{name}_by_{by}"] = m.pop("by")
         card.metrics[name] = m
     if write:
         card.save(card.path)
     return card
+
+
+def stored_scores(scores: Scores, temperature: float | None = None) -> dict[str, list]:
+    """Per-image outcome and calibrated probability, for the card (ROC / PR / reliability
+    curves without the data). Sorted by probability, so the list order does not follow the
+    data's row order; no file names or identifiers.
+
+    Returns:
+        ``{"y": [0/1 ...], "prob": [float ...]}``. Probabilities are stored exactly (not
+        rounded): the operating threshold is itself one of the val probabilities, and
+        rounding would move images across it.
+    """
+    prob = scores.prob(temperature)
+    order = np.lexsort((scores.y_pos, -prob))
+    return {"y": [int(v) for v in scores.y_pos[order]],
+            "prob": [float(v) for v in prob[order]]}
 
 
 def store_metrics(card_path: str | Path, key: str, metrics: dict[str, Any]) -> ModelCard:

@@ -59,12 +59,18 @@ for tab, card in zip(st.tabs([c.name for c in cards]), cards):
                                  key=f"plot_split_{card.name}")
             cols = st.columns(4)
             cols[0].image(app_cards.card_figure_png("confusion", card_path, mtime, split), width="stretch")
-            st.caption("The confusion matrix comes from the counts stored in the card. ROC, precision-recall "
-                       "and reliability curves need the per-image scores, which the card does not store: "
-                       "they are computed from the model's own data split when it is on this machine.")
-            if st.button(f"Compute ROC / PR / reliability on {split}", key=f"curves_{card.name}"):
-                st.session_state[f"curves_{card.name}_split"] = split
-            if st.session_state.get(f"curves_{card.name}_split") == split:
+            stored = app_cards.has_stored_scores(card, split)
+            if stored:
+                st.caption("All four figures come from the card: the confusion matrix from its counts, ROC, "
+                           "precision-recall and reliability from the per-image scores stored with the "
+                           "metrics (no images or identifiers).")
+            else:
+                st.caption("The confusion matrix comes from the counts stored in the card. This card holds no "
+                           "per-image scores for this set, so ROC, precision-recall and reliability curves are "
+                           "computed from the model's own data split when it is on this machine.")
+                if st.button(f"Compute ROC / PR / reliability on {split}", key=f"curves_{card.name}"):
+                    st.session_state[f"curves_{card.name}_split"] = split
+            if stored or st.session_state.get(f"curves_{card.name}_split") == split:
                 try:
                     with st.spinner("Scoring the split..."):
                         for col, kind in zip(cols[1:], ("roc", "pr", "reliability")):

@@ -54,6 +54,9 @@ def make_weights(folder: Path) -> Path:
             intended_use="Tests only.", limitations=["Random weights."],
             experiments=[{"command": "test", "val_auc": 0.5}],
         )
+        if task == "CT":  # per-image scores in the card: its curves need no data
+            card.metrics["test"]["scores"] = {"y": [1, 1, 0, 1, 1, 0, 0, 1, 0, 0],
+                                              "prob": [0.9, 0.8, 0.7, 0.65, 0.6, 0.4, 0.3, 0.2, 0.1, 0.05]}
         save_checkpoint(model, card, folder / f"{name}.pt")
     return folder
 
@@ -310,13 +313,28 @@ def test_model_card_page(weights):
     tables = [d.value for d in at.dataframe]
     assert any("AUC" in t.columns and "0.750 (95% CI 0.500-0.900)" in set(t["AUC"]) for t in tables)
     assert any("group" in t.columns and {"AP", "PA"} <= set(t["group"]) for t in tables)
-    assert len(at.image) == 2  # a confusion matrix per card, from the stored counts
+    # a confusion matrix per card from the stored counts, + ct_covid's ROC, PR and reliability
+    # from the per-image scores stored in its card (no data, no button)
+    assert len(at.image) == 5
+    assert not any(b.key == "curves_ct_covid" for b in at.button)
     at.button(key="curves_cxr_pneumonia").click().run()
     assert not at.exception
-    assert len(at.image) == 5  # + ROC, PR, reliability computed from the card's data
-    at.button(key="curves_ct_covid").click().run()
-    assert "not available on this machine" in at.warning[0].value
+    assert len(at.image) == 8  # + ROC, PR, reliability computed from the cxr card's data
     assert any("audit" in h.value.lower() for h in at.subheader)
+
+
+def test_curves_come_from_stored_scores_else_need_the_data(weights, tmp_path):
+    from medcnn import app_cards
+    from medcnn.card import ModelCard
+
+    card = ModelCard.load(weights / "ct_covid.json")
+    y, p = app_cards.score_split(str(card.path), 1.0, "test")
+    assert y.tolist() == card.metrics["test"]["scores"]["y"] and p[0] == pytest.approx(0.9)
+    del card.metrics["test"]["scores"]
+    bare = card.save(tmp_path / "ct_covid.json")  # no scores and no data recorded
+    assert not app_cards.has_stored_scores(ModelCard.load(bare), "test")
+    with pytest.raises(ValueError, match="not available on this machine"):
+        app_cards.score_split(str(bare), 2.0, "test")
 
 
 def test_attention_location_line_reports_mass_outside_the_thorax():

@@ -311,6 +311,13 @@ def test_calibrate_card_fits_on_val_only(tiny, tmp_path):
     assert {"val", "test", "calibration", "val_by_view_position", "test_by_view_position"} <= set(saved.metrics)
     assert saved.metrics["val"]["n"] == 12 and saved.metrics["test"]["n"] == 12
     assert saved.metrics["test"]["threshold"] == card.threshold
+    # per-image scores for the curves: one per image, sorted by probability, reproducing the AUC
+    for name in ("val", "test"):
+        stored = saved.metrics[name]["scores"]
+        assert len(stored["y"]) == len(stored["prob"]) == 12 and set(stored["y"]) <= {0, 1}
+        assert stored["prob"] == sorted(stored["prob"], reverse=True)
+        assert compute_metrics(np.array(stored["y"]), np.array(stored["prob"]), card.threshold,
+                               n_boot=0)["auc"] == pytest.approx(saved.metrics[name]["auc"], abs=1e-5)
     # the calibration is a function of val alone
     scores = score_dataset(card_path, csv, split="val", device="cpu")
     with warnings.catch_warnings():

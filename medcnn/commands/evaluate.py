@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     if args.write_card and not args.card_key:
         raise ValueError("--write-card without --calibrate needs --card-key NAME")
 
-    from medcnn.evaluate import metrics_from_scores, score_dataset, store_metrics
+    from medcnn.evaluate import metrics_from_scores, score_dataset, store_metrics, stored_scores
 
     scores = score_dataset(args.model, args.data, args.split, _classes(args.classes),
                            args.device, args.batch_size, progress=True)
@@ -131,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
         m["plots"] = {k: str(v) for k, v in paths.items()}
         print(f"plots written to {args.plots}", file=sys.stderr)
     if args.write_card:
-        store_metrics(args.model, args.card_key, {k: v for k, v in m.items() if k != "plots"})
+        store_metrics(args.model, args.card_key, {**{k: v for k, v in m.items() if k != "plots"},
+                                                  "scores": stored_scores(scores)})
         print(f"metrics saved in the card under {args.card_key!r}", file=sys.stderr)
     if args.json:
         print(json.dumps(m))
