@@ -43,6 +43,23 @@ def test_card_is_complete_and_weights_small(shipped):
     assert card.intended_use and len(card.limitations) >= 3 and card.experiments
 
 
+def test_stored_scores_reproduce_the_card_metrics(shipped):
+    """The per-image scores behind the Model card page's curves agree with the card's own
+    AUC, counts and confusion matrix (no data needed)."""
+    import numpy as np
+
+    from medcnn.evaluate import compute_metrics
+
+    card = ModelCard.load(shipped[1])
+    for split in ("val", "test"):
+        m, stored = card.metrics[split], card.metrics[split]["scores"]
+        y, p = np.asarray(stored["y"]), np.asarray(stored["prob"])
+        assert len(y) == m["n"] and int(y.sum()) == m["n_pos"]
+        again = compute_metrics(y, p, card.threshold, n_boot=0)
+        assert again["auc"] == pytest.approx(m["auc"], abs=1e-4)
+        assert again["confusion_matrix"] == m["confusion_matrix"]
+
+
 def test_weights_load_with_weights_only_and_predict(shipped):
     _, card_path = shipped
     model, card = load_model(card_path, device="cpu")
