@@ -5,6 +5,11 @@ than file names) and runs the chosen one. Each page is a thin script under ``pag
 that calls the library (``medcnn.appstate``, ``app_display``, ``app_batch``,
 ``app_cards``, ``report``). Weights are read from ``$MEDCNN_WEIGHTS_DIR`` (default
 ``weights/``). URLs: ``/`` (Home), ``/Analyze``, ``/Batch``, ``/Model_card``.
+
+Streamlit 1.67 switches to this router the first time ``app.py`` runs on a server. A deep
+link (e.g. a bookmarked ``/Analyze``) opened before anyone has opened ``/`` since the
+server started runs the page script directly, and the sidebar shows the ``pages/`` file
+names (first entry "app") until then; the page itself works the same either way.
 """
 import streamlit as st
 
