@@ -39,9 +39,9 @@ __all__ = [
     "metrics_from_scores",
     "predict_dataset",
     "score_dataset",
-    "stored_scores",
     "softmax_t",
     "store_metrics",
+    "stored_scores",
     "youden_threshold",
 ]
 

@@ -19,11 +19,12 @@ only; the caller's model never sees a hook, a changed ``training`` flag or a cha
 A faster private copy for input gradients
 -----------------------------------------
 Path methods (Integrated Gradients, SmoothGrad) need only d logit / d input, in many
-batched passes, and never hook a layer. For them :func:`fast_copy` returns a *deep*
+batched passes, and never hook a layer (occlusion needs only forward passes). For them :func:`fast_copy` returns a *deep*
 copy in which every eval-mode BatchNorm that directly follows a convolution is folded
 into it (``torch.fx.experimental.optimization.fuse``; exact up to float rounding) and,
-on CPU, weights are in channels-last layout (oneDNN's fast path). On the shipped
-models this makes a forward+backward pass 1.2-1.8x faster. The copy is checked against
+on CPU, weights are in channels-last layout (oneDNN's fast path). On one CPU thread
+this makes a forward+backward pass 1.45x (smallresnet) and 1.8x (tinyresnet) faster
+for the shipped models, 1.1-1.6x for the other registered architectures. The copy is checked against
 the isolated copy on the caller's input and discarded if the logits differ by more than
 float32 rounding; models that ``torch.fx`` cannot trace simply use the isolated copy.
 It is cached per model and rebuilt when any parameter or buffer changes in place.
@@ -189,12 +190,13 @@ def _weights_signature(model: nn.Module, x: torch.Tensor) -> tuple:
 
     Storage address and autograd version counter of every parameter and buffer (any
     in-place change through torch ops bumps the counter), plus their sums, which also
-    catch writes through ``.data`` (those leave the counter alone). About 1 ms for a
-    ResNet-18.
+    catch writes through ``.data`` (those leave the counter alone). On one CPU thread:
+    1 ms for the shipped smallresnet, 2 ms for ResNet-18, 18 ms for DenseNet-121 (many
+    small tensors), against IG times of 0.4-2 s.
     """
     tensors = [t for t in list(model.parameters()) + list(model.buffers()) if t.numel()]
     with torch.no_grad():
-        sums = torch.stack([t.detach().double().sum() for t in tensors]).tolist() if tensors else []
+        sums = torch.stack([t.detach().sum().double() for t in tensors]).tolist() if tensors else []
     return (x.dtype, str(x.device), tuple((t.data_ptr(), t._version) for t in tensors), tuple(sums))
 
 
