@@ -111,3 +111,26 @@ def test_path_methods_leave_no_state_and_match_across_calls(method):
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, keys[k], rtol=0, atol=0)
     assert not model._forward_hooks and not model.c1._forward_hooks
+
+
+def test_every_registered_architecture_gets_an_exact_fast_copy():
+    """torch.fx traces every architecture we ship code for; IG on the fast copy equals IG on
+    the unfused model (random BN statistics, so folding is not a no-op)."""
+    from medcnn.models import MODELS, create_model
+
+    x = _x(5, size=64)
+    for name in MODELS:
+        torch.manual_seed(0)
+        model = create_model(name, num_classes=2, in_chans=1).eval()
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.running_mean.uniform_(-0.1, 0.1)
+                    m.running_var.uniform_(0.5, 2.0)
+        iso = isolated_copy(model)
+        fast = fast_copy(model, iso, x)
+        assert fast is not iso, f"{name}: no fast copy (fx could not trace it?)"
+        plain, _ = adaptive_ig(_logit(iso, 1), x, torch.zeros_like(x), batch=4, n_steps=4)
+        ours, _ = adaptive_ig(_logit(fast, 1), x, torch.zeros_like(x), batch=4, n_steps=4)
+        scale = float(plain.abs().max())
+        torch.testing.assert_close(ours, plain, rtol=1e-3, atol=1e-4 * scale, msg=name)
