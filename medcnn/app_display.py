@@ -228,6 +228,7 @@ def ig_convergence_text(params: dict) -> str:
             f"within {params['rel_delta']:.1%}")
     if "rel_local_error" in params:
         text += f" (segment errors without cancellation: {params['rel_local_error']:.1%})"
-    if params.get("converged") is False:
-        text += " · tolerance NOT reached: raise max_steps"
+    if params.get("converged") is False and params.get("tol") is not None:
+        text += (f" · NOT within the {params['tol']:.0%} tolerance after {params['steps']} steps: "
+                 "read fine detail with caution")
     return text

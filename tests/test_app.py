@@ -347,3 +347,15 @@ def test_attention_location_line_reports_mass_outside_the_thorax():
     assert line.startswith("100% of the attention lies outside the estimated thorax")
     assert "100% on the image margins" in line
     assert app_display.attention_location(display, np.zeros_like(heat)) is None  # empty map: no claim
+
+
+def test_ig_convergence_text():
+    from medcnn import app_display
+
+    ok = {"steps": 32, "rel_delta": 0.0042, "rel_local_error": 0.031, "converged": True, "tol": 0.01}
+    assert app_display.ig_convergence_text(ok) == (
+        " · 32 path steps; attributions add up to the logit change within 0.4% "
+        "(segment errors without cancellation: 3.1%)")
+    bad = {**ok, "steps": 256, "rel_delta": 0.02, "converged": False}
+    assert "NOT within the 1% tolerance after 256 steps" in app_display.ig_convergence_text(bad)
+    assert app_display.ig_convergence_text({"layer": "layer4"}) == ""  # not a path method
