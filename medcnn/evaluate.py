@@ -310,8 +310,8 @@ def calibrate_card(
     return card
 
 
-def stored_scores(scores: Scores, temperature: float | None = None) -> dict[str, list]:
-    """Per-image outcome and calibrated probability, for the card (ROC / PR / reliability
+def stored_scores(scores: Scores) -> dict[str, list]:
+    """Per-image outcome and probability at the card's temperature, for the card (ROC / PR / reliability
     curves without the data). Sorted by probability, so the list order does not follow the
     data's row order; no file names or identifiers.
 
@@ -320,7 +320,7 @@ def stored_scores(scores: Scores, temperature: float | None = None) -> dict[str,
         rounded): the operating threshold is itself one of the val probabilities, and
         rounding would move images across it.
     """
-    prob = scores.prob(temperature)
+    prob = scores.prob()
     order = np.lexsort((scores.y_pos, -prob))
     return {"y": [int(v) for v in scores.y_pos[order]],
             "prob": [float(v) for v in prob[order]]}
