@@ -2,7 +2,7 @@
 
 A router only: it names the pages (so the sidebar reads "Home", "Analyze", ... rather
 than file names) and runs the chosen one. Each page is a thin script under ``pages/``
-that calls the library (``medcnn.appstate``, ``app_display``, ``app_batch``,
+that calls the library (``medcnn.app.state``, ``app_display``, ``app_batch``,
 ``app_cards``, ``report``). Weights are read from ``$MEDCNN_WEIGHTS_DIR`` (default
 ``weights/``). URLs: ``/`` (Home), ``/Analyze``, ``/Batch``, ``/Model_card``.
 

@@ -58,7 +58,7 @@ def random_weights(folder: Path, arch: str, size: int) -> Path:
     trained weights of that architecture (used while no shipped weights exist)."""
     import torch
 
-    from medcnn.card import ModelCard
+    from medcnn.models.card import ModelCard
     from medcnn.models import create_model, default_target_layer, save_checkpoint
     from medcnn.preprocess import default_config
 

@@ -1,6 +1,6 @@
 """Command line: ``python -m medcnn <command> [options]``.
 
-Each command lives in ``medcnn/commands/<name>.py`` and exposes
+Each command lives in ``medcnn/cli/<name>.py`` and exposes
 ``add_arguments(parser)`` and ``run(args) -> int``. Commands are imported lazily so
 ``--help`` and light commands (``info``) do not pay for torch/captum imports.
 Library errors (:class:`ValueError` subclasses with a user-facing message) are printed
@@ -14,13 +14,13 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "info": ("medcnn.commands.info", "print an image's non-identifying metadata"),
-    "preview": ("medcnn.commands.preview", "write one PNG per preprocessing step"),
-    "train": ("medcnn.commands.train", "train a model from labels.csv files or class folders"),
-    "evaluate": ("medcnn.commands.evaluate", "evaluate a model on a labelled set (metrics with CIs)"),
-    "predict": ("medcnn.commands.predict", "predict labels for image files"),
-    "explain": ("medcnn.commands.explain", "saliency map (Grad-CAM, IG, ...) for an image"),
-    "audit": ("medcnn.commands.audit", "shortcut audit of a labelled dataset"),
+    "info": ("medcnn.cli.info", "print an image's non-identifying metadata"),
+    "preview": ("medcnn.cli.preview", "write one PNG per preprocessing step"),
+    "train": ("medcnn.cli.train", "train a model from labels.csv files or class folders"),
+    "evaluate": ("medcnn.cli.evaluate", "evaluate a model on a labelled set (metrics with CIs)"),
+    "predict": ("medcnn.cli.predict", "predict labels for image files"),
+    "explain": ("medcnn.cli.explain", "saliency map (Grad-CAM, IG, ...) for an image"),
+    "audit": ("medcnn.cli.audit", "shortcut audit of a labelled dataset"),
 }
 
 

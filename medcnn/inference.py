@@ -15,9 +15,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from medcnn.card import CardError, ModelCard
+from medcnn.models.card import CardError, ModelCard
 from medcnn.io import ImageMeta, MedImage
-from medcnn.metrics import softmax_t
+from medcnn.evaluation.metrics import softmax_t
 
 __all__ = [
     "CARD_FAMILIES",

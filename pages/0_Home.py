@@ -4,7 +4,8 @@ Run through ``streamlit run app.py`` (the router); it also runs on its own.
 """
 import streamlit as st
 
-from medcnn import appstate, report
+from medcnn.app import state as appstate
+from medcnn.visualize import report
 
 st.set_page_config(page_title="medcnn", page_icon="🩻", layout="wide")
 

@@ -1,13 +1,15 @@
 """Analyze one image: preprocessing, probabilities, saliency, PDF report.
 
-Thin page: every computation is in :mod:`medcnn.appstate` (cached), :mod:`medcnn.app_display`
-(charts, tables) and :mod:`medcnn.report`.
+Thin page: every computation is in :mod:`medcnn.app.state` (cached), :mod:`medcnn.app.display`
+(charts, tables) and :mod:`medcnn.visualize.report`.
 """
 from datetime import datetime, timezone
 
 import streamlit as st
 
-from medcnn import app_display, appstate, report
+from medcnn.app import display as app_display
+from medcnn.app import state as appstate
+from medcnn.visualize import report
 from medcnn.preprocess import CT_PRESETS
 from medcnn.visualize import overlay, to_png_bytes
 

@@ -1,11 +1,13 @@
 """Batch: several files or a ZIP -> table, CSV and thumbnails with saliency overlays.
 
 Thin page: reading ZIPs (in memory, with zip-bomb guards) and analysing each file live in
-:mod:`medcnn.app_batch`. One bad file only fills the ``error`` column of its row.
+:mod:`medcnn.app.batch`. One bad file only fills the ``error`` column of its row.
 """
 import streamlit as st
 
-from medcnn import app_batch, app_display, appstate
+from medcnn.app import batch as app_batch
+from medcnn.app import display as app_display
+from medcnn.app import state as appstate
 from medcnn.visualize import overlay
 
 st.set_page_config(page_title="Batch · medcnn", page_icon="🗂️", layout="wide")

@@ -1,13 +1,15 @@
 """Model cards: data and citation, metrics with CIs, plots, intended use, limitations, audit.
 
-Thin page: tables come from :mod:`medcnn.report`, figures from :mod:`medcnn.app_cards`
-(cached PNGs of :mod:`medcnn.plots`).
+Thin page: tables come from :mod:`medcnn.visualize.report`, figures from :mod:`medcnn.app.cards`
+(cached PNGs of :mod:`medcnn.visualize.plots`).
 """
 import json
 
 import streamlit as st
 
-from medcnn import app_cards, appstate, report
+from medcnn.app import cards as app_cards
+from medcnn.app import state as appstate
+from medcnn.visualize import report
 
 st.set_page_config(page_title="Model cards · medcnn", page_icon="📋", layout="wide")
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from medcnn.card import ModelCard
+from medcnn.models.card import ModelCard
 from medcnn.inference import Predictor, check_modality, choose_model, list_cards, predict_logits
 from medcnn.io import ImageMeta, MedImage
-from medcnn.metrics import softmax_t
+from medcnn.evaluation.metrics import softmax_t
 
 torch.set_num_threads(1)
 
@@ -115,7 +115,7 @@ def test_wrong_dicom_modality_rejected(cxr):
 
 
 def test_missing_weights_is_card_error(tmp_path):
-    from medcnn.card import CardError
+    from medcnn.models.card import CardError
 
     path = save_card(tmp_path, "x")
     path.with_suffix(".pt").unlink()

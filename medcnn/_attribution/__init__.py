@@ -1,1 +1,0 @@
-"""Private implementation of :mod:`medcnn.explain` (attribution methods and helpers)."""

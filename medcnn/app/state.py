@@ -1,0 +1,295 @@
+"""Cached model loading and per-image results shared by the Streamlit pages.
+
+The pages (``app.py``, ``pages/*.py``) stay thin: they lay out widgets and call these
+functions, never torch or Captum directly. Display helpers (charts, metadata rows,
+colour bars) are in :mod:`medcnn.app.display`, batch/ZIP analysis in
+:mod:`medcnn.app.batch`, model-card figures in :mod:`medcnn.app.cards`.
+
+Caching (split by kind, as Streamlit recommends):
+
+* :func:`get_predictor` - ``st.cache_resource``: one model per card file for all sessions
+  (:class:`~medcnn.inference.Predictor` is thread-safe; explanations never hook it).
+* :func:`read_upload`, :func:`predict_upload`, :func:`explain_upload`,
+  :func:`sanity_upload` - ``st.cache_data`` keyed by the SHA-256 of the file bytes plus
+  the options (model, frame, window, method, target). The bytes travel as ``_data``, an
+  argument Streamlit leaves out of the key, so hashing happens once per upload. The
+  overlay (opacity, colormap, contour) is *not* part of any key: changing the opacity
+  only redraws, it never recomputes the explanation.
+
+Privacy: uploads are only held in memory (the caches live in this process); nothing is
+written to disk or logged. Cached values hold pixels and non-identifying metadata only.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from medcnn.models.card import ModelCard
+from medcnn.io import ImageMeta, MedImage, read_image
+from medcnn.visualize.report import DISCLAIMER
+
+__all__ = [
+    "AUTO_MODEL",
+    "DISCLAIMER",
+    "StepView",
+    "device_description",
+    "digest",
+    "error_message",
+    "explain_upload",
+    "find_card",
+    "get_predictor",
+    "list_models",
+    "predict_upload",
+    "read_upload",
+    "require_models",
+    "resolve_card_path",
+    "sanity_upload",
+    "step_views",
+    "thumbnail",
+    "warm_up",
+    "weights_dir",
+]
+
+#: Sidebar choice meaning "pick the model from the image's modality".
+AUTO_MODEL = "Auto (by modality)"
+
+_REPO = Path(__file__).resolve().parents[1]
+_THUMB = 384  # max side of preprocessing-step images sent to the browser
+
+
+# --------------------------------------------------------------------------- models
+def weights_dir() -> Path:
+    """Folder of the model cards: env ``MEDCNN_WEIGHTS_DIR``, else ``<repo>/weights``."""
+    return Path(os.environ.get("MEDCNN_WEIGHTS_DIR") or _REPO / "weights")
+
+
+def list_models(folder: str | Path | None = None) -> list[ModelCard]:
+    """Valid cards (``.json`` + ``.pt``) in the weights folder, by name."""
+    from medcnn.inference import list_cards
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return list_cards(folder or weights_dir())
+
+
+def find_card(name: str, folder: str | Path | None = None) -> ModelCard:
+    """The card called ``name``.
+
+    Raises:
+        ValueError: no such card (the message lists the available ones).
+    """
+    cards = list_models(folder)
+    for card in cards:
+        if card.name == name:
+            return card
+    raise ValueError(f"model {name!r} not found; available: {', '.join(c.name for c in cards) or 'none'}")
+
+
+def resolve_card_path(meta: ImageMeta, choice: str = AUTO_MODEL, folder: str | Path | None = None) -> str:
+    """Card path for an image: auto by modality, or the model named in ``choice``.
+
+    Raises:
+        ValueError: unsupported modality or no matching model.
+    """
+    if choice == AUTO_MODEL or not choice:
+        from medcnn.inference import choose_model
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return str(choose_model(meta, folder or weights_dir()))
+    return str(find_card(choice, folder).path)
+
+
+def _mtime(card_path: str) -> float:
+    p = Path(card_path)
+    return max((q.stat().st_mtime for q in (p, p.with_suffix(".pt")) if q.exists()), default=0.0)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _load_predictor(card_path: str, mtime: float) -> Any:
+    from medcnn.inference import Predictor
+
+    return Predictor(card_path)
+
+
+def get_predictor(card_path: str) -> Any:
+    """The shared :class:`~medcnn.inference.Predictor` of a card (reloaded when its files change).
+
+    Raises:
+        CardError: the card or its weights are unreadable.
+    """
+    return _load_predictor(str(card_path), _mtime(str(card_path)))
+
+
+@st.cache_resource(show_spinner=False)
+def require_models(cards: list) -> None:
+    """Stop the page with an explanation when no model weights are installed."""
+    if not cards:
+        st.info(f"No model weights found in `{weights_dir()}`. Add `<name>.pt` + `<name>.json` "
+                "(or set `MEDCNN_WEIGHTS_DIR`) and reload.")
+        st.stop()
+
+
+def device_description() -> str:
+    """``"GPU: <name>"`` or ``"CPU (<n> threads)"`` for the device models run on."""
+    import torch
+
+    from medcnn.models import get_device
+
+    try:
+        device = get_device()
+    except ValueError as e:
+        return f"unavailable ({e})"
+    if device.type == "cuda":
+        return f"GPU: {torch.cuda.get_device_name(device)}"
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def warm_up(cards: list[ModelCard]) -> None:
+    """Load every model and run one prediction + Grad-CAM on a blank image, once per process,
+    so the first real upload does not pay for imports and lazy initialisation."""
+    for card in cards:
+        try:
+            _warm(str(card.path), _mtime(str(card.path)))
+        except Exception:  # noqa: BLE001 - a broken card is reported when it is used
+            pass
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _warm(card_path: str, mtime: float) -> bool:
+    from medcnn.explain import explain
+
+    predictor = get_predictor(card_path)
+    h, w = predictor.card.input_size
+    meta = ImageMeta(source_format="png", rows=h, columns=w)
+    pred = predictor.predict(MedImage(np.full((h, w), 128, np.float32), meta), keep_steps=False)
+    explain(predictor.model, pred.pipeline_result.tensor, 0, "gradcam", layer=predictor.card.target_layer)
+    return True
+
+
+# --------------------------------------------------------------------------- per image
+def digest(data: bytes) -> str:
+    """SHA-256 hex digest of the uploaded bytes (the cache key of an upload)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def read_upload(key: str, _data: bytes, frame: int | None = None) -> MedImage:
+    """Decode an upload (cached by ``key`` = :func:`digest` of ``_data``).
+
+    Raises:
+        UnsupportedImageError: not a readable DICOM / PNG / JPEG (message says why).
+    """
+    with warnings.catch_warnings():  # soft problems are in meta.warnings; shown by the page
+        warnings.simplefilter("ignore")
+        return read_image(_data, frame=frame)
+
+
+@dataclass
+class StepView:
+    """One preprocessing step for display: name, parameters, image (H, W) float32 [0, 1]."""
+
+    name: str
+    params: dict[str, Any]
+    image: np.ndarray
+    shape: tuple[int, ...]
+
+
+def thumbnail(image: np.ndarray, max_side: int = _THUMB) -> np.ndarray:
+    """Downscale (area interpolation) so the longer side is at most ``max_side``."""
+    import cv2
+
+    h, w = image.shape[:2]
+    scale = max_side / max(h, w)
+    if scale >= 1:
+        return image
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def step_views(steps: list[Any], max_side: int = _THUMB) -> list[StepView]:
+    """Display copies of pipeline steps: downscaled, and the last (tensor) min-max scaled.
+
+    The tensor step keeps its exact pixels (it is already at the model's input size);
+    its parameters hold the real value range.
+    """
+    views = []
+    for i, s in enumerate(steps):
+        img = np.asarray(s.image, dtype=np.float32)
+        shape = tuple(img.shape)
+        if i == len(steps) - 1:
+            lo, hi = float(img.min()), float(img.max())
+            img = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
+            shape = (1, 1, *shape)
+        views.append(StepView(s.name, dict(s.params), thumbnail(np.clip(img, 0, 1), max_side), shape))
+    return views
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def predict_upload(key: str, _data: bytes, card_path: str, frame: int | None = None,
+                   window: Any = None) -> tuple[Any, list[StepView]]:
+    """Prediction of an upload with one model, plus display copies of the pipeline steps.
+
+    The returned prediction's ``pipeline_result.steps`` is emptied (the full-resolution
+    intermediates are large); the downscaled :class:`StepView` list replaces it.
+
+    Raises:
+        UnsupportedImageError, CardError, ValueError: unreadable image, bad card, or a DICOM
+            modality the model does not accept.
+    """
+    img = read_upload(key, _data, frame)
+    pred = get_predictor(card_path).predict(img, window=window, keep_steps=True)
+    views = step_views(pred.pipeline_result.steps)
+    pred.pipeline_result.steps = []
+    return pred, views
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def explain_upload(key: str, _data: bytes, card_path: str, frame: int | None, window: Any,
+                   method: str, target: str) -> Any:
+    """Explanation (heat map at the model's input size) of one upload for one target class.
+
+    Cached by (file hash, model, frame, window, method, target): overlay options are not
+    part of the key.
+    """
+    from medcnn.explain import explain
+
+    pred, _ = predict_upload(key, _data, card_path, frame, window)
+    predictor = get_predictor(card_path)
+    target_index = predictor.card.labels.index(target)
+    return explain(predictor.model, pred.pipeline_result.tensor, target_index, method=method,
+                   layer=predictor.card.target_layer)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def sanity_upload(key: str, _data: bytes, card_path: str, frame: int | None, window: Any,
+                  method: str, target: str) -> dict[str, Any]:
+    """Model-randomisation sanity check (Adebayo et al. 2018) of one explanation."""
+    from medcnn.explain.sanity import randomisation_test
+
+    pred, _ = predict_upload(key, _data, card_path, frame, window)
+    predictor = get_predictor(card_path)
+    target_index = predictor.card.labels.index(target)
+    return randomisation_test(predictor.model, pred.pipeline_result.tensor, target_index, method,
+                              layer=predictor.card.target_layer)
+
+
+# --------------------------------------------------------------------------- errors
+def error_message(what: str, error: BaseException) -> str:
+    """A short, user-facing message for an error raised while ``what`` (no traceback).
+
+    ``ValueError`` subclasses (``UnsupportedImageError``, ``CardError``, a modality the
+    model does not accept) carry actionable messages and are shown as they are; anything
+    else is an internal error, named by type only.
+    """
+    if isinstance(error, ValueError):
+        return f"Error while {what}: {error}"
+    return (f"Unexpected error while {what} ({type(error).__name__}). The file could not be "
+            "analysed; try another file or model.")

@@ -1,0 +1,133 @@
+"""``python -m medcnn explain FILE``: saliency map of one image, optionally with sanity checks.
+
+The model is the one ``predict`` would use (``--model`` or chosen from the image's
+modality: CT -> ``ct_covid``, CR/DX/PNG/JPEG -> ``cxr_pneumonia``). The map explains the
+logit of ``--target`` (default: the card's positive label). The overlay is drawn on the
+preprocessed display image and written only when ``--out`` is given.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+METHOD_NAMES = ("gradcam", "integrated_gradients", "smoothgrad", "occlusion", "guided_gradcam")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", metavar="FILE", help="DICOM, PNG or JPEG image")
+    parser.add_argument("--method", default="gradcam", choices=METHOD_NAMES, help="default: gradcam")
+    parser.add_argument("--out", default=None, metavar="PNG", help="write the overlay here (PNG)")
+    parser.add_argument("--model", default=None, metavar="NAME|PATH",
+                        help="card name in --weights-dir or path of <name>.json "
+                             "(default: cxr_pneumonia, or ct_covid for CT images)")
+    parser.add_argument("--weights-dir", default="weights", metavar="DIR", help="default: weights")
+    parser.add_argument("--target", default=None, metavar="LABEL",
+                        help="label to explain (default: the card's positive label)")
+    parser.add_argument("--layer", default=None, help="CAM layer (default: the card's target_layer)")
+    parser.add_argument("--baseline", default="black", choices=("black", "blur", "mean"),
+                        help="IG / occlusion baseline (default: black)")
+    parser.add_argument("--tol", type=float, default=0.01,
+                        help="IG completeness tolerance relative to |f(x) - f(baseline)|")
+    parser.add_argument("--alpha", type=float, default=0.4, help="overlay opacity (default 0.4)")
+    parser.add_argument("--cmap", default="jet", help="matplotlib colormap (default jet)")
+    parser.add_argument("--contour", type=float, default=None, metavar="PCT",
+                        help="outline the top PCT %% of the map")
+    parser.add_argument("--scale-by-prob", action="store_true",
+                        help="scale the map by the target's probability (confident negatives stay dark)")
+    parser.add_argument("--sanity", action="store_true",
+                        help="also run the model-randomisation test and deletion/insertion curves")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--device", default=None, help="cpu / cuda (default: MEDCNN_DEVICE, else auto)")
+
+
+def _options(args: argparse.Namespace, method: str, pipe: Any) -> dict[str, Any]:
+    from medcnn.explain import black_value
+
+    if method == "integrated_gradients":
+        opts: dict[str, Any] = {"baseline": args.baseline, "tol": args.tol}
+    elif method == "occlusion":
+        opts = {"baseline": args.baseline}
+    else:
+        return {}
+    if args.baseline == "black":
+        opts["baseline_value"] = black_value(pipe)
+    return opts
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from medcnn.cli.predict import resolve_card_path
+    from medcnn.explain import METHODS, explain
+    from medcnn.inference import choose_model
+    from medcnn.io import read_image
+    from medcnn.models import load_model
+    from medcnn.preprocess import Pipeline
+    from medcnn.visualize import overlay, to_png_bytes
+
+    img = read_image(args.file)
+    card_path = resolve_card_path(args.model, args.weights_dir) if args.model else choose_model(
+        img.meta, args.weights_dir)
+    model, card = load_model(card_path, device=args.device)
+    device = next(model.parameters()).device
+    pipe = Pipeline.from_config(card.preprocessing)
+    res = pipe(img, keep_steps=False)
+    x = res.tensor.to(device)
+    label = args.target or card.positive_label
+    if label not in card.labels:
+        raise ValueError(f"--target {label!r} is not one of the model's labels {card.labels}")
+    target = card.labels.index(label)
+    with torch.no_grad():
+        probs = torch.softmax(model(x)[0].float() / card.temperature, 0).cpu().tolist()
+    opts = _options(args, args.method, pipe)
+    layer = (args.layer or card.target_layer) if getattr(METHODS[args.method], "needs_layer", False) else None
+    exp = explain(model, x, target, args.method, layer=layer, **opts)
+    rgb = overlay(res.display, exp.heatmap, cmap=args.cmap, alpha=args.alpha,
+                  contour_top_percent=args.contour,
+                  scale=probs[target] if args.scale_by_prob else None)
+    if args.out:
+        Path(args.out).write_bytes(to_png_bytes(rgb))
+    result: dict[str, Any] = {
+        "file": args.file, "model": card.name, "method": args.method,
+        "method_label": METHODS[args.method].label,
+        "passes_randomisation_check": METHODS[args.method].passes_randomisation_check,
+        "target": label, "probabilities": dict(zip(card.labels, probs)),
+        "seconds": exp.seconds, "delta": exp.delta, "params": exp.params, "out": args.out,
+    }
+    if args.sanity:
+        from medcnn.explain.sanity import deletion_insertion, randomisation_test
+
+        rt = randomisation_test(model, x, target, args.method, layer=layer, **opts)
+        di = deletion_insertion(model, x, target, exp.heatmap)
+        result["sanity"] = {"randomisation": rt, "deletion_insertion": {
+            k: v for k, v in di.items() if not k.endswith("curve") and k != "fractions"}}
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        _print(result)
+    return 0
+
+
+def _print(r: dict[str, Any]) -> None:
+    probs = ", ".join(f"{k} {v:.3f}" for k, v in r["probabilities"].items())
+    print(f"{r['file']}: {r['method_label']} of {r['target']!r} ({probs}), model {r['model']}, "
+          f"{r['seconds']:.2f} s")
+    if r["delta"] is not None:
+        print(f"  IG convergence delta {r['delta']:.3g} ({r['params']['steps']} steps, "
+              f"relative {r['params']['rel_delta']:.3g}; sum of |local errors| "
+              f"{r['params']['rel_local_error']:.3g} of the logit change)")
+    if not r["passes_randomisation_check"]:
+        print("  warning: this method fails the model-randomisation sanity check "
+              "(Adebayo et al. 2018); do not read it as what the model used", file=sys.stderr)
+    if r["out"]:
+        print(f"  overlay written to {r['out']}")
+    s = r.get("sanity")
+    if s:
+        rt, di = s["randomisation"], s["deletion_insertion"]
+        print(f"  randomisation test: final Spearman {rt['final_spearman']:.3f}, SSIM "
+              f"{rt['final_ssim']:.3f} -> {'passes' if rt['passes'] else 'FAILS'}")
+        print(f"  deletion AUC {di['deletion_auc']:.3f} (random {di['random_deletion_auc']:.3f}), "
+              f"insertion AUC {di['insertion_auc']:.3f} (random {di['random_insertion_auc']:.3f})")

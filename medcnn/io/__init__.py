@@ -1,0 +1,11 @@
+"""Image input: the only package that knows file formats and DICOM tags.
+
+``read_image`` (reader) detects the format by content and dispatches to ``dicom`` or ``raster``;
+``types`` holds what every reader returns (``MedImage``, ``ImageMeta``) and the one error.
+"""
+from __future__ import annotations
+
+from medcnn.io.types import UnsupportedImageError, ImageMeta, MedImage, DEFAULT_MAX_PIXELS, ACCEPTED
+from medcnn.io.reader import read_image, detect_format
+
+__all__ = ['UnsupportedImageError', 'ImageMeta', 'MedImage', 'DEFAULT_MAX_PIXELS', 'ACCEPTED', 'read_image', 'detect_format']

@@ -1,0 +1,115 @@
+"""Devices and the checkpoint format.
+
+A checkpoint is two files: ``<name>.pt`` (a ``state_dict`` only, loaded with
+``torch.load(..., weights_only=True)``) and ``<name>.json`` (the
+:class:`~medcnn.models.card.ModelCard` holding architecture, labels, preprocessing, Grad-CAM
+layer, threshold and temperature).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from medcnn.models.card import CardError, ModelCard
+from medcnn.models.registry import create_model
+
+__all__ = ["get_device", "prepare_for_device", "save_checkpoint", "load_model"]
+
+
+# --------------------------------------------------------------------------- devices
+def get_device(prefer: str | torch.device | None = None) -> torch.device:
+    """Pick the compute device.
+
+    Order: ``prefer`` if given, else the ``MEDCNN_DEVICE`` environment variable, else
+    CUDA when available, else CPU.
+
+    Raises:
+        ValueError: the requested device is not available or not a device name.
+    """
+    choice = prefer if prefer is not None else os.environ.get("MEDCNN_DEVICE") or None
+    if choice is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(choice)
+    except RuntimeError as e:
+        raise ValueError(f"invalid device {choice!r} (use 'cpu', 'cuda' or 'cuda:N'): {e}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {choice!r} requested but CUDA is not available; use 'cpu'")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unsupported device {choice!r}; use 'cpu' or 'cuda'")
+    return device
+
+
+def prepare_for_device(model: nn.Module, device: torch.device) -> nn.Module:
+    """Move ``model`` to ``device``; channels_last on CUDA (faster convolutions)."""
+    model = model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+# --------------------------------------------------------------------------- checkpoints
+def save_checkpoint(model: nn.Module, card: ModelCard, path: str | Path) -> Path:
+    """Write ``<stem>.pt`` (state_dict, CPU, contiguous) and ``<stem>.json`` (card).
+
+    Args:
+        model: Trained model whose architecture matches ``card.architecture``.
+        card: Its model card; ``card.name`` is set to the file stem.
+        path: ``weights/<name>.pt`` (``.json`` or no suffix accepted).
+
+    Returns:
+        Path of the written card (``.json``), the argument :func:`load_model` takes.
+    """
+    path = Path(path)
+    if path.suffix in (".pt", ".json"):
+        path = path.with_suffix("")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    card.name = path.name
+    torch.save(state, path.with_suffix(".pt"))
+    return card.save(path.with_suffix(".json"))
+
+
+def load_model(
+    card_or_path: str | Path | ModelCard, device: str | torch.device | None = None
+) -> tuple[nn.Module, ModelCard]:
+    """Rebuild a model from its card and weights.
+
+    Args:
+        card_or_path: A :class:`ModelCard` or the path of ``<name>.json`` / ``<name>.pt``.
+        device: Target device (default: :func:`get_device`).
+
+    Returns:
+        ``(model, card)``, the model in eval mode on ``device``.
+
+    Raises:
+        CardError: card or weights missing, unreadable, or the weights do not match
+            the card's architecture / label count.
+    """
+    card = card_or_path if isinstance(card_or_path, ModelCard) else ModelCard.load(card_or_path)
+    try:
+        model = create_model(card.architecture, num_classes=len(card.labels), in_chans=1)
+    except ValueError as e:
+        raise CardError(f"model card {card.name!r}: {e}") from None
+    wpath = card.weights_path
+    if not wpath.is_file():
+        raise CardError(f"weights not found: {wpath} (expected next to the card {card.path})")
+    try:
+        state = torch.load(wpath, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for corrupt files
+        raise CardError(f"cannot read weights {wpath}: {type(e).__name__}: {e}") from None
+    if not isinstance(state, dict):
+        raise CardError(f"weights {wpath} are not a state_dict (got {type(state).__name__})")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[:4]
+        raise CardError(
+            f"weights {wpath} do not match architecture {card.architecture!r} with "
+            f"{len(card.labels)} labels: {' '.join(first)}"
+        ) from None
+    model = prepare_for_device(model, get_device(device)).eval()
+    return model, card

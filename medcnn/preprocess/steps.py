@@ -1,0 +1,220 @@
+"""Preprocessing steps (MONAI-style small callables) behind :class:`medcnn.preprocess.Pipeline`.
+
+Each step takes a float32 (H, W) image and its :class:`~medcnn.io.ImageMeta` and returns a
+new image; ``apply`` also returns the parameters actually used, which the app shows.
+``STEPS`` maps a config ``name`` to its class so a pipeline can be rebuilt from the JSON
+stored in a model card. Import them from :mod:`medcnn.preprocess`.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, ClassVar
+
+import cv2
+import numpy as np
+
+from medcnn.preprocess.voi import CT_PRESETS, WindowSpec, _apply_voi_lut, apply_window, resolve_window
+from medcnn.io import ImageMeta
+
+__all__ = ["Step", "Window", "Invert", "Denoise", "CLAHE", "CropOrPad", "Resize", "Normalize", "STEPS"]
+
+class Step:
+    """A preprocessing step: settings in ``__init__``, the work in ``__call__``.
+
+    ``__call__(x, meta)`` takes a float32 (H, W) image and returns a new one; it never
+    modifies ``x`` in place (the pipeline keeps every intermediate for display).
+    """
+
+    name: ClassVar[str] = ""
+
+    def __call__(self, x: np.ndarray, meta: ImageMeta) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        """Plain-data settings (JSON); ``STEPS[name](**config)`` rebuilds the step."""
+        return {}
+
+    def apply(self, x: np.ndarray, meta: ImageMeta) -> tuple[np.ndarray, dict[str, Any]]:
+        """Run the step and also return the parameters actually used (for display).
+
+        Steps keep no per-call state, so one pipeline can serve concurrent requests.
+        """
+        return self(x, meta), self.config()
+
+
+class Window(Step):
+    """VOI transform to [0, 1]: file window / VOI LUT, CT preset, manual or automatic."""
+
+    name = "window"
+
+    def __init__(self, window: WindowSpec = "default", ct_preset: str | None = None):
+        if isinstance(window, list):
+            window = tuple(window)
+        self.window = window
+        self.ct_preset = ct_preset
+        if ct_preset is not None and ct_preset not in CT_PRESETS:
+            raise ValueError(f"unknown CT preset {ct_preset!r}; accepted: {', '.join(CT_PRESETS)}")
+
+    def config(self) -> dict[str, Any]:
+        w = list(self.window) if isinstance(self.window, tuple) else self.window
+        return {"window": w, "ct_preset": self.ct_preset}
+
+    def __call__(self, x: np.ndarray, meta: ImageMeta, window: WindowSpec = None) -> np.ndarray:
+        return self.apply(x, meta, window)[0]
+
+    def apply(self, x: np.ndarray, meta: ImageMeta,
+              window: WindowSpec = None) -> tuple[np.ndarray, dict[str, Any]]:
+        spec = resolve_window(meta, x, self.window if window is None else window, self.ct_preset)
+        if spec.get("lut"):
+            out = _apply_voi_lut(x, meta.voi_lut)  # type: ignore[arg-type]
+        else:
+            out = apply_window(x, spec["center"], spec["width"], spec["function"])
+        return out, spec
+
+
+class Invert(Step):
+    """Invert after VOI (PS3.4 N.2): MONOCHROME1 shows low values bright, we want bone bright."""
+
+    name = "invert"
+
+    def __init__(self, mode: str = "monochrome1"):
+        if mode not in ("monochrome1", "always", "never"):
+            raise ValueError(f"invert mode must be monochrome1, always or never; got {mode!r}")
+        self.mode = mode
+
+    def config(self) -> dict[str, Any]:
+        return {"mode": self.mode}
+
+    def __call__(self, x: np.ndarray, meta: ImageMeta) -> np.ndarray:
+        return self.apply(x, meta)[0]
+
+    def apply(self, x: np.ndarray, meta: ImageMeta) -> tuple[np.ndarray, dict[str, Any]]:
+        do = self.mode == "always" or (
+            self.mode == "monochrome1" and meta.photometric_interpretation == "MONOCHROME1")
+        return ((np.float32(1.0) - x) if do else x), {"mode": self.mode, "inverted": bool(do)}
+
+
+class Denoise(Step):
+    """Optional edge-preserving denoising (median or bilateral, OpenCV)."""
+
+    name = "denoise"
+
+    def __init__(self, method: str = "median", ksize: int = 3, sigma: float = 0.05):
+        if method not in ("median", "bilateral", "gaussian"):
+            raise ValueError(f"denoise method must be median, bilateral or gaussian; got {method!r}")
+        if ksize < 1 or ksize % 2 == 0:
+            raise ValueError(f"denoise ksize must be a positive odd integer, got {ksize}")
+        self.method, self.ksize, self.sigma = method, int(ksize), float(sigma)
+
+    def config(self) -> dict[str, Any]:
+        return {"method": self.method, "ksize": self.ksize, "sigma": self.sigma}
+
+    def __call__(self, x: np.ndarray, meta: ImageMeta) -> np.ndarray:
+        if self.method == "median":
+            # cv2.medianBlur on float32 supports ksize 3 and 5 only.
+            if self.ksize <= 5:
+                return cv2.medianBlur(np.ascontiguousarray(x), self.ksize)
+            u16 = (x * 65535.0 + 0.5).astype(np.uint16)
+            return cv2.medianBlur(u16, self.ksize).astype(np.float32) / np.float32(65535.0)
+        if self.method == "bilateral":
+            return cv2.bilateralFilter(np.ascontiguousarray(x), self.ksize, self.sigma, self.ksize)
+        return cv2.GaussianBlur(x, (self.ksize, self.ksize), 0)
+
+
+class CLAHE(Step):
+    """Contrast-limited adaptive histogram equalisation (Zuiderveld 1994), on 16-bit levels."""
+
+    name = "clahe"
+
+    def __init__(self, clip_limit: float = 2.0, tile_grid: int = 8):
+        if clip_limit <= 0 or tile_grid < 1:
+            raise ValueError(f"CLAHE needs clip_limit > 0 and tile_grid >= 1, got {clip_limit}, {tile_grid}")
+        self.clip_limit, self.tile_grid = float(clip_limit), int(tile_grid)
+
+    def config(self) -> dict[str, Any]:
+        return {"clip_limit": self.clip_limit, "tile_grid": self.tile_grid}
+
+    def __call__(self, x: np.ndarray, meta: ImageMeta) -> np.ndarray:
+        u16 = (x * 65535.0 + 0.5).astype(np.uint16)
+        eq = cv2.createCLAHE(self.clip_limit, (self.tile_grid, self.tile_grid)).apply(u16)
+        return eq.astype(np.float32) * np.float32(1.0 / 65535.0)
+
+
+class CropOrPad(Step):
+    """Bring the image to the model's aspect (W / H) by centred padding or cropping."""
+
+    name = "crop_or_pad"
+
+    def __init__(self, aspect: float = 1.0, mode: str = "pad", fill: float = 0.0):
+        if aspect <= 0:
+            raise ValueError(f"aspect must be > 0, got {aspect}")
+        if mode not in ("pad", "crop"):
+            raise ValueError(f"crop_or_pad mode must be pad or crop, got {mode!r}")
+        self.aspect, self.mode, self.fill = float(aspect), mode, float(fill)
+
+    def config(self) -> dict[str, Any]:
+        return {"aspect": self.aspect, "mode": self.mode, "fill": self.fill}
+
+    def __call__(self, x: np.ndarray, meta: ImageMeta) -> np.ndarray:
+        return self.apply(x, meta)[0]
+
+    def apply(self, x: np.ndarray, meta: ImageMeta) -> tuple[np.ndarray, dict[str, Any]]:
+        h, w = x.shape
+        if self.mode == "pad":
+            th, tw = max(h, int(round(w / self.aspect))), max(w, int(round(h * self.aspect)))
+        else:
+            th, tw = min(h, int(round(w / self.aspect))), min(w, int(round(h * self.aspect)))
+        top, left = (th - h) // 2, (tw - w) // 2
+        params = {**self.config(), "from": [h, w], "to": [th, tw], "offset": [top, left]}
+        if (th, tw) == (h, w):
+            return x, params
+        if self.mode == "crop":
+            return x[-top:-top + th, -left:-left + tw], params
+        return cv2.copyMakeBorder(x, top, th - h - top, left, tw - w - left,
+                                  cv2.BORDER_CONSTANT, value=self.fill), params
+
+
+class Resize(Step):
+    """Resize to the model input (H, W): area averaging when shrinking, bilinear when enlarging."""
+
+    name = "resize"
+
+    def __init__(self, size: int | tuple[int, int] | list[int] = 256):
+        size = (size, size) if isinstance(size, int) else tuple(int(v) for v in size)
+        if len(size) != 2 or min(size) < 8:
+            raise ValueError(f"resize size must be (H, W) with both >= 8, got {size!r}")
+        self.size = size
+
+    def config(self) -> dict[str, Any]:
+        return {"size": list(self.size)}
+
+    def __call__(self, x: np.ndarray, meta: ImageMeta) -> np.ndarray:
+        h, w = self.size
+        if x.shape == (h, w):
+            return x
+        shrink = x.shape[0] >= h and x.shape[1] >= w
+        interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+        # Area averaging and bilinear interpolation are convex combinations: [0, 1] stays [0, 1].
+        return cv2.resize(np.ascontiguousarray(x), (w, h), interpolation=interp)
+
+
+class Normalize(Step):
+    """``(x - mean) / std`` on the [0, 1] display image: the last step, produces the tensor."""
+
+    name = "normalize"
+
+    def __init__(self, mean: float = 0.5, std: float = 0.25):
+        if std <= 0:
+            raise ValueError(f"normalize std must be > 0, got {std}")
+        self.mean, self.std = float(mean), float(std)
+
+    def config(self) -> dict[str, Any]:
+        return {"mean": self.mean, "std": self.std}
+
+    def __call__(self, x: np.ndarray, meta: ImageMeta | None = None) -> np.ndarray:
+        return (x - np.float32(self.mean)) * np.float32(1.0 / self.std)
+
+
+#: Step registry: config ``name`` -> class.
+STEPS: dict[str, Callable[..., Step]] = {
+    cls.name: cls for cls in (Window, Invert, Denoise, CLAHE, CropOrPad, Resize, Normalize)
+}

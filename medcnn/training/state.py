@@ -1,0 +1,71 @@
+"""Training-loop helpers: progress lines, warnings, resumable training state.
+
+Private to :mod:`medcnn.training.loop`. A training state (``<out>.state.pt``) holds the model,
+optimiser, scheduler, epoch counters, best checkpoint and every random generator, so a
+resumed run continues exactly where it stopped. It is loaded with ``weights_only=True``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__: list[str] = []
+
+
+def _print_epoch(tag: str, r: dict[str, Any], epochs: int, improved: bool, progress: bool) -> None:
+    f = lambda v: "  n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    groups = ""
+    if r.get("val_auc_by"):
+        groups = " [" + " ".join(f"{k} {f(v)}" for k, v in r["val_auc_by"].items()) + "]"
+    _print(f"{tag}epoch {r['epoch']:3d}/{epochs} train_loss {r['train_loss']:.4f} val_loss {r['val_loss']:.4f} "
+           f"val_auc {f(r['val_auc'])}{groups} lr {r['lr']:.2e} {r['seconds']:.1f}s "
+           f"{r['train_images_per_s']:.0f} img/s{' *' if improved else ''}")
+
+
+def _print(msg: str) -> None:
+    from tqdm.auto import tqdm
+
+    tqdm.write(msg)
+
+
+def _warn(msg: str) -> None:
+    import warnings
+
+    warnings.warn(msg, stacklevel=3)
+
+
+# --------------------------------------------------------------------------- state
+def _save_state(path: Path, model, opt, sched, g_sample, g_aug, epoch, bad, history, best, cfg) -> None:
+    state = {
+        "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+        "epoch": epoch, "bad_epochs": bad, "history": history,
+        "best_state": best["state"], "best_score": float(best["score"]), "best_epoch": best["epoch"],
+        "best_logits": None if best["logits"] is None else torch.from_numpy(best["logits"]),
+        "rng": {"torch": torch.get_rng_state(), "sample": g_sample.get_state(), "aug": g_aug.get_state()},
+        "arch": cfg.arch,
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def _resume(path, model, opt, sched, g_sample, g_aug, best):
+    """Restore a ``.state.pt``; a plain state_dict ``.pt`` only initialises the weights."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if "optimizer" not in state:
+        model.load_state_dict(state)
+        _warn(f"{path} is a weights file, not a training state: starting from its weights at epoch 1")
+        return 1, 0, [], best
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"]["torch"])
+    g_sample.set_state(state["rng"]["sample"])
+    g_aug.set_state(state["rng"]["aug"])
+    logits = state.get("best_logits")
+    best = {"score": state["best_score"], "epoch": state["best_epoch"], "state": state["best_state"],
+            "logits": None if logits is None else logits.numpy()}
+    _print(f"resumed from {path} after epoch {state['epoch']}")
+    return state["epoch"] + 1, state["bad_epochs"], list(state["history"]), best

@@ -1,0 +1,7 @@
+"""Visualisation: the one heat-map normalisation, overlays, metric figures and the PDF report.
+"""
+from __future__ import annotations
+
+from medcnn.visualize.heatmap import normalize_heatmap, overlay, colorbar_image, figure_side_by_side, to_png_bytes
+
+__all__ = ['normalize_heatmap', 'overlay', 'colorbar_image', 'figure_side_by_side', 'to_png_bytes']

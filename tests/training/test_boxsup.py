@@ -1,0 +1,118 @@
+"""Box supervision: masks in display geometry, the auxiliary loss, mask-aware augmentation."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from medcnn.training.augment import Augment
+from medcnn.training.boxsup import BoxSupervision, box_masks
+from medcnn.models import create_model
+from medcnn.preprocess import Pipeline, default_config
+
+
+def _png(path, h, w):
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (h, w), dtype=np.uint8)).save(buf, format="PNG")
+    path.write_bytes(buf.getvalue())
+    return str(path)
+
+
+def _fit_box_loss(model, sup, x, masks, steps, lr):
+    """Optimise the box loss alone for a few steps; returns the loss per step."""
+    opt = torch.optim.Adam(list(model.parameters()) + list(sup.parameters()), lr=lr)
+    losses = []
+    with sup:
+        for _ in range(steps):
+            opt.zero_grad()
+            model(x)
+            loss = sup.loss(masks)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    return losses
+
+
+def test_box_masks_follow_pad_and_resize(tmp_path):
+    # a 100 (H) x 50 (W) image padded to 100 x 100 (25 px left), resized to 50 x 50 (scale 0.5);
+    # boxes are given in the file's own pixel grid (ref_size = the file size)
+    df = pd.DataFrame({"path": [_png(tmp_path / "a.png", 100, 50), _png(tmp_path / "b.png", 100, 50)],
+                       "boxes": ["10 20 20 40", ""]})
+    pipe = Pipeline.from_config(default_config("CXR", 50))
+    masks = box_masks(df, "boxes", pipe, ref_size=(100, 50))
+    assert masks.shape == (2, 50, 50) and masks.dtype == np.float32
+    assert masks[1].sum() == 0  # no box: an all-zero target (NORMAL images teach "nothing here")
+    ys, xs = np.nonzero(masks[0])
+    # x: (10 + 25) * 0.5 = 17.5 .. (30 + 25) * 0.5 = 27.5 ; y: 20 * 0.5 = 10 .. 60 * 0.5 = 30
+    assert 17 <= xs.min() <= 18 and 26 <= xs.max() <= 27
+    assert 10 <= ys.min() <= 11 and 29 <= ys.max() <= 30
+    assert masks[0].sum() == pytest.approx(10 * 20, rel=0.15)
+    with pytest.raises(ValueError, match="box column 'nope'"):
+        box_masks(df, "nope", pipe)
+
+
+def test_box_supervision_learns_the_mask_and_leaves_no_trace():
+    torch.manual_seed(0)
+    model = create_model("simplecnn", 2)
+    keys = set(model.state_dict())
+    sup = BoxSupervision(model, "block3", weight=1.0)
+    x = torch.randn(4, 1, 64, 64)
+    masks = torch.zeros(4, 64, 64)
+    masks[:2, 8:40, 8:40] = 1.0
+    losses = _fit_box_loss(model, sup, x, masks, steps=30, lr=1e-2)
+    assert losses[-1] < 0.5 * losses[0]
+    # the auxiliary head is not part of the model: checkpoint and hooks unchanged
+    assert set(model.state_dict()) == keys
+    assert all(not m._forward_hooks for m in model.modules())
+    with pytest.raises(RuntimeError, match="forward pass"):
+        sup.loss(masks)
+    with pytest.raises(ValueError, match=">= 0"):
+        BoxSupervision(model, "block3", weight=-1)
+
+
+def test_augment_moves_masks_with_images():
+    img = torch.zeros(3, 48, 48)
+    img[:, 10:30, 12:20] = 1.0
+    geo = Augment(rotate=15, scale=0.1, translate=0.1)
+    out, mk = geo(img, torch.Generator().manual_seed(3), masks=img.clone())
+    torch.testing.assert_close(out, mk.clamp(0, 1))  # same geometric transform
+    assert not torch.equal(out, img)
+    # intensity augmentation touches the image only, and the image stream is unchanged by masks
+    full = Augment(rotate=15, brightness=0.2, noise=0.05)
+    a = full(img, torch.Generator().manual_seed(4))
+    b, m = full(img, torch.Generator().manual_seed(4), masks=img.clone())
+    torch.testing.assert_close(a, b)
+    assert set(torch.unique((m > 0.5).float()).tolist()) <= {0.0, 1.0}
+    with pytest.raises(ValueError, match="masks shape"):
+        full(img, None, masks=torch.zeros(2, 48, 48))
+
+
+def test_cam_mode_makes_the_positive_cam_the_box_mask():
+    torch.manual_seed(0)
+    model = create_model("smallresnet", 2)
+    sup = BoxSupervision(model, "layer4", weight=1.0, mode="cam", classifier="fc", target=1)
+    # no extra head: the classifier's own CAM is supervised (plus one learned offset)
+    assert [p.numel() for p in sup.parameters()] == [1]
+    x = torch.randn(4, 1, 64, 64)
+    masks = torch.zeros(4, 64, 64)
+    masks[:, :32, :32] = 1.0  # top-left quadrant = one 2x2 cell of the 2x2 feature map... of 4
+    model.train()
+    losses = _fit_box_loss(model, sup, x, masks, steps=25, lr=3e-3)
+    assert 0.0 <= losses[-1] < 0.5 * losses[0]
+    # the positive class's CAM is now higher inside the box than outside
+    with torch.no_grad():
+        model.eval()
+        feats = {}
+        h = model.layer4.register_forward_hook(lambda m, i, o: feats.setdefault("a", o))
+        model(x)
+        h.remove()
+        cam = torch.einsum("nkhw,k->nhw", feats["a"], model.fc.weight[1])
+    assert (cam[:, 0, 0] > cam[:, 1, 1]).all()
+    with pytest.raises(ValueError, match="nn.Linear"):
+        BoxSupervision(model, "layer4", mode="cam", classifier="layer4")
+    with pytest.raises(ValueError, match="'mask' or 'cam'"):
+        BoxSupervision(model, "layer4", mode="attention")
