@@ -52,8 +52,14 @@ COLORMAPS = ["jet", "inferno", "viridis", "magma", "turbo", "hot"]
 
 # --------------------------------------------------------------------------- tables and charts
 def method_options() -> dict[str, Any]:
-    """Explanation methods for the drop-down: name -> class (``label``, ``description``...)."""
-    from medcnn.explain import METHODS
+    """Explanation methods for the drop-down, in menu order: a copy of the registry.
+
+    Returns:
+        name -> :class:`medcnn.explain.base.AttributionMethod` subclass; its ``label``,
+        ``description`` and ``passes_randomisation_check`` are what the page shows. The
+        keys are the command line's ``--method`` choices too.
+    """
+    from medcnn.explain.methods import METHODS
 
     return dict(METHODS)
 

@@ -4,21 +4,34 @@ Conventions (the same for every method)
 ---------------------------------------
 * Maps explain the class **logit** (model output before softmax), for binary (2-logit)
   and multi-class heads alike.
-* ``Explanation.heatmap``: float32 (H, W) at the model input size, in [0, 1], 1 = most
-  important, normalised by :func:`medcnn.visualize.normalize_heatmap` (the one place).
 * ``Explanation.attribution``: float32 (H, W), signed, raw units (logit), summed over
-  input channels; for Grad-CAM the layer map before ReLU, bilinearly upsampled.
+  input channels: the method's :class:`~medcnn.explain.base.SignedMap`, bilinearly
+  upsampled to the input size when it is coarser (Grad-CAM's layer map, before ReLU).
+* ``Explanation.heatmap``: float32 (H, W) at the model input size, in [0, 1], 1 = most
+  important. The method's declared :class:`~medcnn.explain.base.Display` picks the part
+  shown (positive part or absolute value), taken at the method's own resolution and then
+  upsampled (Grad-CAM: ReLU before upsampling, Selvaraju et al. 2017, eq. 2), and
+  :func:`medcnn.visualize.normalize_heatmap` scales it: the sign convention and the
+  scaling live there and nowhere else.
 
 Safety on a shared model
 ------------------------
-Every call works on a private copy of ``x`` and on :func:`isolated_copy` of the model
-(shallow module copies sharing weight storage; see ``medcnn/_attribution/_isolate.py``).
-Captum's hooks are registered on the copy only, so the caller's model never carries a
-hook, its ``training`` flag and ``requires_grad`` flags are untouched (explanations always
-run in eval mode), and concurrent threads cannot see each other's hooks: results are
-identical to sequential runs without any lock. Random methods use private generators.
-Methods that need only input gradients (IG, SmoothGrad, occlusion) run on a cached,
-BatchNorm-folded, channels-last deep copy (:func:`fast_copy`) that nothing ever hooks.
+Every call works on a private copy of ``x`` and on an isolated copy of the model
+(:func:`medcnn.explain.isolate.isolated_copy`: shallow module copies sharing weight
+storage). Captum's hooks are registered on the copy only, so the caller's model never
+carries a hook, its ``training`` flag and ``requires_grad`` flags are untouched
+(explanations always run in eval mode), and concurrent threads cannot see each other's
+hooks: results are identical to sequential runs without any lock. Random methods use
+private generators. Methods that hook no layer (IG, SmoothGrad, occlusion) run on a
+cached, BatchNorm-folded, channels-last deep copy (:func:`medcnn.explain.isolate.fast_copy`)
+that nothing ever hooks.
+
+Baselines
+---------
+A ``"black"`` baseline (the default of IG and occlusion) is a black image as the network
+receives it. Pass the image's preprocessing ``pipeline=`` and it is exactly that
+(:func:`black_value`); without a pipeline it falls back to the darkest pixel of ``x``
+(``params["black_from"]`` says which was used).
 
 Target layers
 -------------
@@ -35,35 +48,25 @@ from __future__ import annotations
 
 import inspect
 import time
+import warnings
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from medcnn.explain.base import AttributionMethod, Context, Display
 from medcnn.explain.isolate import DEFAULT_MEMORY_BUDGET, fast_copy, isolated_copy, probe
-from medcnn.explain.methods import (
-    Context,
-    GradCAMMethod,
-    GuidedGradCAMMethod,
-    IntegratedGradientsMethod,
-    OcclusionMethod,
-    SmoothGradMethod,
-)
+from medcnn.explain.methods import METHODS
 from medcnn.visualize import normalize_heatmap
+from medcnn.visualize.heatmap import evidence
+
+if TYPE_CHECKING:
+    from medcnn.preprocess import Pipeline
 
 __all__ = ["Explanation", "explain", "METHODS", "resolve_target", "black_value", "DEFAULT_MEMORY_BUDGET"]
-
-#: Method name -> class (attributes ``label``, ``passes_randomisation_check``,
-#: ``description``): feeds the UI drop-down.
-METHODS: dict[str, type] = {
-    "gradcam": GradCAMMethod,
-    "integrated_gradients": IntegratedGradientsMethod,
-    "smoothgrad": SmoothGradMethod,
-    "occlusion": OcclusionMethod,
-    "guided_gradcam": GuidedGradCAMMethod,
-}
 
 
 @dataclass
@@ -74,7 +77,9 @@ class Explanation:
         heatmap: float32 (H, W) in [0, 1], 1 = most important.
         attribution: float32 (H, W) signed raw attribution (see module docstring).
         method: Registry name.
-        params: Parameters actually used (layer, baseline, steps, batch sizes, ...).
+        params: Parameters actually used (layer, baseline, steps, batch sizes, ...), plus
+            ``display`` (the declared :class:`~medcnn.explain.base.Display` value),
+            ``clip_percentile`` and ``empty_map``.
         seconds: Wall time of the call.
         delta: Convergence delta ``sum(attr) - (f(x) - f(baseline))`` for path methods.
         target: Explained class index.
@@ -92,6 +97,14 @@ class Explanation:
 def resolve_target(target: int | str, labels: Sequence[str] | None, num_outputs: int) -> int:
     """Class index from an int or a label name (``labels`` in logit order).
 
+    Args:
+        target: Class index or label name.
+        labels: Class names in logit order (needed for a name).
+        num_outputs: Number of logits of the model.
+
+    Returns:
+        The class index.
+
     Raises:
         ValueError: unknown label, missing ``labels``, or index out of range.
     """
@@ -108,11 +121,17 @@ def resolve_target(target: int | str, labels: Sequence[str] | None, num_outputs:
     return int(target)
 
 
-def black_value(pipeline: Any) -> float:
-    """Normalised tensor value of display value 0 for a :class:`medcnn.preprocess.Pipeline`.
+def black_value(pipeline: Pipeline) -> float:
+    """Normalised tensor value of display value 0 (a black pixel) for a pipeline.
 
-    Pass it as ``baseline_value`` with ``baseline="black"`` (IG, occlusion) so the
-    baseline is exactly a black image as the network would receive it.
+    This is the default of every ``"black"`` baseline when ``explain`` gets
+    ``pipeline=``; passing the result as ``baseline_value`` gives the same baseline.
+
+    Args:
+        pipeline: The :class:`medcnn.preprocess.Pipeline` that produced the input.
+
+    Returns:
+        The value a black display pixel has in the network's input tensor.
     """
     h, w = pipeline.input_size
     return float(pipeline.to_tensor(np.zeros((h, w), np.float32)).flatten()[0])
@@ -138,9 +157,15 @@ def _default_layer(model: nn.Module, probed_last: str | None) -> str:
     return probed_last
 
 
-def _check_options(method: str, impl: Any, options: dict) -> None:
+def _method(name: str) -> AttributionMethod:
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; valid: {', '.join(METHODS)}")
+    return METHODS[name]()
+
+
+def _check_options(method: str, impl: AttributionMethod, options: dict[str, Any]) -> None:
     valid = [
-        p.name for p in inspect.signature(impl.compute).parameters.values()
+        p.name for p in inspect.signature(impl.attribute).parameters.values()
         if p.kind is inspect.Parameter.KEYWORD_ONLY
     ]
     unknown = sorted(set(options) - set(valid))
@@ -148,6 +173,22 @@ def _check_options(method: str, impl: Any, options: dict) -> None:
         raise ValueError(
             f"unknown option(s) {unknown} for method {method!r}; valid: {valid or 'none'}"
         )
+
+
+def _to_input_size(m: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """(h, w) map -> float32 (H, W) array, bilinearly upsampled if coarser."""
+    m = m.detach().float()
+    if tuple(m.shape) != tuple(size):
+        m = F.interpolate(m[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
+    return m.cpu().numpy().astype(np.float32)
+
+
+def _heatmap(signed: torch.Tensor, display: Display, size: tuple[int, int],
+             clip_percentile: float | None) -> np.ndarray:
+    """The declared part of the signed map at its own resolution, upsampled, normalised."""
+    positive = display.keeps_positive_part
+    shown = torch.from_numpy(evidence(signed.detach().cpu().numpy(), signed=positive))
+    return normalize_heatmap(_to_input_size(shown, size), signed=positive, clip_percentile=clip_percentile)
 
 
 def explain(
@@ -158,8 +199,9 @@ def explain(
     *,
     layer: str | None = None,
     labels: Sequence[str] | None = None,
+    pipeline: Pipeline | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
-    clip_percentile: float = 99.5,
+    clip_percentile: float | None = 99.5,
     **options: Any,
 ) -> Explanation:
     """Explain the ``target`` logit of ``model`` at ``x`` with ``method``.
@@ -170,39 +212,50 @@ def explain(
             Never modified.
         target: Class index, or a label name together with ``labels``.
         method: A key of :data:`METHODS`.
-        layer: Dotted layer name for CAM methods (see module docstring for the default).
+        layer: Dotted layer name for methods that need one (see module docstring for the
+            default); ignored by the others.
         labels: Class names in logit order (to pass ``target`` by name).
+        pipeline: The :class:`medcnn.preprocess.Pipeline` that produced ``x``. Makes the
+            default ``"black"`` baseline (IG, occlusion) exactly a black image
+            (:func:`black_value`); without it the darkest pixel of ``x`` is used.
         memory_budget: Bytes allowed for batched passes (IG, SmoothGrad, occlusion).
         clip_percentile: Passed to :func:`medcnn.visualize.normalize_heatmap`.
-        **options: Method options (see each class in :data:`METHODS`).
+        **options: Method options: the keyword-only parameters of the method's
+            ``attribute`` (see each class in :data:`METHODS`).
 
     Returns:
         :class:`Explanation` with heatmap/attribution float32 (H, W).
 
     Raises:
         ValueError: unknown method, bad target, bad shape, unknown layer or option value.
+
+    Warns:
+        UserWarning: soft problems reported by the method (IG short of its tolerance),
+            attributed to the caller of ``explain``.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
-    impl = METHODS[method]()
+    impl = _method(method)
     _check_options(method, impl, options)
     t0 = time.perf_counter()
     xc = _check_input(x)
+    black = black_value(pipeline) if pipeline is not None else None
     with torch.inference_mode(False), torch.enable_grad():
         iso = isolated_copy(model)
         pr = probe(model, iso, xc)
         tgt = resolve_target(target, labels, pr.num_outputs)
         lay = (layer or _default_layer(model, pr.last_spatial_layer)) if impl.needs_layer else None
         net = iso if impl.needs_layer else fast_copy(model, iso, xc)
-        ctx = Context(net, xc.requires_grad_(impl.needs_layer), tgt, lay, pr, int(memory_budget))
-        signed, shown, params = impl.compute(ctx, **options)
-    attribution = signed.detach().cpu().numpy().astype(np.float32)
-    heat = normalize_heatmap(shown.detach().cpu().numpy(), signed=True, clip_percentile=clip_percentile)
-    # empty_map: no positive evidence anywhere (e.g. Grad-CAM of a class the model rejects).
-    params = {**params, "clip_percentile": clip_percentile, "empty_map": bool(heat.max() == 0.0)}
+        ctx = Context(net, xc.requires_grad_(impl.needs_layer), tgt, lay, pr, int(memory_budget), black)
+        result = impl.attribute(ctx, **options)
+    size = (int(xc.shape[-2]), int(xc.shape[-1]))
+    heat = _heatmap(result.values, impl.display, size, clip_percentile)
+    for message in result.warnings:
+        warnings.warn(message, UserWarning, stacklevel=2)
+    # empty_map: nothing to show (e.g. Grad-CAM of a class the model rejects).
+    params = {**result.params, "display": impl.display.value, "clip_percentile": clip_percentile,
+              "empty_map": bool(heat.max() == 0.0)}
     return Explanation(
         heatmap=heat,
-        attribution=attribution,
+        attribution=_to_input_size(result.values, size),
         method=method,
         params=params,
         seconds=time.perf_counter() - t0,

@@ -14,23 +14,24 @@ flag and ``inplace`` flags), while parameters and buffers *share storage* with t
 original (parameters are re-wrapped as ``requires_grad=False`` views, so no gradient is
 ever accumulated on the shared weights). Hooks registered by Captum land on the copy
 only; the caller's model never sees a hook, a changed ``training`` flag or a changed
-``requires_grad``. Copying a ResNet-18 tree takes well under a millisecond per module.
+``requires_grad``. Copying the tree is cheap next to any attribution pass.
 
 A faster private copy for input gradients
 -----------------------------------------
 Path methods (Integrated Gradients, SmoothGrad) need only d logit / d input, in many
-batched passes, and never hook a layer (occlusion needs only forward passes). For them :func:`fast_copy` returns a *deep*
-copy in which every eval-mode BatchNorm that directly follows a convolution is folded
-into it (``torch.fx.experimental.optimization.fuse``; exact up to float rounding) and,
-on CPU, weights are in channels-last layout (oneDNN's fast path). On one CPU thread
-this makes a forward+backward pass 1.45x (smallresnet) and 1.8x (tinyresnet) faster
-for the shipped models, 1.1-1.6x for the other registered architectures. The copy is checked against
-the isolated copy on the caller's input and discarded if the logits differ by more than
-float32 rounding; models that ``torch.fx`` cannot trace simply use the isolated copy.
-It is cached per model and rebuilt when any parameter or buffer changes in place.
+batched passes, and never hook a layer (occlusion needs only forward passes). For them
+:func:`fast_copy` returns a *deep* copy in which every eval-mode BatchNorm that directly
+follows a convolution is folded into it (``torch.fx.experimental.optimization.fuse``;
+exact up to float rounding) and, on CPU, weights are in channels-last layout (oneDNN's
+fast path), which makes each forward+backward pass faster (BENCHMARKS.md, section 2).
+The copy is checked against the isolated copy on the caller's input and discarded if the
+logits differ by more than float32 rounding; models that ``torch.fx`` cannot trace simply
+use the isolated copy. It is cached per model and rebuilt when any parameter or buffer
+changes in place.
 """
 from __future__ import annotations
 
+import difflib
 import warnings
 import weakref
 from typing import Any
@@ -42,9 +43,8 @@ __all__ = ["isolated_copy", "fast_copy", "resolve_layer", "probe", "Probe", "DEF
 
 #: Default memory budget (bytes) for batched attribution passes.
 DEFAULT_MEMORY_BUDGET = 1 << 30
-#: Largest forward+backward batch on CPU: beyond ~16 samples the activations leave the
-#: cache and the time per sample rises (smallresnet at 224 px, 1 thread: 22 ms per
-#: sample at batch 8-16, 26 ms at 50; see BENCHMARKS.md section 2).
+#: Largest forward+backward batch on CPU: beyond it the activations leave the cache and
+#: the time per sample rises (measured in BENCHMARKS.md, section 2).
 CPU_MAX_GRAD_BATCH = 16
 
 
@@ -96,15 +96,21 @@ def resolve_layer(model: nn.Module, name: str) -> nn.Module:
     """Return the submodule at dotted path ``name`` (``"features.denseblock4"``).
 
     Raises:
-        ValueError: the name does not exist; the message lists candidate names.
+        ValueError: the name does not exist; the message lists the closest names and the
+            model's blocks (modules with children, the usual CAM layers; all module names
+            for a model without nested blocks).
     """
     try:
         return model.get_submodule(name)
     except AttributeError:
-        names = [n for n, m in model.named_modules() if n and len(list(m.children())) >= 0]
-        tail = ", ".join(names[-12:])
+        names = [n for n, _ in model.named_modules() if n]
+        blocks = [n for n, m in model.named_modules() if n and any(True for _ in m.children())]
+        close = difflib.get_close_matches(name, names, n=3)
+        hint = f"closest names: {', '.join(close)}; " if close else ""
+        tail = ", ".join((blocks or names)[-12:])
         raise ValueError(
-            f"layer {name!r} not found in {type(model).__name__}; last module names: {tail}"
+            f"layer {name!r} not found in {type(model).__name__}; {hint}"
+            f"{'last blocks' if blocks else 'last module names'}: {tail}"
         ) from None
 
 
@@ -190,9 +196,8 @@ def _weights_signature(model: nn.Module, x: torch.Tensor) -> tuple:
 
     Storage address and autograd version counter of every parameter and buffer (any
     in-place change through torch ops bumps the counter), plus their sums, which also
-    catch writes through ``.data`` (those leave the counter alone). On one CPU thread:
-    1 ms for the shipped smallresnet, 2 ms for ResNet-18, 18 ms for DenseNet-121 (many
-    small tensors), against IG times of 0.4-2 s.
+    catch writes through ``.data`` (those leave the counter alone). Computing it is small
+    next to the IG pass it guards.
     """
     tensors = [t for t in list(model.parameters()) + list(model.buffers()) if t.numel()]
     with torch.no_grad():

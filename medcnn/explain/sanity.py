@@ -15,16 +15,19 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
 from scipy import ndimage, stats
 from torch import nn
 
-from medcnn.explain.isolate import isolated_copy
+from medcnn.explain.core import black_value, explain
 from medcnn.explain.ig import make_baseline
-from medcnn.explain import explain
+from medcnn.explain.isolate import isolated_copy
+
+if TYPE_CHECKING:
+    from medcnn.preprocess import Pipeline
 
 __all__ = ["randomisation_test", "deletion_insertion", "ssim", "rank_correlation", "default_layers"]
 
@@ -105,11 +108,16 @@ def randomisation_test(
         seed: Seed of the private generator used for re-initialisation.
         threshold: The method passes if ``|Spearman|`` between the original map and the
             map of the fully randomised model is below this value.
-        **explain_options: Passed to :func:`medcnn.explain.explain`.
+        **explain_options: Passed to :func:`medcnn.explain.explain` (e.g. ``layer=``,
+            ``pipeline=`` for the default black baseline, method options).
 
     Returns:
         dict with ``method``, ``steps`` (list of ``{"layer", "spearman", "ssim"}``, one per
         cumulative step), ``final_spearman``, ``final_ssim``, ``passes``, ``threshold``.
+
+    Raises:
+        ValueError: a name in ``layers`` is not a module of ``model``, or any error of
+            :func:`medcnn.explain.explain`.
     """
     ref = explain(model, x, target, method, **explain_options).heatmap
     work = copy.deepcopy(model)
@@ -172,6 +180,7 @@ def deletion_insertion(
     n_random: int = 3,
     seed: int = 0,
     score: str = "prob",
+    pipeline: Pipeline | None = None,
     **baseline_options: Any,
 ) -> dict[str, Any]:
     """Deletion / insertion curves and AUCs (Petsiuk et al. 2018) for a map and random maps.
@@ -188,11 +197,17 @@ def deletion_insertion(
             accepted as keyword options). batch: Images per forward pass.
         n_random: Random maps averaged for the baseline AUCs. seed: Seed for ties/random maps.
         score: ``"prob"`` (softmax probability, as in the paper) or ``"logit"``.
+        pipeline: The pipeline that produced ``x``: makes ``"black"`` exactly a black
+            image, as in :func:`medcnn.explain.explain` (else the darkest pixel of ``x``).
 
     Returns:
         dict: ``deletion_auc``, ``insertion_auc``, ``random_deletion_auc``,
         ``random_insertion_auc``, ``fractions``, ``deletion_curve``, ``insertion_curve``
         (lists), and the settings used.
+
+    Raises:
+        ValueError: unknown baseline or score, too few steps, or a heatmap whose shape is
+            not the input size.
     """
     if baseline not in ("blur", "black"):
         raise ValueError(f"baseline must be 'blur' or 'black', got {baseline!r}")
@@ -202,7 +217,8 @@ def deletion_insertion(
     if hm.shape != tuple(x.shape[-2:]):
         raise ValueError(f"heatmap shape {hm.shape} != input size {tuple(x.shape[-2:])}")
     xc = x.detach().clone().float()
-    base, bparams = make_baseline(xc, baseline, **baseline_options)
+    black = black_value(pipeline) if pipeline is not None else None
+    base, bparams = make_baseline(xc, baseline, black=black, **baseline_options)
     iso = isolated_copy(model)
     rng = np.random.default_rng(seed)
     jitter = rng.random(hm.size) * 1e-9 * max(float(np.ptp(hm)), 1e-12)

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medcnn import models
 from medcnn.explain import METHODS, Explanation, explain
 from medcnn.visualize import normalize_heatmap
 
@@ -373,7 +374,6 @@ def test_densenet_gradcam_on_norm5_with_inplace_relu():
 
 
 def test_every_registered_model_explains_at_its_default_layer():
-    models = pytest.importorskip("medcnn.models")
     x = _image(0, size=64)
     for name in models.MODELS:
         torch.manual_seed(0)
@@ -382,62 +382,3 @@ def test_every_registered_model_explains_at_its_default_layer():
         e = explain(model, x, 1, "gradcam", layer=models.default_target_layer(name))
         _assert_same_state(before, _state(model))
         assert e.heatmap.shape == (64, 64) and np.isfinite(e.attribution).all(), name
-
-
-# ---------------------------------------------------------------- command line
-
-
-@pytest.fixture()
-def tiny_checkpoint(tmp_path):
-    models = pytest.importorskip("medcnn.models")
-    preprocess = pytest.importorskip("medcnn.preprocess")
-    pytest.importorskip("medcnn.inference")
-    from PIL import Image
-
-    from medcnn.models.card import ModelCard
-
-    torch.manual_seed(0)
-    model = models.create_model("tinyresnet", num_classes=2, in_chans=1)
-    card = ModelCard(
-        name="tiny", architecture="tinyresnet", modality="CXR", labels=["normal", "pneumonia"],
-        positive_label="pneumonia", input_size=(32, 32),
-        preprocessing=preprocess.default_config("CXR", size=32),
-        target_layer=models.default_target_layer("tinyresnet"),
-    )
-    card_path = models.save_checkpoint(model, card, tmp_path / "w" / "tiny.pt")
-    rng = np.random.default_rng(0)
-    png = tmp_path / "img.png"
-    Image.fromarray(rng.integers(0, 255, size=(40, 48), dtype=np.uint8)).save(png)
-    return card_path, png
-
-
-@pytest.mark.parametrize("method", ["gradcam", "integrated_gradients"])
-def test_command_writes_overlay_and_json(tiny_checkpoint, tmp_path, capsys, method):
-    import json
-
-    from medcnn.__main__ import main
-
-    card_path, png = tiny_checkpoint
-    out = tmp_path / "overlay.png"
-    sanity = ["--sanity"] if method == "gradcam" else []
-    rc = main(["explain", str(png), "--method", method, "--model", str(card_path),
-               "--out", str(out), "--json", "--target", "normal", *sanity])
-    assert rc == 0
-    r = json.loads(capsys.readouterr().out)
-    assert r["target"] == "normal" and r["method"] == method and out.read_bytes()[:4] == b"\x89PNG"
-    assert set(r["probabilities"]) == {"normal", "pneumonia"}
-    if sanity:
-        assert isinstance(r["sanity"]["randomisation"]["passes"], bool)
-        assert "deletion_auc" in r["sanity"]["deletion_insertion"]
-    if method == "integrated_gradients":
-        assert r["delta"] is not None and r["params"]["baseline_value"] == pytest.approx(-2.0)
-
-
-def test_command_errors(tiny_checkpoint, tmp_path, capsys):
-    from medcnn.__main__ import main
-
-    card_path, png = tiny_checkpoint
-    assert main(["explain", str(png), "--model", str(card_path), "--target", "cat"]) == 2
-    assert "not one of the model's labels" in capsys.readouterr().err
-    assert main(["explain", str(png), "--weights-dir", str(tmp_path / "empty")]) == 2
-    assert "error:" in capsys.readouterr().err

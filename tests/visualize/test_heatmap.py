@@ -10,6 +10,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from medcnn.visualize import colorbar_image, figure_side_by_side, normalize_heatmap, overlay, to_png_bytes
+from medcnn.visualize.heatmap import evidence
 
 
 def test_normalize_magnitude_and_positive_part():
@@ -113,3 +114,14 @@ def test_png_roundtrip_and_figure():
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     assert buf.getvalue()[:4] == b"\x89PNG"
+
+
+def test_evidence_is_the_sign_step_of_normalize():
+    a = np.array([[-4.0, 2.0], [1.0, 0.0]])
+    np.testing.assert_array_equal(evidence(a), [[4.0, 2.0], [1.0, 0.0]])
+    np.testing.assert_array_equal(evidence(a, signed=True), [[0.0, 2.0], [1.0, 0.0]])
+    for signed in (False, True):  # normalize = evidence, then scaling (idempotent on evidence)
+        np.testing.assert_array_equal(normalize_heatmap(evidence(a, signed=signed), signed=signed),
+                                      normalize_heatmap(a, signed=signed))
+    with pytest.raises(ValueError, match="NaN"):
+        evidence(np.array([[np.inf]]))
