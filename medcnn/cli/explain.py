@@ -1,9 +1,11 @@
 """``python -m medcnn explain FILE``: saliency map of one image, optionally with sanity checks.
 
 The model is the one ``predict`` would use (``--model`` or chosen from the image's
-modality: CT -> ``ct_covid``, CR/DX/PNG/JPEG -> ``cxr_pneumonia``). The map explains the
-logit of ``--target`` (default: the card's positive label). The overlay is drawn on the
-preprocessed display image and written only when ``--out`` is given.
+modality: CT -> ``ct_covid``, CR/DX/PNG/JPEG -> ``cxr_pneumonia``), loaded as a
+:class:`medcnn.inference.Predictor`, so the probabilities printed are the card's
+calibrated ones. The map explains the logit of ``--target`` (default: the card's positive
+label). The overlay is drawn on the preprocessed display image and written only when
+``--out`` is given. ``--method`` accepts the names of :data:`medcnn.explain.METHODS`.
 """
 from __future__ import annotations
 
@@ -13,12 +15,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-METHOD_NAMES = ("gradcam", "integrated_gradients", "smoothgrad", "occlusion", "guided_gradcam")
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``python -m medcnn explain`` (imports no torch)."""
+    from medcnn.explain.methods import METHODS
+
     parser.add_argument("file", metavar="FILE", help="DICOM, PNG or JPEG image")
-    parser.add_argument("--method", default="gradcam", choices=METHOD_NAMES, help="default: gradcam")
+    parser.add_argument("--method", default="gradcam", choices=list(METHODS), help="default: gradcam")
     parser.add_argument("--out", default=None, metavar="PNG", help="write the overlay here (PNG)")
     parser.add_argument("--model", default=None, metavar="NAME|PATH",
                         help="card name in --weights-dir or path of <name>.json "
@@ -28,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="label to explain (default: the card's positive label)")
     parser.add_argument("--layer", default=None, help="CAM layer (default: the card's target_layer)")
     parser.add_argument("--baseline", default="black", choices=("black", "blur", "mean"),
-                        help="IG / occlusion baseline (default: black)")
+                        help="IG / occlusion baseline (default: black, a black image after the "
+                             "model's normalisation)")
     parser.add_argument("--tol", type=float, default=0.01,
                         help="IG completeness tolerance relative to |f(x) - f(baseline)|")
     parser.add_argument("--alpha", type=float, default=0.4, help="overlay opacity (default 0.4)")
@@ -43,65 +47,62 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu / cuda (default: MEDCNN_DEVICE, else auto)")
 
 
-def _options(args: argparse.Namespace, method: str, pipe: Any) -> dict[str, Any]:
-    from medcnn.explain import black_value
-
+def _options(args: argparse.Namespace, method: str) -> dict[str, Any]:
+    """Method options given on the command line (the baseline value comes from the pipeline)."""
     if method == "integrated_gradients":
-        opts: dict[str, Any] = {"baseline": args.baseline, "tol": args.tol}
-    elif method == "occlusion":
-        opts = {"baseline": args.baseline}
-    else:
-        return {}
-    if args.baseline == "black":
-        opts["baseline_value"] = black_value(pipe)
-    return opts
+        return {"baseline": args.baseline, "tol": args.tol}
+    if method == "occlusion":
+        return {"baseline": args.baseline}
+    return {}
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
+    """Explain one image; print a summary (or JSON) and write the overlay if asked.
 
+    Raises:
+        ValueError: unreadable image, unknown target label, unsupported modality or a bad
+            option (``medcnn.__main__`` prints it as one ``error:`` line).
+    """
     from medcnn.cli.predict import resolve_card_path
     from medcnn.explain import METHODS, explain
-    from medcnn.inference import choose_model
+    from medcnn.inference import Predictor, choose_model
     from medcnn.io import read_image
-    from medcnn.models import load_model
-    from medcnn.preprocess import Pipeline
     from medcnn.visualize import overlay, to_png_bytes
 
     img = read_image(args.file)
     card_path = resolve_card_path(args.model, args.weights_dir) if args.model else choose_model(
         img.meta, args.weights_dir)
-    model, card = load_model(card_path, device=args.device)
-    device = next(model.parameters()).device
-    pipe = Pipeline.from_config(card.preprocessing)
-    res = pipe(img, keep_steps=False)
-    x = res.tensor.to(device)
+    predictor = Predictor(card_path, device=args.device)
+    card = predictor.card
     label = args.target or card.positive_label
     if label not in card.labels:
         raise ValueError(f"--target {label!r} is not one of the model's labels {card.labels}")
     target = card.labels.index(label)
-    with torch.no_grad():
-        probs = torch.softmax(model(x)[0].float() / card.temperature, 0).cpu().tolist()
-    opts = _options(args, args.method, pipe)
-    layer = (args.layer or card.target_layer) if getattr(METHODS[args.method], "needs_layer", False) else None
-    exp = explain(model, x, target, args.method, layer=layer, **opts)
+    pred = predictor.predict(img, keep_steps=False)
+    res = pred.pipeline_result
+    x = res.tensor.to(predictor.device)
+    spec = METHODS[args.method]
+    opts = _options(args, args.method)
+    layer = (args.layer or card.target_layer) if spec.needs_layer else None
+    exp = explain(predictor.model, x, target, args.method, layer=layer, pipeline=predictor.pipeline, **opts)
     rgb = overlay(res.display, exp.heatmap, cmap=args.cmap, alpha=args.alpha,
                   contour_top_percent=args.contour,
-                  scale=probs[target] if args.scale_by_prob else None)
+                  scale=pred.probabilities[label] if args.scale_by_prob else None)
     if args.out:
         Path(args.out).write_bytes(to_png_bytes(rgb))
     result: dict[str, Any] = {
         "file": args.file, "model": card.name, "method": args.method,
-        "method_label": METHODS[args.method].label,
-        "passes_randomisation_check": METHODS[args.method].passes_randomisation_check,
-        "target": label, "probabilities": dict(zip(card.labels, probs)),
+        "method_label": spec.label,
+        "passes_randomisation_check": spec.passes_randomisation_check,
+        "target": label, "probabilities": pred.probabilities,
         "seconds": exp.seconds, "delta": exp.delta, "params": exp.params, "out": args.out,
     }
     if args.sanity:
         from medcnn.explain.sanity import deletion_insertion, randomisation_test
 
-        rt = randomisation_test(model, x, target, args.method, layer=layer, **opts)
-        di = deletion_insertion(model, x, target, exp.heatmap)
+        rt = randomisation_test(predictor.model, x, target, args.method, layer=layer,
+                                pipeline=predictor.pipeline, **opts)
+        di = deletion_insertion(predictor.model, x, target, exp.heatmap, pipeline=predictor.pipeline)
         result["sanity"] = {"randomisation": rt, "deletion_insertion": {
             k: v for k, v in di.items() if not k.endswith("curve") and k != "fractions"}}
     if args.json:
@@ -112,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print(r: dict[str, Any]) -> None:
+    """Human-readable summary of ``run``'s result (warnings on stderr)."""
     probs = ", ".join(f"{k} {v:.3f}" for k, v in r["probabilities"].items())
     print(f"{r['file']}: {r['method_label']} of {r['target']!r} ({probs}), model {r['model']}, "
           f"{r['seconds']:.2f} s")
