@@ -18,6 +18,7 @@ import torch
 from medcnn.models.card import CardError, ModelCard
 from medcnn.io import ImageMeta, MedImage
 from medcnn.evaluation.metrics import softmax_t
+from medcnn.ood import OODGate, OODResult, check_scope, resolve_scope
 
 __all__ = [
     "CARD_FAMILIES",
@@ -71,6 +72,9 @@ class Prediction:
         model: card name.
         seconds: wall time of preprocessing + forward pass.
         pipeline_result: the :class:`medcnn.preprocess.PipelineResult` (tensor, display, steps).
+        ood: the out-of-distribution verdict (image gate + header scope checks). When
+            ``ood.withheld`` the image is not what this model reads: ``label`` and the
+            probabilities are kept for the record but must not be presented as a result.
     """
 
     probabilities: dict[str, float]
@@ -82,14 +86,20 @@ class Prediction:
     model: str
     seconds: float
     pipeline_result: Any = field(default=None, repr=False)
+    ood: OODResult = field(default_factory=OODResult)
+
+    @property
+    def decision(self) -> str:
+        """What to present: the label, or ``"not analysed"`` when the gate withholds it."""
+        return "not analysed" if self.ood.withheld else self.label
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (without the pipeline result)."""
         return {
-            "model": self.model, "probabilities": self.probabilities, "logits": self.logits,
-            "label": self.label, "positive_prob": self.positive_prob,
+            "model": self.model, "decision": self.decision, "probabilities": self.probabilities,
+            "logits": self.logits, "label": self.label, "positive_prob": self.positive_prob,
             "above_threshold": self.above_threshold, "threshold": self.threshold,
-            "seconds": self.seconds,
+            "seconds": self.seconds, "ood": self.ood.to_dict(),
         }
 
 
@@ -130,6 +140,17 @@ class Predictor:
         self.device = next(self.model.parameters()).device
         self.pipeline = Pipeline.from_config(self.card.preprocessing)
         self.check = check
+        self.scope = resolve_scope(self.card.modality, self.card.scope)
+        self.gate: OODGate | None = None
+        self._features = None
+        if self.card.ood_path is not None:
+            from medcnn.ood.features import FeatureExtractor
+
+            try:
+                self.gate = OODGate.load(self.card.ood_path, sha256=self.card.ood.get("sha256"))
+            except ValueError as e:
+                raise CardError(f"card {self.card.name!r}: {e}") from None
+            self._features = FeatureExtractor(self.model, self.gate.layers, self.gate.grid)
         if tuple(self.pipeline.input_size) != tuple(self.card.input_size):
             raise CardError(
                 f"card {self.card.name!r}: input_size {self.card.input_size} differs from its "
@@ -140,12 +161,13 @@ class Predictor:
     def labels(self) -> list[str]:
         return list(self.card.labels)
 
-    def _decide(self, logits: np.ndarray, seconds: float, results: Sequence[Any]) -> list[Prediction]:
+    def _decide(self, logits: np.ndarray, seconds: float, results: Sequence[Any],
+                verdicts: Sequence[OODResult]) -> list[Prediction]:
         card = self.card
         probs = softmax_t(logits, card.temperature)
         pos = card.positive_index
         out = []
-        for z, p, res in zip(logits, probs, results):
+        for z, p, res, verdict in zip(logits, probs, results, verdicts):
             above = bool(p[pos] >= card.threshold)
             if len(card.labels) == 2:
                 label = card.positive_label if above else card.labels[1 - pos]
@@ -155,7 +177,7 @@ class Predictor:
                 probabilities={name: float(v) for name, v in zip(card.labels, p)},
                 logits=[float(v) for v in z], label=label, positive_prob=float(p[pos]),
                 above_threshold=above, threshold=float(card.threshold), model=card.name,
-                seconds=seconds, pipeline_result=res,
+                seconds=seconds, pipeline_result=res, ood=verdict,
             ))
         return out
 
@@ -184,9 +206,16 @@ class Predictor:
                 check_modality(self.card, img.meta)
         results = [self.pipeline(img, window=window, keep_steps=keep_steps) for img in images]
         x = torch.cat([r.tensor for r in results])
-        logits = predict_logits(self.model, x, self.device).numpy().astype(np.float64)
+        if self.gate is None:
+            logits_t = predict_logits(self.model, x, self.device)
+            verdicts = [OODResult() for _ in images]
+        else:  # one forward pass gives the logits and the gate's features
+            logits_t, verdicts = self.gate.judge(self._features, x)
+        for img, verdict in zip(images, verdicts):
+            check_scope(img.meta, self.scope, verdict)
+        logits = logits_t.numpy().astype(np.float64)
         seconds = (time.perf_counter() - t0) / len(images)
-        return self._decide(logits, seconds, results)
+        return self._decide(logits, seconds, results, verdicts)
 
 
 # ---------------------------------------------------------------------------------------

@@ -212,6 +212,20 @@ def _text(ds: Dataset, keyword: str) -> str | None:
     return values[0] or None if values else None
 
 
+_AGE_UNITS = {"D": 365.25, "W": 52.1775, "M": 12.0, "Y": 1.0}
+
+
+def _age_years(text: str | None) -> float | None:
+    """Age String (PS3.5 6.2, ``nnnD|W|M|Y``; bare digits read as years, as some archives write
+    them) -> years, capped at 90; ``None`` if absent or malformed."""
+    text = (text or "").strip().upper()
+    if text.isdigit() and len(text) <= 3:
+        return min(float(text), 90.0)
+    if len(text) != 4 or not text[:3].isdigit() or text[3] not in _AGE_UNITS:
+        return None
+    return min(int(text[:3]) / _AGE_UNITS[text[3]], 90.0)
+
+
 def _float(ds: Dataset, keyword: str) -> float | None:
     """First value of ``keyword`` as a finite float, ``None`` when absent or invalid."""
     values = _values(ds, keyword)
@@ -232,6 +246,7 @@ def _fill_meta(ds: Dataset, meta: ImageMeta, tsyntax: UID) -> None:
     meta.manufacturer = _text(ds, "Manufacturer")
     meta.body_part = _text(ds, "BodyPartExamined")
     meta.view_position = _text(ds, "ViewPosition")
+    meta.age_years = _age_years(_text(ds, "PatientAge"))
     meta.original_channels = int(ds.get("SamplesPerPixel") or 1)
 
     # VOI LUT module (C.11.2), or the Frame VOI LUT functional group of Enhanced objects.

@@ -51,6 +51,8 @@ class ImageMeta:
     view_position: str | None = None
     transfer_syntax: str | None = None  # name, for DICOM
     manufacturer: str | None = None
+    # Patient's Age (0010,1010) in years, capped at 90 (HIPAA Safe Harbor); only for scope checks.
+    age_years: float | None = None
     original_channels: int = 1  # 3/4 when a colour image was converted to grey
     warnings: list[str] = field(default_factory=list)
 

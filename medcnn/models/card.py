@@ -42,6 +42,12 @@ class ModelCard:
         limitations: Bullet points.
         experiments: Table of what was tried (command, val AUC overall and per subgroup).
         audit: Shortcut / saliency-location audit results, when available.
+        scope: What the model reads, checked against DICOM headers (body parts, view
+            positions, minimum age, photometric interpretations); empty = the family default
+            of :mod:`medcnn.ood.scope`.
+        ood: The out-of-distribution gate: statistics file (``<name>.ood.pt``) and its SHA-256,
+            layers, thresholds, the data it was fitted on and its measured rates; empty = no
+            image-based gate (written by ``python -m medcnn fit-ood``).
     """
 
     name: str
@@ -61,6 +67,8 @@ class ModelCard:
     limitations: list[str] = field(default_factory=list)
     experiments: list[dict[str, Any]] = field(default_factory=list)
     audit: dict[str, Any] = field(default_factory=dict)
+    scope: dict[str, Any] = field(default_factory=dict)
+    ood: dict[str, Any] = field(default_factory=dict)
     path: Path | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -77,6 +85,13 @@ class ModelCard:
     @property
     def positive_index(self) -> int:
         return self.labels.index(self.positive_label)
+
+    @property
+    def ood_path(self) -> Path | None:
+        """Path of the gate's statistics next to the card, ``None`` when the card has no gate."""
+        if not self.ood.get("file") or self.path is None:
+            return None
+        return self.path.parent / self.ood["file"]
 
     @property
     def weights_path(self) -> Path:

@@ -72,7 +72,7 @@ def apply_window(x: np.ndarray, center: float, width: float, function: str = "LI
         lo, span = center - 0.5 - (width - 1) / 2.0, max(float(width) - 1.0, 1e-6)
     else:
         raise ValueError(f"unknown VOI LUT function {function!r}; accepted: LINEAR, LINEAR_EXACT, SIGMOID")
-    out = x - np.float32(lo)
+    out = np.subtract(x, np.float32(lo), order="C")  # C order: OpenCV needs a contiguous buffer
     out *= np.float32(1.0 / span)
     # Clip to [0, 1] with OpenCV's saturating thresholds (several times faster than np.clip).
     cv2.threshold(out, 1.0, 1.0, cv2.THRESH_TRUNC, dst=out)

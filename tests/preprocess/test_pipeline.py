@@ -180,3 +180,17 @@ def test_to_tensor_enforces_pixel_contract():
         pipe.to_tensor(np.full((16, 16), 255.0, np.float32))
     with pytest.raises(ValueError, match="shape"):
         pipe.to_tensor(np.zeros((8, 8), np.float32))
+
+
+def test_pipeline_accepts_non_contiguous_pixels():
+    """A rotated view (np.rot90) is not C-contiguous; the window step must still run."""
+    from medcnn.io import ImageMeta, MedImage
+    from medcnn.preprocess import Pipeline, default_config
+
+    pixels = np.rot90(np.tile(np.linspace(0, 255, 300, dtype=np.float32), (200, 1)))
+    assert not pixels.flags["C_CONTIGUOUS"]
+    out = Pipeline.from_config(default_config("CXR", 64))(
+        MedImage(pixels, ImageMeta(source_format="png", rows=300, columns=200)))
+    contiguous = Pipeline.from_config(default_config("CXR", 64))(
+        MedImage(np.ascontiguousarray(pixels), ImageMeta(source_format="png", rows=300, columns=200)))
+    assert torch.equal(out.tensor, contiguous.tensor)

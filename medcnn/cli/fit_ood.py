@@ -1,0 +1,147 @@
+"""``python -m medcnn fit-ood``: fit a model's out-of-distribution gate and measure it.
+
+Fits the gate's statistics on the model's in-distribution training images, sets its two
+thresholds on the validation images, measures the flag rate on the test split, on every
+``--check`` set (images the model must not read), on rotated/inverted test films and on synthetic
+inputs, and on every ``--also`` set (images it should read, e.g. another hospital's films). Writes
+``<card>.ood.pt`` next to the card and records everything in the card's ``ood`` section.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="model card (weights/NAME.json)")
+    parser.add_argument("--data", required=True, help="the model's labels.csv (in-distribution images)")
+    parser.add_argument("--fit-split", default="train", help="split the statistics are fitted on (default: train)")
+    parser.add_argument("--val-split", default="val", help="split the thresholds are set on (default: val)")
+    parser.add_argument("--test-split", default="test", help="split reported as the false-flag rate (default: test)")
+    parser.add_argument("--check", action="append", default=[], metavar="CSV[@SPLIT]",
+                        help="images the model must NOT read, grouped by their 'category' (else 'label') column; repeatable")
+    parser.add_argument("--also", action="append", default=[], metavar="CSV[@SPLIT]",
+                        help="other in-distribution images (e.g. another hospital), reported as false flags; repeatable")
+    parser.add_argument("--components", type=int, default=64, help="principal directions per layer (default: 64)")
+    parser.add_argument("--grid", type=int, default=3, help="average-pooling layout per layer (default: 3x3)")
+    parser.add_argument("--n-transformed", type=int, default=60, help="test films per transform (default: 60)")
+    parser.add_argument("--n-synthetic", type=int, default=20, help="synthetic images per kind (default: 20)")
+    parser.add_argument("--dry-run", action="store_true", help="measure and print, do not write the card")
+    parser.add_argument("--json", action="store_true", help="print the card's ood section as JSON")
+
+
+def _source(spec: str) -> tuple[Path, str | None]:
+    path, _, split = spec.partition("@")
+    return Path(path), (split or None)
+
+
+def _group_column(csv: Path) -> str:
+    import pandas as pd
+
+    cols = pd.read_csv(csv, nrows=1).columns
+    return "category" if "category" in cols else "label"
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from medcnn.models import load_model
+    from medcnn.ood import OODGate
+    from medcnn.ood import validate as v
+    from medcnn.ood.features import FeatureExtractor, default_layers
+    from medcnn.preprocess import Pipeline
+
+    model, card = load_model(args.model, device="cpu" if not torch.cuda.is_available() else None)
+    pipe = Pipeline.from_config(card.preprocessing)
+    layers = default_layers(card.architecture)
+    extract = FeatureExtractor(model, layers, grid=args.grid)
+
+    def feats(images):
+        return v.features_of(extract, pipe, images)
+
+    data = Path(args.data)
+    fit_imgs = v.read_table_images(data, args.fit_split)["all"]
+    val_imgs = v.read_table_images(data, args.val_split)["all"]
+    test_imgs = v.read_table_images(data, args.test_split)["all"]
+    print(f"fitting on {len(fit_imgs)} {args.fit_split} images, thresholds from {len(val_imgs)} {args.val_split} images")
+    gate = OODGate.fit(feats(fit_imgs), feats(val_imgs), layers, args.grid, components=args.components)
+
+    def rates(images) -> dict[str, Any]:
+        return v.flag_rates(v.verdicts_of(gate, extract, pipe, images)) if images else {"n": 0}
+
+    measured: dict[str, Any] = {"in_distribution": {
+        f"{data.parent.name} {args.val_split} (sets the thresholds)": rates(val_imgs),
+        f"{data.parent.name} {args.test_split}": rates(test_imgs),
+    }}
+    measured["in_distribution"].update(_age_bands(data, args.test_split, test_imgs, rates))
+    for spec in args.also:
+        csv, split = _source(spec)
+        for name, images in v.read_table_images(csv, split).items():
+            measured["in_distribution"][f"{csv.parent.name} {split or 'all'}"] = rates(images)
+    outside: dict[str, Any] = {}
+    for spec in args.check:
+        csv, split = _source(spec)
+        for name, images in v.read_table_images(csv, split, group=_group_column(csv)).items():
+            outside[f"{csv.parent.name}/{name}"] = rates(images)
+    some_test = test_imgs[: args.n_transformed]
+    for name in v.TRANSFORMS:
+        outside[f"{args.test_split} films {name.replace('_', ' ')}"] = rates(v.transformed(some_test, name))
+    for i, name in enumerate(v.SYNTHETIC):
+        outside[f"synthetic {name.replace('_', ' ')}"] = rates(v.synthetic_images(name, args.n_synthetic, seed=i))
+    measured["outside"] = outside
+
+    section = {
+        "method": "probabilistic-PCA Mahalanobis distance on pooled stage features (Lee et al. 2018; "
+                  "Tipping & Bishop 1999), mean over stages of distance / validation median",
+        "layers": list(layers), "grid": args.grid, "components": args.components,
+        "caution_threshold": round(gate.caution, 4), "refuse_threshold": round(gate.refuse, 4),
+        "fitted_on": {"data": str(data), "split": args.fit_split, "n": len(fit_imgs),
+                      "threshold_split": args.val_split, "n_threshold": len(val_imgs),
+                      "note": "only in-distribution images are used to fit; every check set is unseen"},
+        "measured": measured,
+        "command": "python -m medcnn fit-ood " + " ".join(_argv(args)),
+    }
+    _print(section)
+    if not args.dry_run:
+        card_path = Path(card.path)
+        out = card_path.with_suffix(".ood.pt")
+        section["file"] = out.name
+        section["sha256"] = gate.save(out)
+        card.ood = section
+        card.save(card_path)
+        print(f"wrote {out} and the ood section of {card_path}")
+    if args.json:
+        print(json.dumps(section, indent=2))
+    return 0
+
+
+def _age_bands(data: Path, split: str, images: list, rates) -> dict[str, Any]:
+    """Children's films of the test split (when the table has an ``age`` column)."""
+    import pandas as pd
+
+    table = pd.read_csv(data)
+    table = table[table.get("split") == split] if "split" in table else table
+    if "age" not in table or len(table) != len(images):
+        return {}
+    young = [img for img, age in zip(images, table["age"]) if pd.notna(age) and float(age) < 18]
+    return {f"{data.parent.name} {split}, patients under 18": rates(young)} if young else {}
+
+
+def _argv(args: argparse.Namespace) -> list[str]:
+    out = ["--model", str(args.model), "--data", str(args.data)]
+    for spec in args.check:
+        out += ["--check", spec]
+    for spec in args.also:
+        out += ["--also", spec]
+    return out + ["--components", str(args.components), "--grid", str(args.grid)]
+
+
+def _print(section: dict[str, Any]) -> None:
+    print(f"thresholds: caution > {section['caution_threshold']:.2f}, not read > {section['refuse_threshold']:.2f}")
+    for kind, rows in section["measured"].items():
+        print(f"\n{'set':<56} {'n':>4} {'flagged':>8} {'not read':>9}  ({kind.replace('_', ' ')})")
+        for name, r in rows.items():
+            if r.get("n"):
+                print(f"{name:<56} {r['n']:>4} {100 * r['flagged']:>7.1f}% {100 * r['outside']:>8.1f}%")
