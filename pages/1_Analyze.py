@@ -102,58 +102,76 @@ for message in image.meta.warnings:
 st.subheader("Prediction")
 kind = "PNG/JPEG" if image.meta.modality == "OT" else image.meta.modality
 how = f"auto-chosen for {kind}" if model_choice == appstate.AUTO_MODEL else "chosen in the sidebar"
-st.markdown(f"**Decision: {pred.label}** · P({card.positive_label}) = {pred.positive_prob:.3f} "
-            f"{'≥' if pred.above_threshold else '<'} threshold {pred.threshold:.3f}")
-metric_cols = st.columns([1] * len(pred.probabilities) + [5])
-for col, (label, p) in zip(metric_cols, pred.probabilities.items()):
-    col.metric(f"P({label})", f"{p:.3f}")
-chart_slot = metric_cols[-1].empty()  # filled after the images: they are what the user waits for
-st.caption(f"Model **{card.name}** ({card.architecture}, {how}) · {pred.seconds:.2f} s")
+gate_title, gate_reasons = app_display.ood_message(pred.ood)
+if gate_title:
+    (st.error if pred.ood.withheld else st.warning)(
+        "\n\n".join([f"**{gate_title}**", *(f"- {r[0].upper()}{r[1:]}." for r in gate_reasons)]))
+if pred.ood.withheld:
+    st.markdown("**Decision: not analysed** · this model's probabilities are not shown for this image.")
+    st.caption(f"Model **{card.name}** ({card.architecture}, {how}) · {pred.seconds:.2f} s")
+    chart_slot = None
+else:
+    st.markdown(f"**Decision: {pred.label}** · P({card.positive_label}) = {pred.positive_prob:.3f} "
+                f"{'≥' if pred.above_threshold else '<'} threshold {pred.threshold:.3f}")
+    metric_cols = st.columns([1] * len(pred.probabilities) + [5])
+    for col, (label, p) in zip(metric_cols, pred.probabilities.items()):
+        col.metric(f"P({label})", f"{p:.3f}")
+    chart_slot = metric_cols[-1].empty()  # filled after the images: they are what the user waits for
+    st.caption(f"Model **{card.name}** ({card.architecture}, {how}) · {pred.seconds:.2f} s")
 
 # ----------------------------------------------------------------------------- explanation
-st.subheader("Explanation")
-with target_slot:
-    target = st.selectbox("Target class", card.labels, index=card.labels.index(pred.label),
-                          key=f"target_{card.name}", help="Default: the predicted class.")
-try:
-    with st.spinner(f"Computing {methods[method].label}..."):
-        expl = appstate.explain_upload(key, data, card_path, frame, window, method, target)
-except Exception as e:  # noqa: BLE001
-    fail("explaining", e)
 display = pred.pipeline_result.display
-scale = pred.probabilities[target] if scale_by_prob else None
-over = overlay(display, expl.heatmap, cmap=cmap, alpha=alpha, contour_top_percent=contour or None, scale=scale)
-heat = overlay(display, expl.heatmap, cmap=cmap, alpha=1.0, scale=scale)
-c1, c2, c3 = st.columns([16, 16, 17])
-c1.image(app_display.to_uint8(display), caption="Model input", width="stretch")
-c2.image(over, caption=f"{methods[method].label} overlay (target {target})", width="stretch")
-c3.image(app_display.with_colorbar(heat, cmap), caption="Heat map; colour bar: top 1 = most important, bottom 0",
-         width="stretch")
-chart_slot.vega_lite_chart(app_display.probability_chart(pred, card.positive_label), key="prob_chart")
-detail = f"{methods[method].label} computed in {expl.seconds:.2f} s (image {key[:8]})"
-if expl.delta is not None:
-    detail += app_display.ig_convergence_text(expl.params)
-st.caption(detail + " · changing opacity, colormap or outline only redraws (the map is cached).")
-if card.modality == "CXR":
-    location = app_display.attention_location(display, expl.heatmap)
-    if location:
-        st.caption(location, help="Saliency-location audit (issue 5): attention outside the chest or on the "
-                                  "margins suggests the model uses acquisition cues, not anatomy.")
-
-sanity_key = (key, card_path, frame, str(window), method, target)
-if st.button("Run sanity check (model randomisation)", key="sanity"):
+if pred.ood.withheld:  # a map of an image the model cannot read would only look like evidence
+    st.subheader("Model input")
+    st.image(app_display.to_uint8(display), caption="Model input (no explanation: image not analysed)",
+             width=480)
+    expl = over = None
+    method_label = methods[method].label
+else:
+    st.subheader("Explanation")
+    with target_slot:
+        target = st.selectbox("Target class", card.labels, index=card.labels.index(pred.label),
+                              key=f"target_{card.name}", help="Default: the predicted class.")
     try:
-        with st.spinner("Randomising layers and recomputing the map..."):
-            st.session_state["sanity_result"] = (sanity_key, appstate.sanity_upload(
-                key, data, card_path, frame, window, method, target))
+        with st.spinner(f"Computing {methods[method].label}..."):
+            expl = appstate.explain_upload(key, data, card_path, frame, window, method, target)
     except Exception as e:  # noqa: BLE001
-        st.error(appstate.error_message("running the sanity check", e))
-stored = st.session_state.get("sanity_result")
-if stored and stored[0] == sanity_key:
-    verdict, rows = app_display.sanity_summary(stored[1])
-    (st.success if stored[1].get("passes") else st.warning)(verdict)
-    if rows:
-        st.dataframe(rows, hide_index=True, key="sanity_table")
+        fail("explaining", e)
+    scale = pred.probabilities[target] if scale_by_prob else None
+    over = overlay(display, expl.heatmap, cmap=cmap, alpha=alpha, contour_top_percent=contour or None, scale=scale)
+    heat = overlay(display, expl.heatmap, cmap=cmap, alpha=1.0, scale=scale)
+    c1, c2, c3 = st.columns([16, 16, 17])
+    c1.image(app_display.to_uint8(display), caption="Model input", width="stretch")
+    c2.image(over, caption=f"{methods[method].label} overlay (target {target})", width="stretch")
+    c3.image(app_display.with_colorbar(heat, cmap), caption="Heat map; colour bar: top 1 = most important, bottom 0",
+             width="stretch")
+    chart_slot.vega_lite_chart(app_display.probability_chart(pred, card.positive_label), key="prob_chart")
+    detail = f"{methods[method].label} computed in {expl.seconds:.2f} s (image {key[:8]})"
+    if expl.delta is not None:
+        detail += app_display.ig_convergence_text(expl.params)
+    st.caption(detail + " · changing opacity, colormap or outline only redraws (the map is cached).")
+    if card.modality == "CXR":
+        location = app_display.attention_location(display, expl.heatmap)
+        if location:
+            st.caption(location, help="Saliency-location audit: attention outside the chest or on the "
+                                      "margins suggests the model uses acquisition cues, not anatomy.")
+
+if expl is not None:
+    sanity_key = (key, card_path, frame, str(window), method, target)
+    if st.button("Run sanity check (model randomisation)", key="sanity"):
+        try:
+            with st.spinner("Randomising layers and recomputing the map..."):
+                st.session_state["sanity_result"] = (sanity_key, appstate.sanity_upload(
+                    key, data, card_path, frame, window, method, target))
+        except Exception as e:  # noqa: BLE001
+            st.error(appstate.error_message("running the sanity check", e))
+    stored = st.session_state.get("sanity_result")
+    if stored and stored[0] == sanity_key:
+        verdict, rows = app_display.sanity_summary(stored[1])
+        (st.success if stored[1].get("passes") else st.warning)(verdict)
+        if rows:
+            st.dataframe(rows, hide_index=True, key="sanity_table")
+
 
 # ----------------------------------------------------------------------------- export
 st.subheader("Export")
@@ -161,6 +179,8 @@ method_label = methods[method].label
 
 
 def pdf_bytes() -> bytes:
+    if expl is None:
+        return report.build_report(card, pred, display, None, meta=image.meta, created=datetime.now(timezone.utc))
     return report.build_report(card, pred, display, over, method=method_label, method_params=expl.params,
                                explanation_seconds=expl.seconds, target=target, meta=image.meta,
                                created=datetime.now(timezone.utc))
@@ -169,8 +189,9 @@ def pdf_bytes() -> bytes:
 e1, e2 = st.columns(2)
 e1.download_button("Download PDF report", pdf_bytes, file_name="medcnn_report.pdf", mime="application/pdf",
                    key="download_pdf", on_click="ignore")
-e2.download_button("Download overlay PNG", to_png_bytes(over), file_name="medcnn_overlay.png",
-                   mime="image/png", key="download_png", on_click="ignore")
+if over is not None:
+    e2.download_button("Download overlay PNG", to_png_bytes(over), file_name="medcnn_overlay.png",
+                       mime="image/png", key="download_png", on_click="ignore")
 st.caption("The report holds no patient identifiers and not the file name.")
 
 # ----------------------------------------------------------------------------- image details

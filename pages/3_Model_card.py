@@ -92,9 +92,13 @@ for tab, card in zip(st.tabs([c.name for c in cards]), cards):
         else:
             st.caption("No experiments recorded.")
 
-        # ------------------------------------------------------------------ AUDIT SECTION (issue 5)
-        # Shortcut / saliency-location audit results stored in ``card.audit`` by
-        # ``python -m medcnn audit``. Rendered generically until the audit format settles.
+        st.subheader("Out-of-distribution gate")
+        title, rows = app_cards.ood_summary(card)
+        st.markdown(title)
+        if rows:
+            st.dataframe(rows, hide_index=True, key=f"ood_{card.name}")
+
+        # Shortcut / saliency-location audit results stored in ``card.audit`` by ``python -m medcnn audit``.
         st.subheader("Shortcut audit")
         if card.audit:
             for name, value in card.audit.items():

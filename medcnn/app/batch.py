@@ -113,7 +113,8 @@ class BatchResult:
 def analyze_batch_item(item: BatchItem, model_choice: str = AUTO_MODEL, method: str = "gradcam") -> BatchResult:
     """Predict and explain one batch item; any error is caught into the row's ``error``."""
     row: dict[str, Any] = {"file": item.name, "modality": "", "model": "", "predicted label": "",
-                           "probability": None, "flag": "", "error": item.error}
+                           "probability": None, "flag": "", "ood level": "", "ood score": None,
+                           "ood reasons": "", "error": item.error}
     if item.data is None:
         return BatchResult(row)
     try:
@@ -122,9 +123,15 @@ def analyze_batch_item(item: BatchItem, model_choice: str = AUTO_MODEL, method: 
         row["modality"] = image.meta.modality
         card_path = resolve_card_path(image.meta, model_choice)
         pred, _ = predict_upload(key, item.data, card_path, None, None)
-        row.update({"model": pred.model, "predicted label": pred.label,
-                    "probability": round(pred.positive_prob, 4),
-                    "flag": "⚑ positive" if pred.above_threshold else ""})
+        row.update({"model": pred.model, "ood level": pred.ood.level,
+                    "ood score": None if pred.ood.score is None else round(pred.ood.score, 3),
+                    "ood reasons": "; ".join(pred.ood.reasons)})
+        if pred.ood.withheld:  # not what this model reads: no label, no probability, no map
+            row.update({"predicted label": "not analysed", "flag": "⚠ outside the model's scope"})
+            return BatchResult(row, pred.pipeline_result.display)
+        row.update({"predicted label": pred.label, "probability": round(pred.positive_prob, 4),
+                    "flag": ("⚑ positive" if pred.above_threshold else "")
+                    + (" ⚠ unusual image" if pred.ood.flagged else "")})
         expl = explain_upload(key, item.data, card_path, None, None, method, pred.label)
     except Exception as e:  # noqa: BLE001 - one bad file must not stop the batch
         row["error"] = str(e) if isinstance(e, ValueError) else f"unexpected error ({type(e).__name__})"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import streamlit as st
@@ -17,7 +18,7 @@ import streamlit as st
 from medcnn.app.state import _mtime
 from medcnn.models.card import ModelCard
 
-__all__ = ["card_figure_png", "card_mtime", "has_stored_scores", "score_split"]
+__all__ = ["ood_summary", "card_figure_png", "card_mtime", "has_stored_scores", "score_split"]
 
 _REPO = Path(__file__).resolve().parents[1]
 
@@ -76,3 +77,23 @@ def card_figure_png(kind: str, card_path: str, mtime: float, split: str) -> byte
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
+
+
+def ood_summary(card: ModelCard) -> tuple[str, list[dict[str, Any]]]:
+    """A sentence on the card's out-of-distribution gate and its measured rates, one row per set."""
+    ood = card.ood or {}
+    if not ood.get("measured"):
+        return ("This model has no image-based out-of-distribution gate: only the DICOM header checks "
+                "run, so PNG/JPEG images of other anatomy would still get an answer."), []
+    title = (f"Images are scored against the training images ({ood.get('method', 'Mahalanobis distance')}). "
+             f"Above **{ood['caution_threshold']:.2f}** a result is shown with a caution; above "
+             f"**{ood['refuse_threshold']:.2f}** the image is not analysed. Fitted on "
+             f"{ood.get('fitted_on', {}).get('n', '?')} training images only; no image below was used to fit it.")
+    rows = []
+    for kind, label in (("in_distribution", "should be read"), ("outside", "should be flagged")):
+        for name, r in ood["measured"].get(kind, {}).items():
+            if r.get("n"):
+                rows.append({"set": name, "expected": label, "n": r["n"],
+                             "flagged %": round(100 * r["flagged"], 1), "not analysed %": round(100 * r["outside"], 1)})
+    return title, rows
+

@@ -22,6 +22,7 @@ __all__ = [
     "histogram_chart",
     "is_ct_dicom",
     "meta_rows",
+    "ood_message",
     "method_options",
     "probability_chart",
     "sanity_summary",
@@ -226,7 +227,7 @@ def ig_convergence_text(params: dict) -> str:
 
     ``rel_delta`` is |sum of attributions - (f(x) - f(baseline))| / |f(x) - f(baseline)|;
     ``rel_local_error`` is the same without cancellation between path segments, the more
-    cautious figure (see ``medcnn/_attribution/ig.py``).
+    cautious figure (see ``medcnn/explain/ig.py``).
     """
     if "rel_delta" not in params:
         return ""
@@ -238,3 +239,13 @@ def ig_convergence_text(params: dict) -> str:
         text += (f" · NOT within the {params['tol']:.0%} tolerance after {params['steps']} steps: "
                  "read fine detail with caution")
     return text
+
+
+def ood_message(ood: Any) -> tuple[str | None, list[str]]:
+    """Title and reasons of the out-of-distribution warning (``(None, [])`` when not flagged)."""
+    if ood is None or not ood.flagged:
+        return None, []
+    if ood.withheld:
+        return "Not analysed: this image is outside what the model reads.", list(ood.reasons)
+    return "Caution: this image is unusual for this model.", list(ood.reasons)
+

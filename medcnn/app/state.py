@@ -265,7 +265,7 @@ def explain_upload(key: str, _data: bytes, card_path: str, frame: int | None, wi
     predictor = get_predictor(card_path)
     target_index = predictor.card.labels.index(target)
     return explain(predictor.model, pred.pipeline_result.tensor, target_index, method=method,
-                   layer=predictor.card.target_layer)
+                   layer=predictor.card.target_layer, pipeline=predictor.pipeline)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -278,7 +278,7 @@ def sanity_upload(key: str, _data: bytes, card_path: str, frame: int | None, win
     predictor = get_predictor(card_path)
     target_index = predictor.card.labels.index(target)
     return randomisation_test(predictor.model, pred.pipeline_result.tensor, target_index, method,
-                              layer=predictor.card.target_layer)
+                              layer=predictor.card.target_layer, pipeline=predictor.pipeline)
 
 
 # --------------------------------------------------------------------------- errors

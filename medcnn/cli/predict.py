@@ -2,8 +2,10 @@
 
 Without ``--model`` the model is chosen from each image's modality: CT DICOM -> the CT
 model, CR/DX DICOM and PNG/JPEG -> the chest X-ray model; other modalities (MR, US, ...)
-get an error. A file that cannot be read or predicted gets an error entry and the others
-still run; the exit status is 1 if any file failed. Nothing identifying is printed.
+get an error. Every result carries the out-of-distribution verdict (``ood``); an image outside
+what the model reads is printed as NOT ANALYSED (its probabilities stay in ``--json`` for the
+record, with ``"decision": "not analysed"``). A file that cannot be read or predicted gets an
+error entry and the others still run; the exit status is 1 if any file failed. Nothing identifying is printed.
 """
 from __future__ import annotations
 
@@ -52,7 +54,7 @@ def _predict_one(path: str, args: argparse.Namespace, predictors: dict[Path, Any
     entry: dict[str, Any] = {"file": path, "ok": False, "error": None, "model": None,
                              "probabilities": None, "label": None, "positive_prob": None,
                              "above_threshold": None, "threshold": None, "seconds": None,
-                             "warnings": []}
+                             "decision": None, "ood": None, "warnings": []}
     caught: list[Any] = []
     try:
         with warnings.catch_warnings(record=True) as caught:  # reported per file, not as tracebacks
@@ -77,10 +79,15 @@ def _line(e: dict[str, Any]) -> str:
     notes = "".join(f"\n  warning: {w}" for w in e["warnings"])
     if not e["ok"]:
         return f"{e['file']}: ERROR {e['error']}{notes}"
+    ood = e.get("ood") or {}
+    reasons = "; ".join(ood.get("reasons") or [])
+    if ood.get("level") == "outside":
+        return (f"{e['file']}: NOT ANALYSED - outside what model {e['model']} reads: {reasons}{notes}")
     probs = ", ".join(f"{k} {v:.3f}" for k, v in e["probabilities"].items())
     side = ">=" if e["above_threshold"] else "<"
+    caution = f"\n  caution: {reasons}" if ood.get("flagged") else ""
     return (f"{e['file']}: {e['label']} (p = {e['positive_prob']:.3f} {side} threshold "
-            f"{e['threshold']:.3f}; {probs}) model {e['model']}, {e['seconds']:.3f} s{notes}")
+            f"{e['threshold']:.3f}; {probs}) model {e['model']}, {e['seconds']:.3f} s{caution}{notes}")
 
 
 def run(args: argparse.Namespace) -> int:

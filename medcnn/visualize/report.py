@@ -151,7 +151,7 @@ def report_figure(
     card: ModelCard,
     prediction: Any,
     display: np.ndarray,
-    overlay: np.ndarray,
+    overlay: np.ndarray | None,
     *,
     method: str = "",
     method_params: dict[str, Any] | None = None,
@@ -166,7 +166,8 @@ def report_figure(
         card: The model card used.
         prediction: :class:`medcnn.inference.Prediction` (probabilities, label, threshold...).
         display: float32 (H, W) in [0, 1] (the model-input image) or uint8 RGB/grey.
-        overlay: uint8 (H, W, 3) saliency overlay on ``display``.
+        overlay: uint8 (H, W, 3) saliency overlay on ``display``; ``None`` when the image was
+            not analysed (the out-of-distribution gate withheld the result).
         method: Explanation method label (e.g. ``"Grad-CAM"``).
         method_params: Method parameters (printed compactly).
         explanation_seconds: Time the explanation took.
@@ -192,13 +193,20 @@ def report_figure(
     ax1.imshow(_as_rgb(display), cmap="gray", vmin=0, vmax=255)
     ax1.set_title("Model input", fontsize=10)
     ax2 = fig.add_axes((0.52, 0.55, 0.42, 0.28))
-    ax2.imshow(_as_rgb(overlay))
-    ax2.set_title(f"{method or 'Saliency'} overlay" + (f" (target {target})" if target else ""), fontsize=10)
+    if overlay is not None:
+        ax2.imshow(_as_rgb(overlay))
+        ax2.set_title(f"{method or 'Saliency'} overlay" + (f" (target {target})" if target else ""), fontsize=10)
+    else:
+        ax2.text(0.5, 0.5, "no explanation:\nimage not analysed", ha="center", va="center", fontsize=11)
     for ax in (ax1, ax2):
         ax.set_xticks([])
         ax.set_yticks([])
 
+    ood = getattr(prediction, "ood", None)
+    withheld = bool(ood is not None and ood.withheld)
     ax3 = fig.add_axes((0.22, 0.40, 0.70, 0.13))
+    if withheld:
+        ax3.set_visible(False)
     labels = list(prediction.probabilities)
     values = [float(prediction.probabilities[k]) for k in labels]
     colors = ["#c0392b" if k == prediction.label else "#95a5a6" for k in labels]
@@ -212,10 +220,18 @@ def report_figure(
         ax3.text(min(v + 0.01, 0.9), i, f"{v:.3f}", va="center", fontsize=8)
     ax3.tick_params(labelsize=8)
 
-    decision = (f"Decision: {prediction.label} (P({card.positive_label}) = {prediction.positive_prob:.3f} "
-                f"{'>=' if prediction.above_threshold else '<'} threshold {prediction.threshold:.3f})")
-    fig.text(0.06, 0.355, decision, fontsize=10, weight="bold", va="top")
+    if withheld:
+        decision = "Decision: NOT ANALYSED - this image is outside what the model reads (probabilities not shown)"
+    else:
+        decision = (f"Decision: {prediction.label} (P({card.positive_label}) = {prediction.positive_prob:.3f} "
+                    f"{'>=' if prediction.above_threshold else '<'} threshold {prediction.threshold:.3f})")
+    fig.text(0.06, 0.355 if not withheld else 0.50, decision, fontsize=10, weight="bold", va="top",
+             color="#a00000" if withheld else "black")
     lines = [_meta_line(meta), ""]
+    if ood is not None and ood.flagged:
+        head = "OUT OF SCOPE" if withheld else "CAUTION: unusual image for this model"
+        lines.extend(textwrap.wrap(f"{head}: " + "; ".join(ood.reasons), 110))
+        lines.append("")
     expl = f"Explanation: {method or 'none'}"
     if target:
         expl += f", target class {target}"

@@ -250,7 +250,6 @@ def test_analyze_multiframe_ct_frame_slider(weights, shared_data):
 
 
 def test_analyze_sanity_button(weights):
-    pytest.importorskip("medcnn.explain.sanity")
     at = page("pages/1_Analyze.py")
     upload(at, ("chest.png", png_bytes(), "image/png"))
     at.button(key="sanity").click().run()

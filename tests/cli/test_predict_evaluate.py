@@ -21,7 +21,7 @@ LABELS = ["NORMAL", "PNEUMONIA"]
 EVAL_KEYS = {"n", "auc", "auc_ci", "accuracy", "balanced_accuracy", "precision", "recall",
              "specificity", "f1", "kappa", "pr_auc", "ece", "threshold", "confusion_matrix", "per_class"}
 PRED_KEYS = {"file", "ok", "error", "model", "probabilities", "label", "positive_prob",
-             "above_threshold", "threshold", "seconds", "warnings"}
+             "above_threshold", "threshold", "seconds", "warnings", "decision", "ood"}
 
 
 @pytest.fixture()

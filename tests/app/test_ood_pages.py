@@ -1,0 +1,118 @@
+"""What the user sees of the out-of-distribution gate: Analyze warning, Batch columns, PDF flag."""
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from test_pages import make_weights, page, png_bytes, table_with, texts, upload
+
+
+def noise_png(seed: int = 0) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (96, 96), dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def fit_tiny_gate(folder) -> None:
+    """Fit the CXR test model's gate on png_bytes images (seeds 1000+) and record it in its card."""
+    from medcnn.io import read_image
+    from medcnn.models import ModelCard, load_model
+    from medcnn.ood import OODGate
+    from medcnn.ood.features import FeatureExtractor, default_layers
+    from medcnn.ood.validate import features_of
+    from medcnn.preprocess import Pipeline
+
+    model, card = load_model(folder / "cxr_pneumonia.json", device="cpu")
+    pipe = Pipeline.from_config(card.preprocessing)
+    extract = FeatureExtractor(model, default_layers(card.architecture), grid=3)
+    fit = [read_image(png_bytes(96, seed=1000 + i)) for i in range(60)]
+    val = [read_image(png_bytes(96, seed=2000 + i)) for i in range(40)]
+    gate = OODGate.fit(features_of(extract, pipe, fit), features_of(extract, pipe, val), extract.layers, 3,
+                       components=16)
+    card = ModelCard.load(folder / "cxr_pneumonia.json")
+    card.ood = {"file": "cxr_pneumonia.ood.pt", "sha256": gate.save(folder / "cxr_pneumonia.ood.pt"),
+                "caution_threshold": gate.caution, "refuse_threshold": gate.refuse,
+                "measured": {"in_distribution": {"tiny val": {"n": 40, "flagged": 0.025, "outside": 0.0}},
+                             "outside": {"noise": {"n": 5, "flagged": 1.0, "outside": 1.0}}}}
+    card.save(folder / "cxr_pneumonia.json")
+
+
+@pytest.fixture(scope="module")
+def gated_weights(tmp_path_factory):
+    folder = make_weights(tmp_path_factory.mktemp("gated_weights"))
+    fit_tiny_gate(folder)
+    old = os.environ.get("MEDCNN_WEIGHTS_DIR")
+    os.environ["MEDCNN_WEIGHTS_DIR"] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop("MEDCNN_WEIGHTS_DIR", None)
+    else:
+        os.environ["MEDCNN_WEIGHTS_DIR"] = old
+
+
+def test_flagged_upload_shows_the_warning_and_no_finding(gated_weights):
+    at = upload(page("pages/1_Analyze.py"), [("image", noise_png(), "application/octet-stream")])
+    assert at.error and "Not analysed" in at.error[0].value and "unlike anything" in at.error[0].value
+    body = texts(at)
+    assert "Decision: not analysed" in body
+    assert "Decision: NORMAL" not in body and "Decision: PNEUMONIA" not in body
+    assert not at.metric  # no probabilities presented as a result
+    assert any("no explanation" in str(getattr(i, "caption", "")) for i in at.get("imgs")) or \
+        "Model input" in [s.value for s in at.subheader]
+
+
+def test_in_distribution_upload_is_answered_without_a_warning(gated_weights):
+    at = upload(page("pages/1_Analyze.py"), [("image", png_bytes(96, seed=3001), "image/png")])
+    assert not at.error
+    assert not [w for w in at.warning if "unusual" in w.value]
+    assert "Decision: " in texts(at) and "not analysed" not in texts(at)
+    assert len(at.metric) == 2
+
+
+def test_batch_table_and_csv_carry_the_flag(gated_weights):
+    from medcnn.app.batch import BatchItem, analyze_batch_item, rows_to_csv
+
+    good = analyze_batch_item(BatchItem("good.png", png_bytes(96, seed=3002)))
+    bad = analyze_batch_item(BatchItem("noise.png", noise_png(1)))
+    assert good.row["ood level"] == "ok" and good.row["predicted label"] in ("NORMAL", "PNEUMONIA")
+    assert bad.row["ood level"] == "outside" and bad.row["predicted label"] == "not analysed"
+    assert bad.row["probability"] is None and bad.heatmap is None and bad.row["ood reasons"]
+    csv = rows_to_csv([good.row, bad.row]).decode()
+    assert csv.splitlines()[0].count("ood level") == 1 and "ood score" in csv and "not analysed" in csv
+
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("a.png", png_bytes(96, seed=3003))
+        z.writestr("b.png", noise_png(2))
+    at = upload(page("pages/2_Batch.py"), [("cases.zip", archive.getvalue(), "application/zip")])
+    table = table_with(at, "ood level")
+    assert sorted(table["ood level"]) == ["ok", "outside"]
+
+
+def test_pdf_report_carries_the_flag(gated_weights):
+    from pypdf import PdfReader
+
+    from medcnn.inference import Predictor
+    from medcnn.io import read_image
+    from medcnn.visualize.report import build_report
+
+    predictor = Predictor(gated_weights / "cxr_pneumonia.json")
+    img = read_image(noise_png(3))
+    pred = predictor.predict(img)
+    assert pred.ood.withheld
+    pdf = build_report(predictor.card, pred, pred.pipeline_result.display, None, meta=img.meta)
+    text = " ".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf)).pages)
+    assert "NOT ANALYSED" in text and "OUT OF SCOPE" in text and "unlike anything" in " ".join(text.split())
+
+
+def test_model_card_page_shows_the_gate_rates(gated_weights):
+    at = page("pages/3_Model_card.py")
+    assert "Out-of-distribution gate" in [s.value for s in at.subheader]
+    table = table_with(at, "not analysed %")
+    assert set(table["expected"]) == {"should be read", "should be flagged"}
+    assert "no image-based out-of-distribution gate" in texts(at)  # the CT test model has none
