@@ -1,0 +1,268 @@
+"""Recalibrate page helpers: a site's labelled uploads -> refitted temperature / threshold -> new card.
+
+Two ways to upload a site's labelled images, both read in memory (ZIPs through
+:func:`medcnn.app.batch.expand_uploads`, with its zip-bomb guards, never extracted):
+
+* a ZIP with one folder per class name (``NORMAL/...``, ``PNEUMONIA/...``; a wrapper folder
+  above them is fine; class names match case-insensitively);
+* a ``labels.csv`` (``path,label[,split][,patient_id]``, paths relative to the ZIP's root)
+  plus a ZIP of the images.
+
+The model runs through the shared cached :class:`~medcnn.inference.Predictor`; the refit is
+:func:`medcnn.evaluation.site.recalibrate`. The page cannot write into the weights folder,
+so the new card is offered as a download together with how to install it.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import streamlit as st
+
+from medcnn.app.batch import expand_uploads
+from medcnn.app.state import get_predictor
+from medcnn.evaluation.site import RecalibrationError, file_sha256, recalibrate, recalibrated_card, summary_rows
+from medcnn.models.card import ModelCard
+
+__all__ = ["SiteImages", "SiteResult", "card_json", "collect_site", "install_instructions", "read_site_csv",
+           "recalibrate_site"]
+
+SKIP_NO_CLASS = "not inside a folder named after a class"
+SKIP_NOT_IN_ZIP = "listed in the CSV but not found in the ZIP"
+SKIP_ZIP = "could not be taken from the ZIP"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+@dataclass
+class SiteImages:
+    """A site's labelled images, in memory.
+
+    Attributes:
+        data: Image bytes, one per row.
+        labels: Class name of each row (one of the model's labels).
+        groups: Patient id of each row, or None (the bootstrap then resamples images).
+        skipped: Reason -> count of uploaded files left out before scoring.
+        source: Names of the uploaded files (no member names), for the card.
+        key: SHA-256 over the rows, labels and groups (the cache key of the results).
+    """
+
+    data: list[bytes]
+    labels: list[str]
+    groups: list[str] | None
+    skipped: dict[str, int] = field(default_factory=dict)
+    source: str = ""
+    key: str = ""
+
+
+@dataclass
+class SiteResult:
+    """What the page shows: report, table rows, figures (PNG bytes) and what the card needs."""
+
+    report: dict[str, Any]
+    fields: dict[str, Any]
+    rows: list[dict[str, str]]
+    skipped: dict[str, int]
+    n_listed: int
+    figures: dict[str, bytes]
+    weights_sha256: str
+
+
+def _split_uploads(files: Sequence[tuple[str, bytes]]) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes]]]:
+    csvs = [(n, d) for n, d in files if n.lower().endswith(".csv")]
+    return csvs, [(n, d) for n, d in files if not n.lower().endswith(".csv")]
+
+
+def read_site_csv(files: Sequence[tuple[str, bytes]]) -> Any:
+    """The uploaded labels CSV as a DataFrame (all columns text), or None when none was uploaded.
+
+    Raises:
+        RecalibrationError: more than one CSV, an unparsable one, or no ``path`` / ``label`` column.
+    """
+    import pandas as pd
+
+    csvs, _ = _split_uploads(files)
+    if not csvs:
+        return None
+    if len(csvs) > 1:
+        raise RecalibrationError(f"upload one labels CSV, not {len(csvs)}")
+    try:
+        df = pd.read_csv(io.BytesIO(csvs[0][1]), dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise RecalibrationError(f"cannot read {csvs[0][0]} as CSV: {e}") from None
+    missing = [c for c in ("path", "label") if c not in df.columns]
+    if missing:
+        raise RecalibrationError(f"{csvs[0][0]} lacks column(s) {', '.join(missing)}; expected "
+                                 "path,label[,split][,patient_id]")
+    return df.dropna(subset=["path", "label"]).reset_index(drop=True)
+
+
+def _members(archives: Sequence[tuple[str, bytes]], skipped: Counter) -> list[tuple[str, bytes]]:
+    """(path inside its ZIP, bytes) of every readable member (a plain file keeps its name)."""
+    out = []
+    for name, data in archives:
+        for item in expand_uploads([(name, data)]):
+            if item.data is None:
+                skipped[SKIP_ZIP] += 1
+            else:
+                out.append((item.name[len(name) + 1:] if item.name.startswith(name + "/") else item.name, item.data))
+    return out
+
+
+def _by_folder(members: list[tuple[str, bytes]], labels: Sequence[str], skipped: Counter) -> tuple[list, list]:
+    names = {lab.lower(): lab for lab in labels}
+    data, classes = [], []
+    for path, content in members:
+        label = next((names[p.lower()] for p in path.split("/")[:-1] if p.lower() in names), None)
+        if label is None:
+            skipped[SKIP_NO_CLASS] += 1
+            continue
+        data.append(content)
+        classes.append(label)
+    return data, classes
+
+
+def _by_csv(members: list[tuple[str, bytes]], df: Any, labels: Sequence[str], group_column: str | None,
+            split: str | None, skipped: Counter) -> tuple[list, list, list | None]:
+    if split:
+        if "split" not in df.columns:
+            raise RecalibrationError("the CSV has no split column to select rows by")
+        df = df[df["split"].str.strip().str.lower() == split.lower()]
+    counts = df["label"].str.strip().value_counts()
+    unknown = {k: int(v) for k, v in counts.items() if k not in labels}
+    if unknown:
+        listed = ", ".join(f"{k} ({v} rows)" for k, v in sorted(unknown.items()))
+        raise RecalibrationError(f"labels the model does not know: {listed}; its labels are {', '.join(labels)}")
+    if group_column and group_column not in df.columns:
+        raise RecalibrationError(f"the CSV has no column {group_column!r}")
+    exact = dict(members)
+    data, classes, groups = [], [], []
+    for i, row in enumerate(df.to_dict("records")):
+        want = re.sub(r"^(\./)+", "", str(row["path"]).strip().replace("\\", "/"))
+        content = exact.get(want) or next((d for p, d in members if p.endswith("/" + want)), None)
+        if content is None:
+            skipped[SKIP_NOT_IN_ZIP] += 1
+            continue
+        data.append(content)
+        classes.append(str(row["label"]).strip())
+        value = row[group_column] if group_column else None
+        groups.append(f"row {i}" if value is None or value != value else str(value))
+    return data, classes, (groups if group_column else None)
+
+
+def collect_site(files: Sequence[tuple[str, bytes]], labels: Sequence[str], group_column: str | None = None,
+                 split: str | None = None) -> SiteImages:
+    """A site's labelled images from the page's uploads (class-folder ZIP, or labels CSV + ZIP).
+
+    Args:
+        files: (file name, bytes) of every upload.
+        labels: The model's class names.
+        group_column: With a CSV: its patient column (whole patients are resampled).
+        split: With a CSV: use only rows of this split.
+
+    Raises:
+        RecalibrationError: no images, several CSVs, a CSV without path / label, labels the
+            model does not know, or a missing group / split column.
+    """
+    skipped: Counter = Counter()
+    df = read_site_csv(files)
+    csvs, archives = _split_uploads(files)
+    if not archives:
+        raise RecalibrationError("no images uploaded: add a ZIP of the images" + (" the CSV lists" if csvs else ""))
+    members = _members(archives, skipped)
+    if df is None:
+        data, classes = _by_folder(members, labels, skipped)
+        groups = None
+    else:
+        data, classes, groups = _by_csv(members, df, labels, group_column, split, skipped)
+    h = hashlib.sha256()
+    for content, label, group in zip(data, classes, groups or [""] * len(data)):
+        h.update(hashlib.sha256(content).digest() + label.encode() + b"\0" + group.encode() + b"\0")
+    return SiteImages(data, classes, groups, dict(skipped), " + ".join(n for n, _ in files), h.hexdigest())
+
+
+def _figures(y_pos: np.ndarray, p_old: np.ndarray, thr_old: float, p_new: np.ndarray, thr_new: float) -> dict[str, bytes]:
+    """Reliability diagrams before / after and the ROC with both operating points, as PNG bytes."""
+    from medcnn.visualize import plots
+
+    figs = {"reliability_before": plots.reliability_figure(y_pos, p_old, title="Reliability before"),
+            "reliability_after": plots.reliability_figure(y_pos, p_new, title="Reliability after"),
+            "roc": plots.roc_figure(y_pos, p_new, None, "ROC (same weights)")}
+    if len(np.unique(y_pos)) == 2:
+        ax = figs["roc"].axes[0]
+        for p, thr, style, name in ((p_old, thr_old, "s", "old"), (p_new, thr_new, "o", "new")):
+            tpr, fpr = float((p[y_pos == 1] >= thr).mean()), float((p[y_pos == 0] >= thr).mean())
+            ax.plot([fpr], [tpr], style, ms=8, label=f"{name} threshold {thr:.3f}")
+        ax.legend(loc="lower right", fontsize=8)
+    out = {}
+    for name, fig in figs.items():
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        out[name] = buf.getvalue()
+    return out
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def recalibrate_site(key: str, _site: SiteImages, card_path: str, mtime: float, min_per_class: int,
+                     n_boot: int) -> SiteResult:
+    """Score the site's images with the cached model and refit (cached by ``key`` = ``_site.key``).
+
+    Raises:
+        InsufficientSiteDataError: too few usable images of a class (the message says how many).
+        CardError: the card or its weights are unreadable.
+    """
+    from medcnn.cli.recalibrate import score_images
+    from medcnn.evaluation import softmax_t
+
+    predictor = get_predictor(card_path)
+    card = predictor.card
+    logits, kept, skipped = score_images(predictor, _site.data)
+    skipped = {**_site.skipped, **skipped}
+    y = np.asarray([card.labels.index(_site.labels[i]) for i in kept], dtype=np.int64)
+    groups = None if _site.groups is None else [_site.groups[i] for i in kept]
+    try:
+        fields, report = recalibrate(card, logits, y, groups, min_per_class, n_boot=n_boot)
+    except RecalibrationError as e:
+        if not skipped:
+            raise
+        why = "; ".join(f"{n} {reason}" for reason, n in sorted(skipped.items()))
+        raise RecalibrationError(f"{e} Left out before counting: {why}.") from None
+    pos = card.positive_index
+    y_pos = (y == pos).astype(np.int64)
+    figures = _figures(y_pos, softmax_t(logits, card.temperature)[:, pos], card.threshold,
+                       softmax_t(logits, fields["temperature"])[:, pos], fields["threshold"])
+    return SiteResult(report, fields, summary_rows(report), skipped,
+                      len(_site.data) + sum(_site.skipped.values()), figures, file_sha256(card.weights_path))
+
+
+def card_json(card: ModelCard, result: SiteResult, name: str, source: str) -> bytes:
+    """The recalibrated card as JSON bytes (the download), named ``name``.
+
+    Raises:
+        RecalibrationError: ``name`` is not a plain file name or is the original's.
+    """
+    if not _NAME.match(name or ""):
+        raise RecalibrationError(f"{name!r} is not a usable card name: letters, digits, '_', '-' and '.' only")
+    new = recalibrated_card(card, result.fields, result.report, name, weights_sha256=result.weights_sha256,
+                            source=source, command="medcnn app, Recalibrate page", skipped=result.skipped,
+                            extra={"n_listed": result.n_listed})
+    return (json.dumps(new.to_dict(), indent=2) + "\n").encode()
+
+
+def install_instructions(card: ModelCard, name: str, sha256: str) -> str:
+    """Markdown: how to install the downloaded card next to a byte-identical copy of the weights."""
+    gate = (f"\n    cp weights/{card.ood['file']} weights/{name}.ood.pt" if card.ood.get("file") else "")
+    return (
+        f"**Install** (the page cannot write into the weights folder): save the download as "
+        f"`weights/{name}.json` and put a byte-identical copy of the weights next to it, so the card "
+        f"finds `{name}.pt`:\n\n    cp weights/{card.name}.pt weights/{name}.pt{gate}\n    "
+        f"sha256sum weights/{name}.pt   # must print {sha256}\n\n"
+        f"(`weights/` is the folder in `MEDCNN_WEIGHTS_DIR` when that is set.) Or run the same refit from "
+        f"the command line, which copies and checks the weights itself: `python -m medcnn recalibrate "
+        f"--model weights/{card.name}.json --data LABELS.csv --out weights/{name}.json`."
+    )

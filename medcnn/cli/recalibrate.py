@@ -1,0 +1,258 @@
+"""``python -m medcnn recalibrate``: refit a model's temperature and threshold on one site's images.
+
+Scores shift between sites and scanner versions. This command runs the model over a site's
+labelled images (``labels.csv`` with ``path,label[,split][,patient_id]``, paths relative to
+the CSV), refits the temperature and the Youden operating threshold
+(:func:`medcnn.evaluation.site.recalibrate`), reports sensitivity / specificity at the old and
+new operating point with 95 % (cluster-)bootstrap CIs and the calibration error before and
+after, and writes a new card next to a byte-identical copy of the weights (checked by SHA-256).
+The network is never changed. Unreadable images are skipped and counted; nothing identifying
+(no file names) is printed.
+
+Example::
+
+    python -m medcnn recalibrate --model weights/cxr_pneumonia.json \\
+        --data /data/site_a/labels.csv --group-column patient_id \\
+        --out weights/cxr_pneumonia_site_a.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+__all__ = ["add_arguments", "run", "score_images"]
+
+SKIP_UNREADABLE = "unreadable (not DICOM / PNG / JPEG, or missing)"
+SKIP_MODALITY = "DICOM modality the model does not read"
+SKIP_GATE = "withheld by the out-of-distribution gate"
+SKIP_FAILED = "preprocessing failed"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, metavar="NAME|PATH",
+                        help="model card to recalibrate (weights/NAME.json, or a card name in weights/)")
+    parser.add_argument("--data", required=True, metavar="CSV",
+                        help="the site's labels.csv (path,label[,split][,patient_id]); paths relative to it")
+    parser.add_argument("--out", required=True, metavar="DIR/NEWNAME.json",
+                        help="new card; NEWNAME.pt (and NEWNAME.ood.pt) are copied next to it")
+    parser.add_argument("--split", default=None, help="use only the rows of this split (default: every row)")
+    parser.add_argument("--group-column", default=None, metavar="COLUMN",
+                        help="patient column (e.g. patient_id): CIs resample whole patients and "
+                             "cross-validation folds keep them together")
+    parser.add_argument("--min-per-class", type=int, default=20,
+                        help="fewest usable images of each class (default 20)")
+    parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    parser.add_argument("--folds", type=int, default=5, help="folds of the cross-validated estimate (default 5)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and the folds")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default=None, help="cpu / cuda (default: MEDCNN_DEVICE, else auto)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing card at --out")
+    parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
+
+
+def score_images(predictor: Any, sources: Sequence[str | bytes], batch_size: int = 32,
+                 progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Logits of the images a model would analyse, and why the others were left out.
+
+    Images are read one batch at a time (never all at once). An image is skipped when it
+    cannot be read, is a DICOM of a modality the card does not list, fails preprocessing,
+    or is withheld by the card's out-of-distribution gate (the app would not show a result
+    for it, so it must not shape the operating point).
+
+    Args:
+        predictor: A :class:`medcnn.inference.Predictor`.
+        sources: Image file paths or bytes.
+        batch_size: Images per forward pass.
+        progress: Called with (done, total) after each batch.
+
+    Returns:
+        ``(logits, kept, skipped)``: float32 (M, C) raw logits, int64 (M,) indices into
+        ``sources`` of those rows, and reason -> count of the skipped images.
+    """
+    from medcnn.inference import check_modality
+    from medcnn.io import read_image
+
+    logits, kept, skipped = [], [], Counter()
+    for start in range(0, len(sources), max(1, batch_size)):
+        images, index = [], []
+        for i in range(start, min(start + batch_size, len(sources))):
+            try:
+                with warnings.catch_warnings():  # soft reader warnings would repeat per image
+                    warnings.simplefilter("ignore")
+                    img = read_image(sources[i])
+            except (ValueError, OSError):
+                skipped[SKIP_UNREADABLE] += 1
+                continue
+            try:
+                check_modality(predictor.card, img.meta)
+            except ValueError:
+                skipped[SKIP_MODALITY] += 1
+                continue
+            images.append(img)
+            index.append(i)
+        for pred, i in _predict(predictor, images, index, skipped):
+            if pred.ood.withheld:
+                skipped[SKIP_GATE] += 1
+            else:
+                logits.append(pred.logits)
+                kept.append(i)
+        if progress is not None:
+            progress(min(start + batch_size, len(sources)), len(sources))
+    n_classes = len(predictor.card.labels)
+    return (np.asarray(logits, dtype=np.float32).reshape(-1, n_classes),
+            np.asarray(kept, dtype=np.int64), dict(skipped))
+
+
+def _predict(predictor: Any, images: list, index: list[int], skipped: Counter) -> list[tuple[Any, int]]:
+    """Predictions of one batch; when the batch fails, image by image so one bad image is skipped."""
+    if not images:
+        return []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return list(zip(predictor.predict_batch(images), index))
+        except ValueError:
+            out = []
+            for img, i in zip(images, index):
+                try:
+                    out.append((predictor.predict(img, keep_steps=False), i))
+                except ValueError:
+                    skipped[SKIP_FAILED] += 1
+            return out
+
+
+def _read_site(args: argparse.Namespace, labels: list[str]) -> tuple[Any, np.ndarray | None]:
+    """The site's rows (path, label) and their patient ids; unknown labels are an error."""
+    from medcnn.evaluation.labels import read_labels
+
+    with warnings.catch_warnings():  # folder warnings can name files: not printed
+        warnings.simplefilter("ignore")
+        df = read_labels(args.data, split=args.split, check_files=False)
+    if len(df) == 0:
+        raise ValueError(f"no rows in {Path(args.data).name}" + (f" with split {args.split!r}" if args.split else ""))
+    counts = df["label"].value_counts()
+    unknown = {k: int(v) for k, v in counts.items() if k not in labels}
+    if unknown:
+        listed = ", ".join(f"{k} ({v} rows)" for k, v in sorted(unknown.items()))
+        raise ValueError(f"labels the model does not know: {listed}; its labels are {', '.join(labels)}. "
+                         "Relabel or remove those rows")
+    groups = None
+    if args.group_column:
+        if args.group_column not in df.columns:
+            raise ValueError(f"--group-column {args.group_column!r} is not a column of {Path(args.data).name} "
+                             f"(columns: {', '.join(c for c in df.columns if c not in ('source', 'group'))})")
+        col = df[args.group_column]
+        groups = np.where(col.isna(), [f"row {i}" for i in range(len(df))], col.astype(str)).astype(str)
+    return df, groups
+
+
+def _short(path: str | Path) -> str:
+    """``<folder>/<file>``: a path without the machine-specific prefix."""
+    p = Path(path)
+    return f"{p.parent.name}/{p.name}" if p.parent.name else p.name
+
+
+def _command(args: argparse.Namespace, model_path: Path) -> str:
+    parts = ["python -m medcnn recalibrate", "--model", _short(model_path), "--data", _short(args.data)]
+    for flag, value in (("--split", args.split), ("--group-column", args.group_column)):
+        if value:
+            parts += [flag, str(value)]
+    parts += ["--min-per-class", str(args.min_per_class)]
+    for flag, value, default in (("--folds", args.folds, 5), ("--seed", args.seed, 0)):
+        if value != default:
+            parts += [flag, str(value)]
+    parts += ["--out", Path(args.out).name]
+    return " ".join(parts)
+
+
+def _out_path(args: argparse.Namespace, original: Path) -> Path:
+    out = Path(args.out)
+    if out.suffix != ".json":
+        out = out.with_name(out.name + ".json")
+    if out.resolve() == original.resolve():
+        raise ValueError(f"--out {out} is the original card: choose a new name (e.g. {original.stem}_site.json)")
+    if out.exists() and not args.overwrite:
+        raise ValueError(f"{out} already exists: choose another --out or add --overwrite")
+    return out
+
+
+def _print_report(report: dict[str, Any], skipped: dict[str, int], n_listed: int, out: Path,
+                  sha: str, group_column: str | None) -> None:
+    from medcnn.evaluation.site import summary_rows
+
+    counts = ", ".join(f"{k}: {v}" for k, v in report["counts"].items())
+    n_skip = sum(skipped.values())
+    print(f"site data: {n_listed} images listed, {report['n_images']} used ({counts})"
+          + (f"; {n_skip} skipped" if n_skip else ""))
+    for reason, n in sorted(skipped.items()):
+        print(f"  skipped {n}: {reason}")
+    unit = f"patients ({group_column})" if group_column else "images"
+    print(f"95% bootstrap CIs over {report['n_groups']} {unit}, {report['n_boot']} resamples")
+    rows = summary_rows(report)
+    cols = list(rows[0])
+    widths = [max(len(c), *(len(r[c]) for r in rows)) for c in cols]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
+    for r in rows:
+        print("  ".join(r[c].ljust(w) for c, w in zip(cols, widths)))
+    for note in report["notes"]:
+        print(f"note: {note}")
+    print(f"wrote {out} (weights: byte-identical copy, SHA-256 {sha[:16]}...)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.min_per_class < 1:
+        raise ValueError("--min-per-class must be >= 1")
+    if args.n_boot < 0 or args.folds < 2 or args.batch_size < 1:
+        raise ValueError("--n-boot must be >= 0, --folds >= 2 and --batch-size >= 1")
+    from medcnn.evaluation.site import (
+        InsufficientSiteDataError,
+        RecalibrationError,
+        file_sha256,
+        recalibrate,
+        recalibrated_card,
+        write_recalibrated,
+    )
+    from medcnn.inference import Predictor, resolve_card
+    from medcnn.models.card import ModelCard
+
+    model_path = resolve_card(None, args.model)
+    card = ModelCard.load(model_path)
+    out = _out_path(args, model_path)
+    df, groups = _read_site(args, card.labels)
+    counts = df["label"].value_counts()
+    if min(int(counts.get(name, 0)) for name in card.labels) < args.min_per_class:  # fail before inference
+        raise InsufficientSiteDataError({k: int(counts.get(k, 0)) for k in card.labels}, args.min_per_class)
+    sha = file_sha256(card.weights_path)
+    predictor = Predictor(card, device=args.device)
+
+    def progress(done: int, total: int) -> None:
+        print(f"\rscored {done}/{total} images", end="" if done < total else "\n", file=sys.stderr)
+
+    logits, kept, skipped = score_images(predictor, df["path"].tolist(), args.batch_size, progress)
+    y = np.asarray([card.labels.index(v) for v in df["label"].iloc[kept]], dtype=np.int64)
+    try:
+        fields, report = recalibrate(card, logits, y, None if groups is None else groups[kept],
+                                     args.min_per_class, n_boot=args.n_boot, seed=args.seed, folds=args.folds)
+    except InsufficientSiteDataError as e:
+        if not skipped:
+            raise
+        why = "; ".join(f"{n} {reason}" for reason, n in sorted(skipped.items()))
+        raise RecalibrationError(f"{e} Of the {len(df)} listed images, {sum(skipped.values())} were "
+                                 f"skipped: {why}") from None
+    extra = {"split": args.split, "group_column": args.group_column, "n_listed": int(len(df))}
+    new = recalibrated_card(card, fields, report, out.stem, weights_sha256=sha, source=_short(args.data),
+                            command=_command(args, model_path), skipped=skipped, extra=extra)
+    written = write_recalibrated(card, new, out, overwrite=args.overwrite)
+    if args.json:
+        print(json.dumps({"card": str(written), "skipped": skipped, "n_listed": int(len(df)),
+                          "weights_sha256": sha, "report": report}))
+    else:
+        _print_report(report, skipped, len(df), written, sha, args.group_column)
+    return 0
