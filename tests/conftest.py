@@ -28,6 +28,40 @@ def dicom_samples(shared_data: Path) -> Path:
     return shared_data / "dicom_samples"
 
 
+def write_png(path: Path, value: int = 100, size: int = 32) -> Path:
+    """A greyscale PNG: the top half ``255 - value``, the bottom half ``value``."""
+    import numpy as np
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = np.full((size, size), value, np.uint8)
+    arr[: size // 2] = 255 - value
+    Image.fromarray(arr).save(path)
+    return path
+
+
+@pytest.fixture
+def png():
+    """:func:`write_png`, for tests that build image folders."""
+    return write_png
+
+
+@pytest.fixture
+def csv_set(tmp_path: Path) -> Path:
+    """``setA/labels.csv``: 5 PNGs (NORMAL, PNEUMONIA, OTHER in train; NORMAL val; PNEUMONIA test)."""
+    import pandas as pd
+
+    root = tmp_path / "setA"
+    rows = []
+    for i, (lab, split) in enumerate([("NORMAL", "train"), ("PNEUMONIA", "train"), ("OTHER", "train"),
+                                      ("NORMAL", "val"), ("PNEUMONIA", "test")]):
+        write_png(root / "img" / f"{i}.png", 20 * i + 10)
+        rows.append({"path": f"img/{i}.png", "label": lab, "split": split,
+                     "patient_id": f"{i:08d}", "view_position": "AP" if i % 2 else "PA"})
+    pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
+    return root / "labels.csv"
+
+
 @pytest.fixture
 def one_torch_thread():
     """Run a test with one torch thread (the 2 cores are shared), restoring the setting after."""

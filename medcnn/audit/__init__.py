@@ -9,4 +9,5 @@ from medcnn.audit.features import extract_features
 from medcnn.audit.table import load_table
 from medcnn.audit.saliency import audit_saliency, format_saliency_summary, location_metrics, random_baseline
 
-__all__ = ['label_balance', 'extract_features', 'load_table', 'CONFOUND_CI_LOW', 'CONTENT_GROUPS', 'audit_dataset', 'format_summary', 'audit_saliency', 'format_saliency_summary', 'location_metrics', 'random_baseline']
+__all__ = ['label_balance', 'extract_features', 'load_table', 'CONFOUND_CI_LOW', 'CONTENT_GROUPS', 'audit_dataset',
+           'format_summary', 'audit_saliency', 'format_saliency_summary', 'location_metrics', 'random_baseline']

@@ -50,6 +50,7 @@ from medcnn.audit.features import (
     metadata_features,
 )
 from medcnn.audit.table import load_table
+from medcnn.evaluation.metrics import auc_ci, roc_auc
 
 __all__ = [
     "CONFOUND_CI_LOW",
@@ -68,42 +69,7 @@ CONTENT_GROUPS = ("intensity", "sharpness")
 _NEGATIVE_NAMES = re.compile(r"^(normal|no[_ -]?finding|non[-_ ]?\w*|neg\w*|no|0|false|healthy|benign)$", re.I)
 
 
-# ------------------------------------------------------------------------ statistics
-def _auc(y: np.ndarray, s: np.ndarray) -> float:
-    """ROC AUC as the Mann-Whitney U statistic (ties count 1/2); y must hold both classes.
-
-    Equal to :func:`sklearn.metrics.roc_auc_score`, without its per-call validation
-    overhead (the bootstrap calls this thousands of times).
-    """
-    from scipy.stats import rankdata
-
-    y = np.asarray(y, dtype=bool)
-    n1 = int(y.sum())
-    n0 = y.size - n1
-    ranks = rankdata(s)
-    return float((ranks[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
-
-def _bootstrap_auc_ci(y: np.ndarray, s: np.ndarray, groups: np.ndarray, n_boot: int, seed: int) -> list[float] | None:
-    """95 % percentile CI of the AUC, resampling groups (patients) with replacement."""
-    rng = np.random.default_rng(seed)
-    codes, inv = np.unique(groups, return_inverse=True)
-    order = np.argsort(inv, kind="stable")
-    starts = np.searchsorted(inv[order], np.arange(len(codes) + 1))
-    members = [order[starts[g]:starts[g + 1]] for g in range(len(codes))]
-    vals = []
-    for _ in range(n_boot):
-        pick = rng.integers(0, len(codes), len(codes))
-        idx = np.concatenate([members[g] for g in pick])
-        yy = y[idx]
-        if yy.min() == yy.max():
-            continue
-        vals.append(_auc(yy, s[idx]))
-    if len(vals) < n_boot // 2:
-        return None
-    return [float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))]
-
-
+# ------------------------------------------------------------------------ models
 def _models(seed: int) -> dict[str, Any]:
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.impute import SimpleImputer
@@ -135,8 +101,7 @@ def _cross_validate(x: pd.DataFrame, y: np.ndarray, groups: np.ndarray, folds: i
                 warnings.simplefilter("ignore")  # convergence chatter on tiny folds
                 model.fit(x.iloc[tr].to_numpy(), y[tr])
             oof[va] = model.predict_proba(x.iloc[va].to_numpy())[:, 1]
-        auc = _auc(y, oof)
-        out[name] = {"auc": auc, "auc_ci": _bootstrap_auc_ci(y, oof, groups, n_boot, seed)}
+        out[name] = {"auc": roc_auc(y, oof), "auc_ci": auc_ci(y, oof, groups=groups, n_boot=n_boot, seed=seed)}
     return out
 
 
@@ -163,7 +128,7 @@ def _feature_ranking(x: pd.DataFrame, y: np.ndarray, top: int) -> dict[str, Any]
         m = np.isfinite(v)
         if m.sum() < 4 or y[m].min() == y[m].max():
             continue
-        auc = _auc(y[m], v[m])
+        auc = roc_auc(y[m], v[m])
         a, b = v[m][y[m] == 1], v[m][y[m] == 0]
         sd = math.sqrt((a.var() + b.var()) / 2)
         diff = float(a.mean() - b.mean())
@@ -188,6 +153,7 @@ def _feature_ranking(x: pd.DataFrame, y: np.ndarray, top: int) -> dict[str, Any]
 
 # ---------------------------------------------------------------------------- audit
 def _choose_positive(labels: list[str], positive: str | None) -> str:
+    """The positive label: ``positive`` when given, else the one of two labels not named like "normal"."""
     if positive is not None:
         if str(positive) not in labels:
             raise ValueError(f"positive label {positive!r} is not among the labels {labels}")
@@ -246,6 +212,41 @@ def audit_dataset(
     import time
 
     t0 = time.perf_counter()
+    df, labels, pos = _audit_table(data, label_column, positive, classes, split, meta, max_images, seed)
+    raw, ok, errors = extract_features(df, progress=progress)
+    df = df[ok].reset_index(drop=True)
+    y = (df["label"] == pos).to_numpy().astype(int)
+    if y.sum() < folds or (1 - y).sum() < folds:
+        raise ValueError(f"too few images per class for {folds}-fold cross-validation "
+                         f"({int(y.sum())} positive, {int((1 - y).sum())} other)")
+    meta_cols, sets = _feature_sets(df, raw)
+    groups = df["group"].astype(str).to_numpy() if "group" in df.columns else df["path"].to_numpy()
+    results: dict[str, Any] = {}
+    for name, x in sets.items():
+        results[name] = {"n_features": int(x.shape[1]), **_cross_validate(x, y, groups, folds, seed, n_boot)}
+    best_set, best_model, best = _best(results)
+    confounded = bool(_ci_low(best) > CONFOUND_CI_LOW)
+    ranking = _feature_ranking(sets["all"], y, top)
+    ranking["group_cv_auc"] = _group_aucs(sets["all"], y, groups, folds, seed, max(200, n_boot // 5))
+    return {
+        "n": int(len(df)), "labels": labels, "positive": pos,
+        "n_positive": int(y.sum()), "n_negative": int(len(y) - y.sum()),
+        "n_groups": int(len(np.unique(groups))), "folds": int(folds), "seed": int(seed),
+        "feature_sets": results,
+        "best": {"feature_set": best_set, "model": best_model, **best},
+        "confounded": confounded,
+        "warning": _confound_warning(best_set, best_model, best, ranking, results) if confounded else None,
+        "features": ranking, "metadata_columns": meta_cols,
+        "label_balance": _label_balance(df, raw, pos),
+        "n_failed": int((~ok).sum()), "errors": errors[:3],
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
+def _audit_table(data: Any, label_column: str, positive: str | None, classes: Sequence[str] | None,
+                 split: str | None, meta: Any, max_images: int | None,
+                 seed: int) -> tuple[pd.DataFrame, list[str], str]:
+    """The rows to audit (label column renamed, stratified subsample), the labels and the positive one."""
     df = load_table(data, classes=classes, split=split, meta=meta)
     if label_column != "label":
         if label_column not in df.columns:
@@ -258,63 +259,59 @@ def audit_dataset(
 
         df, _ = train_test_split(df, train_size=int(max_images), stratify=df["label"], random_state=seed)
         df = df.reset_index(drop=True)
-    raw, ok, errors = extract_features(df, progress=progress)
-    df = df[ok].reset_index(drop=True)
-    y = (df["label"] == pos).to_numpy().astype(int)
-    if y.sum() < folds or (1 - y).sum() < folds:
-        raise ValueError(f"too few images per class for {folds}-fold cross-validation "
-                         f"({int(y.sum())} positive, {int((1 - y).sum())} other)")
+    return df, labels, pos
+
+
+def _feature_sets(df: pd.DataFrame, raw: pd.DataFrame) -> tuple[list[str], dict[str, pd.DataFrame]]:
+    """CSV acquisition columns used, and the design matrices ``all`` / ``image_only`` / ``acquisition_only``."""
     meta_cols = [c for c in ACQUISITION_COLUMNS if c in df.columns and c not in LABEL_DERIVED_COLUMNS
                  and df[c].nunique(dropna=True) > 1]
     meta_raw = pd.DataFrame([metadata_features(r, meta_cols) for r in df.to_dict("records")])
     x_img = encode_features(raw)
     x_all = encode_features(pd.concat([raw, meta_raw], axis=1)) if meta_cols else x_img
-    groups = df["group"].astype(str).to_numpy() if "group" in df.columns else df["path"].to_numpy()
     sets = {"all": x_all}
     if meta_cols:
         sets["image_only"] = x_img
     acq = [c for c in x_all.columns if feature_group(c) not in CONTENT_GROUPS]
     if acq and len(acq) < x_all.shape[1]:
         sets["acquisition_only"] = x_all[acq]
-    results: dict[str, Any] = {}
-    for name, x in sets.items():
-        results[name] = {"n_features": int(x.shape[1]), **_cross_validate(x, y, groups, folds, seed, n_boot)}
-    best = max(((s, m, r) for s, res in results.items() for m, r in res.items()
-                if isinstance(r, dict) and s != "acquisition_only"),
-               key=lambda t: (t[2]["auc_ci"] or [t[2]["auc"]])[0])
-    ci_low = (best[2]["auc_ci"] or [best[2]["auc"]])[0]
-    confounded = bool(ci_low > CONFOUND_CI_LOW)
-    ranking = _feature_ranking(x_all, y, top)
-    ranking["group_cv_auc"] = _group_aucs(x_all, y, groups, folds, seed, max(200, n_boot // 5))
-    warn = None
-    if confounded:
-        feats = ", ".join(r["feature"] for r in ranking["single_feature_auc"][:3])
-        strong = ", ".join(f"{g} {r['auc']:.2f}" for g, r in list(ranking["group_cv_auc"].items())[:3])
-        warn = (f"WARNING: labels can be predicted without anatomy: confounded. {best[1]} on "
-                f"{best[0]} non-anatomical features reaches AUC {best[2]['auc']:.2f} "
-                f"(95% CI lower bound {ci_low:.2f} > {CONFOUND_CI_LOW}); strongest features: {feats}; "
-                f"feature groups alone: {strong}.")
-        acq_res = results.get("acquisition_only", {})
-        acq_low = max(((r["auc_ci"] or [r["auc"]])[0] for r in acq_res.values() if isinstance(r, dict)),
-                      default=None)
-        if acq_low is not None and acq_low <= CONFOUND_CI_LOW:
-            warn += (" Without global intensity and sharpness statistics (which disease can change "
-                     f"too) the CI lower bound is {acq_low:.2f}: check whether the signal is pathology.")
+    return meta_cols, sets
+
+
+def _label_balance(df: pd.DataFrame, raw: pd.DataFrame, pos: str) -> dict[str, Any]:
+    """Label balance per subgroup column, with the files' format and channel count as subgroups too."""
     bal_df = df.copy()
     bal_df["format"] = raw["format_"].to_numpy() if "format_" in raw else None
     bal_df["channels"] = raw["channels_"].to_numpy() if "channels_" in raw else None
-    return {
-        "n": int(len(df)), "labels": labels, "positive": pos,
-        "n_positive": int(y.sum()), "n_negative": int(len(y) - y.sum()),
-        "n_groups": int(len(np.unique(groups))), "folds": int(folds), "seed": int(seed),
-        "feature_sets": results,
-        "best": {"feature_set": best[0], "model": best[1], **best[2]},
-        "confounded": confounded, "warning": warn,
-        "features": ranking, "metadata_columns": meta_cols,
-        "label_balance": label_balance(bal_df, pos),
-        "n_failed": int((~ok).sum()), "errors": errors[:3],
-        "seconds": round(time.perf_counter() - t0, 2),
-    }
+    return label_balance(bal_df, pos)
+
+
+def _ci_low(r: dict[str, Any]) -> float:
+    """Lower CI bound of a model's AUC (the AUC itself when the CI is undefined)."""
+    return (r["auc_ci"] or [r["auc"]])[0]
+
+
+def _best(results: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
+    """(feature set, model, result) with the highest AUC CI lower bound, ``acquisition_only`` left out."""
+    return max(((s, m, r) for s, res in results.items() for m, r in res.items()
+                if isinstance(r, dict) and s != "acquisition_only"), key=lambda t: _ci_low(t[2]))
+
+
+def _confound_warning(best_set: str, best_model: str, best: dict[str, Any], ranking: dict[str, Any],
+                      results: dict[str, Any]) -> str:
+    """The plain-language warning of a confounded set, naming the strongest features and groups."""
+    feats = ", ".join(r["feature"] for r in ranking["single_feature_auc"][:3])
+    strong = ", ".join(f"{g} {r['auc']:.2f}" for g, r in list(ranking["group_cv_auc"].items())[:3])
+    warn = (f"WARNING: labels can be predicted without anatomy: confounded. {best_model} on "
+            f"{best_set} non-anatomical features reaches AUC {best['auc']:.2f} "
+            f"(95% CI lower bound {_ci_low(best):.2f} > {CONFOUND_CI_LOW}); strongest features: {feats}; "
+            f"feature groups alone: {strong}.")
+    acq_res = results.get("acquisition_only", {})
+    acq_low = max((_ci_low(r) for r in acq_res.values() if isinstance(r, dict)), default=None)
+    if acq_low is not None and acq_low <= CONFOUND_CI_LOW:
+        warn += (" Without global intensity and sharpness statistics (which disease can change "
+                 f"too) the CI lower bound is {acq_low:.2f}: check whether the signal is pathology.")
+    return warn
 
 
 def format_summary(report: dict[str, Any]) -> str:

@@ -27,6 +27,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import pandas as pd
 
 from medcnn.audit.regions import (  # re-exported
     boxes_mask,
@@ -36,6 +37,9 @@ from medcnn.audit.regions import (  # re-exported
     parse_boxes,
     thorax_mask,
 )
+from medcnn.audit.table import load_table
+from medcnn.evaluation.bootstrap import mean_ci
+from medcnn.io import read_image
 
 __all__ = [
     "audit_saliency",
@@ -49,7 +53,6 @@ __all__ = [
     "random_baseline",
     "thorax_mask",
 ]
-
 
 
 # --------------------------------------------------------------------------- metrics
@@ -185,12 +188,11 @@ def _resolve_model(model: Any, card: Any, device: Any) -> tuple[Any, Any, Any]:
 
 
 def _summarise(values: list[float | None], rng: np.random.Generator, n_boot: int = 1000) -> dict[str, Any]:
+    """Mean over images with a 95 % bootstrap CI (images resampled i.i.d.); None values skipped."""
     v = np.array([x for x in values if x is not None], dtype=np.float64)
     if v.size == 0:
         return {"mean": None, "ci": None, "n": 0}
-    boots = rng.choice(v, size=(n_boot, v.size), replace=True).mean(1) if v.size > 1 else v
-    return {"mean": float(v.mean()), "ci": [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))],
-            "n": int(v.size)}
+    return {"mean": float(v.mean()), "ci": mean_ci(v, rng, n_boot), "n": int(v.size)}
 
 
 _KEYS = {"outside_thorax": "outside_thorax_area", "margin_share": "margin_area",
@@ -198,6 +200,7 @@ _KEYS = {"outside_thorax": "outside_thorax_area", "margin_share": "margin_area",
 
 
 def _aggregate(records: list[dict[str, Any]], seed: int) -> dict[str, Any]:
+    """Per metric: mean, CI and the three random-map baselines over the images that have it."""
     rng = np.random.default_rng(seed)
     out = {}
     for key, area_key in _KEYS.items():
@@ -259,23 +262,10 @@ def audit_saliency(
     """
     import time
 
-    from medcnn.audit import load_table
-    from medcnn.io import read_image
-
     t0 = time.perf_counter()
     net, card, pipe = _resolve_model(model, card, device)
-    explain_fn = explain_fn or _default_explain
-    df = load_table(data, split=split)
     wanted = [str(c) for c in (classes or card.labels)]
-    df = df[df["label"].isin(wanted)].reset_index(drop=True)
-    if df.empty:
-        raise ValueError(f"no rows with labels {wanted} (split {split!r}) in the data")
-    if max_images is not None and len(df) > max_images:
-        shuffled = df.sample(frac=1.0, random_state=seed)
-        quota = {lab: max(1, round(max_images * n / len(df))) for lab, n in df["label"].value_counts().items()}
-        keep = shuffled.groupby("label").cumcount() < shuffled["label"].map(quota)
-        df = shuffled[keep].sort_index().reset_index(drop=True)
-    dev = next(net.parameters()).device if hasattr(net, "parameters") else None
+    df = _audit_rows(data, split, wanted, max_images, seed)
     chest = str(card.modality).upper() == "CXR"
     rng_seed = np.random.SeedSequence(seed)
     records, methods = [], {"segmented": 0, "prior": 0}
@@ -285,24 +275,12 @@ def audit_saliency(
 
         rows = tqdm(rows, desc="saliency audit", unit="img", leave=False)
     for i, row in enumerate(rows):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            img = read_image(row["path"])
-        res = pipe(img, keep_steps=True)
-        x = res.tensor.to(dev) if dev is not None else res.tensor
-        heat = _as_map(explain_fn(net, x, target=card.positive_index, method=method, layer=card.target_layer),
-                       res.display.shape)
-        masks: dict[str, np.ndarray | None] = {"margin": margin_mask(res.display.shape)}
-        if chest:
-            masks["thorax"], how = thorax_mask(res.display, return_method=True)
+        heat, masks, how = _image_regions(net, card, pipe, row, explain_fn or _default_explain, method, chest)
+        if how is not None:
             methods[how] += 1
-        boxes = parse_boxes(row.get("rsna_boxes_1024"))
-        if boxes:
-            masks["boxes"] = boxes_mask(res.display.shape, boxes_to_display(boxes, img.pixels.shape, res.steps))
-        metrics = location_metrics(heat, **masks)
         child = int(rng_seed.spawn(1)[0].generate_state(1)[0])
-        records.append({"index": i, "label": row["label"], "metrics": metrics,
-                        "baseline": random_baseline(res.display.shape, masks, n=n_random, seed=child)})
+        records.append({"index": i, "label": row["label"], "metrics": location_metrics(heat, **masks),
+                        "baseline": random_baseline(heat.shape, masks, n=n_random, seed=child)})
     by_label = {lab: _aggregate([r for r in records if r["label"] == lab], seed) for lab in wanted
                 if any(r["label"] == lab for r in records)}
     report = {
@@ -314,6 +292,47 @@ def audit_saliency(
     report["flags"] = _flags(report["metrics"])
     report["seconds"] = round(time.perf_counter() - t0, 2)
     return report
+
+
+def _audit_rows(data: Any, split: str | None, wanted: list[str], max_images: int | None,
+                seed: int) -> pd.DataFrame:
+    """Rows of the wanted labels and split; a label-stratified random subsample of ``max_images``."""
+    df = load_table(data, split=split)
+    df = df[df["label"].isin(wanted)].reset_index(drop=True)
+    if df.empty:
+        raise ValueError(f"no rows with labels {wanted} (split {split!r}) in the data")
+    if max_images is not None and len(df) > max_images:
+        shuffled = df.sample(frac=1.0, random_state=seed)
+        quota = {lab: max(1, round(max_images * n / len(df))) for lab, n in df["label"].value_counts().items()}
+        keep = shuffled.groupby("label").cumcount() < shuffled["label"].map(quota)
+        df = shuffled[keep].sort_index().reset_index(drop=True)
+    return df
+
+
+def _image_regions(net: Any, card: Any, pipe: Any, row: dict[str, Any], explain_fn: Callable[..., Any],
+                   method: str, chest: bool) -> tuple[np.ndarray, dict[str, np.ndarray | None], str | None]:
+    """Saliency map of one row on its display image, the region masks, and how the thorax was found.
+
+    Returns:
+        ``(heat (H, W), {"margin", "thorax" (chest X-rays), "boxes" (rows with boxes)},
+        "segmented" | "prior" | None)``.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        img = read_image(row["path"])
+    res = pipe(img, keep_steps=True)
+    dev = next(net.parameters()).device if hasattr(net, "parameters") else None
+    x = res.tensor.to(dev) if dev is not None else res.tensor
+    heat = _as_map(explain_fn(net, x, target=card.positive_index, method=method, layer=card.target_layer),
+                   res.display.shape)
+    masks: dict[str, np.ndarray | None] = {"margin": margin_mask(res.display.shape)}
+    how = None
+    if chest:
+        masks["thorax"], how = thorax_mask(res.display, return_method=True)
+    boxes = parse_boxes(row.get("rsna_boxes_1024"))
+    if boxes:
+        masks["boxes"] = boxes_mask(res.display.shape, boxes_to_display(boxes, img.pixels.shape, res.steps))
+    return heat, masks, how
 
 
 _NAMES = {"outside_thorax": "mass outside the thorax", "margin_share": "mass on the image margins",

@@ -19,9 +19,11 @@ import json
 import math
 import sys
 import warnings
+from typing import Any
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``python -m medcnn audit``."""
     parser.add_argument("--data", nargs="+", required=True, metavar="CSV",
                         help="labels.csv file(s) or class-folder root(s)")
     parser.add_argument("--classes", default=None, help="comma-separated labels to keep (e.g. NORMAL,PNEUMONIA)")
@@ -40,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="device for the saliency audit (default: auto)")
 
 
-def _clean(obj):
+def _clean(obj: Any) -> Any:
     """JSON-safe copy: NaN/inf -> None."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
@@ -52,6 +54,7 @@ def _clean(obj):
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the dataset audit (or, with ``--saliency``, the saliency-location audit); print the report."""
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     if args.max_images is not None and args.max_images < 2:
         print("error: --max-images must be >= 2", file=sys.stderr)

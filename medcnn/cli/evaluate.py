@@ -22,6 +22,7 @@ _TABLE_METRICS = ("auc", "pr_auc", "accuracy", "balanced_accuracy", "precision",
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``python -m medcnn evaluate``."""
     parser.add_argument("--model", required=True, help="model card: weights/<name>.json")
     parser.add_argument("--data", required=True, nargs="+", metavar="CSV",
                         help="labels.csv file(s) (path,label,split[,patient_id|group_id]) or class folders")
@@ -107,6 +108,7 @@ def _run_calibrate(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Score the card on the data (or calibrate it on val with ``--calibrate``) and print the metrics."""
     if args.n_boot < 0:
         raise ValueError("--n-boot must be >= 0")
     if args.calibrate:

@@ -5,6 +5,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from medcnn.training.config import TrainConfig
 
 # lightweight at import time: torch and the training code load in run()
 _OPTIMIZERS = ("adamw", "adam", "sgd")
@@ -34,6 +38,7 @@ def _relabel(s: str) -> tuple[str, str]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``python -m medcnn train``, in groups (data, model and optimisation, augmentation, output)."""
     d = p.add_argument_group("data")
     d.add_argument("--data", nargs="+", required=True, metavar="CSV",
                    help="labels.csv file(s) (path,label,split[,patient_id|group_id]) or class-folder roots")
@@ -108,8 +113,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _config(args: argparse.Namespace):
-    from medcnn.training.loop import TrainConfig
+def _config(args: argparse.Namespace) -> TrainConfig:
+    """The run's :class:`TrainConfig` from the parsed options (augmentation preset + overrides).
+
+    Raises:
+        ValueError: an unreadable ``--preprocess-json``, or neither ``--out`` nor ``--folds``.
+    """
+    from medcnn.training.config import TrainConfig
 
     aug = dict(_AUG_PRESETS[args.aug])
     for k in _AUG:
@@ -173,11 +183,11 @@ def _command_line(args: argparse.Namespace) -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
-def _fmt(v) -> str:
+def _fmt(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.3f}"
 
 
-def _print_folds(result: dict) -> None:
+def _print_folds(result: dict[str, Any]) -> None:
     rows = result["folds"]
     keys = [k for k in rows[0] if k not in ("fold", "n_train", "n_val") and
             isinstance(rows[0][k], (int, float, type(None)))]
@@ -191,6 +201,7 @@ def _print_folds(result: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train one model (or cross-validate with ``--folds``) and print the validation summary."""
     cfg = _config(args)
     from medcnn.training import loop as tr
 

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from medcnn.models.card import ModelCard
+from medcnn.evaluation.labels import read_labels
 from medcnn.evaluation.metrics import (
     SCALAR_METRICS,
     compute_metrics,
@@ -26,10 +26,13 @@ from medcnn.evaluation.metrics import (
     softmax_t,
     youden_threshold,
 )
+from medcnn.evaluation.predict import CardRows, TensorBatches, predict_dataset
+from medcnn.models.card import ModelCard
 
 __all__ = [
     "SCALAR_METRICS",
     "Scores",
+    "TensorBatches",
     "calibrate_card",
     "compute_metrics",
     "evaluate_model",
@@ -46,35 +49,6 @@ __all__ = [
 ]
 
 PathList = Sequence[str | Path] | str | Path
-
-
-def predict_dataset(model: Any, dataset: Any, batch_size: int = 32, device: Any = None) -> tuple[np.ndarray, np.ndarray]:
-    """Run ``model`` over a dataset of ``(tensor (1,H,W), label_index)`` items.
-
-    Args:
-        model: ``nn.Module`` returning logits (B, C), used under ``torch.inference_mode``.
-        dataset: map-style dataset (e.g. :class:`medcnn.training.data.ImageDataset`).
-        batch_size: Images per forward pass.
-        device: Where to run (default: the device of the model's parameters).
-
-    Returns:
-        ``(logits float32 (N, C), y int64 (N,))`` in dataset order.
-
-    Raises:
-        ValueError: the dataset is empty.
-    """
-    import torch
-    from torch.utils.data import DataLoader
-
-    from medcnn.inference import predict_logits
-
-    logits, ys = [], []
-    for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
-        logits.append(predict_logits(model, x, device=device).numpy())
-        ys.append(torch.as_tensor(y).numpy())
-    if not logits:
-        raise ValueError("the dataset is empty: nothing to evaluate")
-    return np.concatenate(logits).astype(np.float32), np.concatenate(ys).astype(np.int64)
 
 
 @dataclass
@@ -159,7 +133,7 @@ def score_dataset(
 
     Args:
         card: Card or path of ``<name>.json``.
-        csv_paths: labels.csv file(s) or class-folder root(s) (see :func:`medcnn.training.data.read_labels`).
+        csv_paths: labels.csv file(s) or class-folder root(s) (see :func:`medcnn.evaluation.labels.read_labels`).
         split: Keep only this split (``None``: every row).
         classes: Keep only rows with these labels (each must be a model label).
         device: Device (default :func:`medcnn.models.get_device`).
@@ -169,7 +143,6 @@ def score_dataset(
     Raises:
         ValueError: labels the model does not know (listed), or no rows left.
     """
-    from medcnn.training.data import ImageDataset, read_labels
     from medcnn.models import load_model
     from medcnn.preprocess import Pipeline
 
@@ -179,9 +152,9 @@ def score_dataset(
     if progress:
         print(f"evaluating {card.name} on {len(df)} images"
               + (f" (split {split})" if split else ""), file=sys.stderr)
-    dataset = ImageDataset(df, Pipeline.from_config(card.preprocessing), list(card.labels),
-                           augment=None, cache=False)
-    logits, y = predict_dataset(model, dataset, batch_size=batch_size)
+    rows = CardRows(df["path"].astype(str).tolist(), Pipeline.from_config(card.preprocessing))
+    logits = predict_dataset(model, rows, batch_size=batch_size)
+    y = df["label"].astype(str).map({c: i for i, c in enumerate(card.labels)}).to_numpy(dtype=np.int64)
     return Scores(card, df, logits, y)
 
 

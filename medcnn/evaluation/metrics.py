@@ -1,11 +1,12 @@
-"""Metrics with bootstrap CIs, per-group metrics and calibration (pure numpy; no torch).
+"""Metrics with bootstrap CIs and per-group metrics (pure numpy; no torch): the only home of AUC.
 
-Every metric comes from :mod:`sklearn.metrics`; the one exception is the expected
-calibration error (ECE), which scikit-learn does not provide (see :func:`expected_calibration_error`).
+:func:`roc_auc` is the one ROC AUC of the package (the Mann-Whitney U statistic, equal to
+:func:`sklearn.metrics.roc_auc_score`); :func:`auc_ci` its cluster-bootstrap interval. The
+other metrics come from :mod:`sklearn.metrics`, except the expected calibration error (ECE),
+which scikit-learn does not provide (see :func:`expected_calibration_error`).
 
-Calibration (temperature scaling, Guo et al. 2017, "On Calibration of Modern Neural
-Networks") and the operating threshold (Youden's J, Youden 1950) are fitted **only on a
-validation split**; test metrics are reported, never tuned on.
+Calibration (:func:`fit_temperature`, :func:`youden_threshold`, :func:`softmax_t`) lives in
+:mod:`medcnn.evaluation.calibration` and is re-exported here.
 """
 from __future__ import annotations
 
@@ -14,16 +15,19 @@ import warnings
 from typing import Any, Sequence
 
 import numpy as np
-from scipy.optimize import minimize_scalar
-from scipy.special import log_softmax, softmax
 from sklearn import metrics as skm
+
+from medcnn.evaluation.bootstrap import percentile_ci, resample_indices, statistic_ci
+from medcnn.evaluation.calibration import fit_temperature, softmax_t, youden_threshold
 
 __all__ = [
     "SCALAR_METRICS",
+    "auc_ci",
     "compute_metrics",
     "expected_calibration_error",
     "fit_temperature",
     "metrics_by_group",
+    "roc_auc",
     "softmax_t",
     "youden_threshold",
 ]
@@ -40,6 +44,53 @@ _ECE_BINS = 10
 # ---------------------------------------------------------------------------------------
 # Pure metrics
 # ---------------------------------------------------------------------------------------
+def roc_auc(y_true: Sequence[int] | np.ndarray, score: Sequence[float] | np.ndarray) -> float | None:
+    """ROC AUC of ``score`` for the 0/1 labels ``y_true``; None when only one class is present.
+
+    Computed as the Mann-Whitney U statistic, ``(R1 - n1 (n1 + 1) / 2) / (n1 n0)`` with
+    ``R1`` the sum of the positives' ranks (ties get their average rank, so a tied
+    positive-negative pair counts 1/2; Hanley & McNeil 1982, Radiology 143(1)). This equals
+    :func:`sklearn.metrics.roc_auc_score` without its per-call validation, which matters in
+    bootstraps that call it thousands of times.
+
+    Args:
+        y_true: (N,) labels, 1 = positive (anything truthy counts as positive).
+        score: (N,) scores, larger = more likely positive; NaN is not allowed.
+    """
+    from scipy.stats import rankdata
+
+    y = np.asarray(y_true).astype(bool).ravel()
+    n1 = int(y.sum())
+    n0 = y.size - n1
+    if n1 == 0 or n0 == 0:
+        return None
+    ranks = rankdata(np.asarray(score, dtype=np.float64).ravel())
+    return float((ranks[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def auc_ci(y_true: Sequence[int] | np.ndarray, score: Sequence[float] | np.ndarray, *,
+           groups: Sequence[Any] | np.ndarray | None = None, n_boot: int = 1000, seed: int = 0,
+           alpha: float = 0.05) -> list[float] | None:
+    """Percentile bootstrap interval ``[low, high]`` of :func:`roc_auc`.
+
+    Args:
+        y_true: (N,) 0/1 labels.
+        score: (N,) scores.
+        groups: (N,) cluster id per row (patient): whole groups are resampled (cluster
+            bootstrap, :func:`medcnn.evaluation.bootstrap.resample_indices`).
+        n_boot: Resamples; one-class resamples are skipped.
+        seed: Seed of the resampling.
+        alpha: 1 - coverage (0.05: 95 %).
+
+    Returns:
+        The interval, or None when fewer than half the resamples have both classes.
+    """
+    y = np.asarray(y_true).ravel()
+    s = np.asarray(score, dtype=np.float64).ravel()
+    return statistic_ci(lambda idx: roc_auc(y[idx], s[idx]), len(y), n_boot=n_boot, seed=seed,
+                        groups=groups, alpha=alpha)
+
+
 def expected_calibration_error(y_true: np.ndarray, prob: np.ndarray, n_bins: int = _ECE_BINS) -> float:
     """Expected calibration error of the positive-class probability.
 
@@ -75,7 +126,7 @@ def _scalar_metrics(y: np.ndarray, prob: np.ndarray, threshold: float) -> dict[s
             y, pred, labels=[0, 1], zero_division=0
         )
         out: dict[str, float | None] = {
-            "auc": skm.roc_auc_score(y, prob) if two_classes else None,
+            "auc": roc_auc(y, prob),
             "pr_auc": skm.average_precision_score(y, prob) if two_classes else None,
             "accuracy": skm.accuracy_score(y, pred),
             "balanced_accuracy": skm.balanced_accuracy_score(y, pred),
@@ -90,41 +141,18 @@ def _scalar_metrics(y: np.ndarray, prob: np.ndarray, threshold: float) -> dict[s
     return {k: (None if v is None or not math.isfinite(float(v)) else float(v)) for k, v in out.items()}
 
 
-def _resample_indices(
-    n: int, n_boot: int, rng: np.random.Generator, groups: np.ndarray | None
-) -> list[np.ndarray]:
-    """Bootstrap index sets: rows i.i.d., or whole groups (cluster bootstrap) when given."""
-    if groups is None:
-        return [rng.integers(0, n, n) for _ in range(n_boot)]
-    _, inverse = np.unique(groups, return_inverse=True)
-    members = [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)]
-    out = []
-    for _ in range(n_boot):
-        pick = rng.integers(0, len(members), len(members))
-        out.append(np.concatenate([members[g] for g in pick]))
-    return out
-
-
 def _bootstrap_ci(
     y: np.ndarray, prob: np.ndarray, threshold: float, n_boot: int, seed: int,
     groups: np.ndarray | None, alpha: float = 0.05,
 ) -> dict[str, list[float] | None]:
-    """95% percentile bootstrap CI of every scalar metric (undefined resamples skipped)."""
+    """Percentile bootstrap CI of every scalar metric, from one set of resamples (undefined ones skipped)."""
     values: dict[str, list[float]] = {k: [] for k in SCALAR_METRICS}
     rng = np.random.default_rng(seed)
-    for idx in _resample_indices(len(y), n_boot, rng, groups):
+    for idx in resample_indices(len(y), n_boot, rng, groups):
         for k, v in _scalar_metrics(y[idx], prob[idx], threshold).items():
             if v is not None:
                 values[k].append(v)
-    ci: dict[str, list[float] | None] = {}
-    for k, vals in values.items():
-        # fewer than half the resamples defined: the interval would be meaningless
-        if n_boot == 0 or len(vals) < max(2, n_boot // 2):
-            ci[k] = None
-        else:
-            lo, hi = np.quantile(vals, [alpha / 2, 1 - alpha / 2])
-            ci[k] = [float(lo), float(hi)]
-    return ci
+    return {k: percentile_ci(vals, n_boot, alpha) for k, vals in values.items()}
 
 
 def _check_binary_inputs(y_true: Any, prob: Any, threshold: float) -> tuple[np.ndarray, np.ndarray]:
@@ -141,6 +169,43 @@ def _check_binary_inputs(y_true: Any, prob: Any, threshold: float) -> tuple[np.n
     if not 0.0 <= float(threshold) <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold}")
     return y, p
+
+
+def _check_labels_and_groups(labels: Sequence[str], groups: Any, n: int) -> tuple[list[str], np.ndarray | None]:
+    names = [str(v) for v in labels]
+    if len(names) != 2:
+        raise ValueError(f"labels must be (negative, positive), got {names!r}")
+    g = None if groups is None else np.asarray(groups).ravel()
+    if g is not None and g.size != n:
+        raise ValueError(f"groups must have one value per row ({n}), got {g.size}")
+    return names, g
+
+
+def _one_class_notes(n_pos: int, n_neg: int, labels: list[str]) -> list[str]:
+    """Why some metrics are None: a subset with a single class."""
+    if n_pos and n_neg:
+        return []
+    present = labels[1] if n_neg == 0 else labels[0]
+    return [f"only one class present ({present!r}): AUC, PR-AUC and kappa are undefined"
+            + (", specificity too" if n_neg == 0 else ", recall (sensitivity) too")]
+
+
+def _per_class(y: np.ndarray, pred: np.ndarray, labels: list[str]) -> dict[str, dict[str, float | int]]:
+    """Precision / recall / F1 / support of each label (``classification_report``)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = skm.classification_report(
+            y, pred, labels=[0, 1], target_names=labels, output_dict=True, zero_division=0
+        )
+    return {
+        name: {
+            "precision": float(report[name]["precision"]),
+            "recall": float(report[name]["recall"]),
+            "f1": float(report[name]["f1-score"]),
+            "support": int(report[name]["support"]),
+        }
+        for name in labels
+    }
 
 
 def compute_metrics(
@@ -184,48 +249,22 @@ def compute_metrics(
             outside [0, 1] or a threshold outside [0, 1].
     """
     y, p = _check_binary_inputs(y_true, prob, threshold)
-    labels = [str(v) for v in labels]
-    if len(labels) != 2:
-        raise ValueError(f"labels must be (negative, positive), got {labels!r}")
-    g = None if groups is None else np.asarray(groups).ravel()
-    if g is not None and g.shape != y.shape:
-        raise ValueError(f"groups must have one value per row ({y.size}), got {g.size}")
-
+    labels, g = _check_labels_and_groups(labels, groups, y.size)
     out: dict[str, Any] = {"n": int(y.size), "n_pos": int(y.sum()), "n_neg": int((1 - y).sum())}
     out.update(_scalar_metrics(y, p, threshold))
-    notes = []
-    if out["n_pos"] == 0 or out["n_neg"] == 0:
-        present = labels[1] if out["n_neg"] == 0 else labels[0]
-        notes.append(
-            f"only one class present ({present!r}): AUC, PR-AUC and kappa are undefined"
-            + (", specificity too" if out["n_neg"] == 0 else ", recall (sensitivity) too")
-        )
     ci = _bootstrap_ci(y, p, threshold, n_boot, seed, g) if n_boot > 0 else {k: None for k in SCALAR_METRICS}
     pred = (p >= threshold).astype(np.int64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        report = skm.classification_report(
-            y, pred, labels=[0, 1], target_names=labels, output_dict=True, zero_division=0
-        )
     out.update(
         auc_ci=ci["auc"],
         ci=ci,
         threshold=float(threshold),
         labels=labels,
         confusion_matrix=skm.confusion_matrix(y, pred, labels=[0, 1]).tolist(),
-        per_class={
-            name: {
-                "precision": float(report[name]["precision"]),
-                "recall": float(report[name]["recall"]),
-                "f1": float(report[name]["f1-score"]),
-                "support": int(report[name]["support"]),
-            }
-            for name in labels
-        },
+        per_class=_per_class(y, pred, labels),
         n_boot=int(n_boot),
         bootstrap="groups" if g is not None else "rows",
         n_groups=int(len(np.unique(g))) if g is not None else int(y.size),
-        notes=notes,
+        notes=_one_class_notes(out["n_pos"], out["n_neg"], labels),
     )
     return out
 
@@ -272,79 +311,3 @@ def _group_key(v: Any) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "missing"
     return str(v)
-
-
-# ---------------------------------------------------------------------------------------
-# Calibration (fit on validation only)
-# ---------------------------------------------------------------------------------------
-def softmax_t(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Calibrated probabilities ``softmax(logits / T)``; (N, C) -> (N, C) float64."""
-    return softmax(np.asarray(logits, dtype=np.float64) / float(temperature), axis=1)
-
-
-def fit_temperature(logits: np.ndarray, y: np.ndarray, bounds: tuple[float, float] = (0.05, 20.0)) -> float:
-    """Temperature ``T > 0`` minimising the NLL of ``softmax(logits / T)`` (Guo et al. 2017).
-
-    Fit this on the **validation** split only, never on test. The search runs over
-    ``log T`` (bounded), so ``T`` stays positive.
-
-    Args:
-        logits: (N, C) raw model outputs.
-        y: (N,) class indices in [0, C).
-        bounds: Search interval for ``T``.
-
-    Returns:
-        The fitted temperature.
-
-    Raises:
-        ValueError: shapes disagree, labels out of range, or empty input.
-    """
-    z = np.asarray(logits, dtype=np.float64)
-    t = np.asarray(y).astype(np.int64).ravel()
-    if z.ndim != 2 or z.shape[0] != t.shape[0] or z.shape[0] == 0:
-        raise ValueError(f"logits must be (N, C) with N = len(y) > 0, got {z.shape} and {t.shape}")
-    if t.min() < 0 or t.max() >= z.shape[1]:
-        raise ValueError(f"y must hold class indices in [0, {z.shape[1]}), got {t.min()}..{t.max()}")
-
-    def nll(log_t: float) -> float:
-        return float(-log_softmax(z / math.exp(log_t), axis=1)[np.arange(len(t)), t].mean())
-
-    lo, hi = math.log(bounds[0]), math.log(bounds[1])
-    res = minimize_scalar(nll, bounds=(lo, hi), method="bounded", options={"xatol": 1e-6})
-    if (z.argmax(axis=1) == t).all():
-        # NLL falls monotonically as T -> 0 when every row is right: T is not identifiable
-        warnings.warn(
-            f"every validation row is classified correctly, so the temperature is not identifiable "
-            f"(fitted {math.exp(res.x):.3g}); use a larger validation set",
-            stacklevel=2,
-        )
-    elif min(res.x - lo, hi - res.x) < 0.02:  # within 2% of a bound
-        warnings.warn(
-            f"fitted temperature {math.exp(res.x):.3g} is at the search bound {bounds}; the "
-            f"calibration is unreliable",
-            stacklevel=2,
-        )
-    return float(math.exp(res.x))
-
-
-def youden_threshold(y_true: np.ndarray, prob: np.ndarray) -> float:
-    """Operating threshold maximising Youden's J = TPR - FPR on the ROC curve.
-
-    Fit this on the **validation** split (on calibrated probabilities), never on test.
-    The returned value is a score taken from ``prob``, with the rule "positive iff
-    ``prob >= threshold``" (the convention of :func:`sklearn.metrics.roc_curve`).
-
-    Args:
-        y_true: (N,) 0/1 labels, both classes present.
-        prob: (N,) positive-class probabilities.
-
-    Raises:
-        ValueError: only one class in ``y_true``.
-    """
-    y = np.asarray(y_true).astype(np.int64).ravel()
-    if len(np.unique(y)) < 2:
-        raise ValueError("Youden's threshold needs both classes in the validation labels")
-    fpr, tpr, thr = skm.roc_curve(y, np.asarray(prob, dtype=np.float64), drop_intermediate=False)
-    finite = np.isfinite(thr)  # the first ROC point has threshold +inf (nothing positive)
-    j = np.where(finite, tpr - fpr, -np.inf)
-    return float(min(1.0, thr[int(np.argmax(j))]))

@@ -15,6 +15,7 @@ supervision", CVPR 2018 (a small set of box annotations guiding a CNN's patch sc
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 
 from medcnn.io import read_image
 from medcnn.preprocess import Pipeline
-from medcnn.audit.regions import boxes_mask, boxes_to_display, parse_boxes
+from medcnn.training.boxes import boxes_mask, boxes_to_display, parse_boxes
 
 __all__ = ["box_masks", "BoxSupervision"]
 
@@ -122,22 +123,26 @@ class BoxSupervision:
             nn.init.constant_(self.head.bias, -2.0)  # most of an image holds no opacity
 
     def _probe_channels(self) -> int:
+        """Channels of the supervised layer's output, from one eval-mode forward pass of zeros.
+
+        The model's train/eval mode and its hooks are restored even when the forward raises.
+        """
         p = next(self.model.parameters())
         in_ch = next(m for m in self.model.modules() if isinstance(m, nn.Conv2d)).in_channels
         seen: list[int] = []
+        was_training = self.model.training
         h = self.module.register_forward_hook(lambda m, i, o: seen.append(o.shape[1]))
         try:
-            was = self.model.training
             self.model.eval()
             with torch.no_grad():
                 self.model(torch.zeros(1, in_ch, 64, 64, device=p.device, dtype=p.dtype))
-            self.model.train(was)
         finally:
             h.remove()
+            self.model.train(was_training)
         return seen[0]
 
-    def parameters(self):
-        """Parameters of the auxiliary head (none in ``"cam"`` mode)."""
+    def parameters(self) -> Iterator[nn.Parameter]:
+        """Trainable parameters besides the model's: the mask head (``"mask"``) or the CAM offset (``"cam"``)."""
         return iter([self.offset]) if self.head is None else self.head.parameters()
 
     def __enter__(self) -> "BoxSupervision":

@@ -1,9 +1,8 @@
-"""Labelled image sets: labels.csv files or class folders, grouped splits, cached datasets.
+"""Training data: patient-grouped splits and the cached image dataset.
 
-``labels.csv`` has at least ``path,label`` (paths relative to the CSV), usually
-``split`` (train / val / test) and ``patient_id`` or ``group_id``; every other column is
-kept (``view_position``, ``age``, ...). Several CSVs are concatenated, with a ``source``
-column naming each CSV's folder.
+The labelled table comes from :func:`medcnn.evaluation.labels.read_labels` (re-exported
+here): labels.csv files or class folders, one policy for splits, patient groups and which
+files are images.
 
 Images are read with :func:`medcnn.io.read_image` and the model's
 :class:`medcnn.preprocess.Pipeline` (the same code the app runs), and the resulting
@@ -13,150 +12,23 @@ epoch never decodes a DICOM/PNG twice.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from medcnn.evaluation.labels import read_labels
 from medcnn.io import UnsupportedImageError, read_image
 
 __all__ = [
     "DisplayCache",
     "ImageDataset",
-    "IMAGE_SUFFIXES",
     "grouped_kfold",
     "grouped_split",
     "label_counts",
     "read_labels",
 ]
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp")
-_SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
-                  "validation": "val", "dev": "val", "test": "test", "testing": "test"}
-_STR_COLUMNS = ("path", "label", "split", "patient_id", "group_id")
-
-
-# --------------------------------------------------------------------------- labels
-def read_labels(
-    csv_paths: str | Path | Sequence[str | Path],
-    classes: Sequence[str] | None = None,
-    split: str | Sequence[str] | None = None,
-    check_files: bool = True,
-) -> pd.DataFrame:
-    """Read one or more labels.csv files (or class-folder roots) into one table.
-
-    Args:
-        csv_paths: ``labels.csv`` path(s), or folder(s): a folder holding ``labels.csv``
-            is read as that CSV; otherwise it is a class-folder root, either
-            ``root/<label>/*.png`` (split ``train``) or ``root/<split>/<label>/*.png``.
-        classes: Keep only rows with these labels (others are dropped). Every name
-            must occur in the data.
-        split: Keep only rows of this split (or these splits).
-        check_files: Raise if an image file does not exist.
-
-    Returns:
-        DataFrame with ``path`` (absolute str), ``label`` (str), ``split`` (``train`` /
-        ``val`` / ``test``), ``group`` (``patient_id``, else ``group_id``, else the path),
-        ``source`` (folder name of each CSV) and every other CSV column; index 0..N-1.
-
-    Raises:
-        FileNotFoundError: a CSV, folder or image file does not exist.
-        ValueError: missing ``path``/``label`` columns, an unknown split name, or a
-            requested class absent from the data.
-    """
-    if isinstance(csv_paths, (str, Path)):
-        csv_paths = [csv_paths]
-    if not csv_paths:
-        raise ValueError("no labels.csv or class folder given")
-    frames = [_read_one(Path(p)) for p in csv_paths]
-    df = pd.concat(frames, ignore_index=True, sort=False)
-    if classes is not None:
-        classes = [str(c) for c in classes]
-        present = set(df["label"])
-        missing = [c for c in classes if c not in present]
-        if missing:
-            raise ValueError(
-                f"class(es) {missing} not found in the labels; available labels: "
-                f"{', '.join(sorted(present))}"
-            )
-        df = df[df["label"].isin(classes)]
-    if split is not None:
-        wanted = [split] if isinstance(split, str) else list(split)
-        wanted = [_SPLIT_ALIASES.get(str(s).lower(), str(s).lower()) for s in wanted]
-        df = df[df["split"].isin(wanted)]
-    df = df.reset_index(drop=True)
-    if check_files:
-        exists = df["path"].map(lambda p: Path(p).is_file())
-        if not exists.all():
-            bad = df.loc[~exists, "path"].tolist()
-            raise FileNotFoundError(
-                f"{len(bad)} image file(s) listed in the labels do not exist, e.g. {bad[:3]}"
-            )
-    return df
-
-
-def _read_one(path: Path) -> pd.DataFrame:
-    if path.is_dir():
-        if (path / "labels.csv").is_file():
-            path = path / "labels.csv"
-        else:
-            return _read_folder(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"labels file not found: {path}")
-    try:
-        df = pd.read_csv(path, dtype={c: str for c in _STR_COLUMNS}, keep_default_na=False,
-                         na_values=[""])
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot parse {path} as CSV: {e}") from None
-    missing = [c for c in ("path", "label") if c not in df.columns]
-    if missing:
-        raise ValueError(f"{path} lacks column(s) {missing}; expected path,label[,split,patient_id|group_id]")
-    if df["path"].isna().any() or df["label"].isna().any():
-        raise ValueError(f"{path}: empty 'path' or 'label' in row(s) "
-                         f"{(df.index[df['path'].isna() | df['label'].isna()] + 2).tolist()[:5]} (file lines)")
-    root = path.parent.resolve()
-    df["path"] = [str(p) if Path(p).is_absolute() else str(root / p) for p in df["path"]]
-    return _finish(df, source=path.parent.resolve().name, origin=str(path))
-
-
-def _read_folder(root: Path) -> pd.DataFrame:
-    rows = []
-    split_dirs = [d for d in sorted(root.iterdir()) if d.is_dir() and d.name.lower() in _SPLIT_ALIASES]
-    tops = [(d.name, d) for d in split_dirs] if split_dirs else [("train", root)]
-    for split_name, top in tops:
-        for label_dir in sorted(d for d in top.iterdir() if d.is_dir()):
-            for f in sorted(label_dir.rglob("*")):
-                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
-                    rows.append({"path": str(f.resolve()), "label": label_dir.name, "split": split_name})
-    if not rows:
-        raise FileNotFoundError(
-            f"no labels.csv and no images in class folders under {root} "
-            f"(expected {root}/<label>/*.png or {root}/<split>/<label>/*.png)"
-        )
-    return _finish(pd.DataFrame(rows), source=root.resolve().name, origin=str(root))
-
-
-def _finish(df: pd.DataFrame, source: str, origin: str) -> pd.DataFrame:
-    df["label"] = df["label"].astype(str).str.strip()
-    if "split" not in df.columns:
-        df["split"] = "train"
-    df["split"] = df["split"].fillna("train").astype(str).str.strip().str.lower()
-    # Other split names (e.g. nih_cxr_pneumonia's ``fullres_demo`` duplicates of test images)
-    # are kept verbatim: never used for training, selectable with ``split=``.
-    df["split"] = df["split"].map(lambda v: _SPLIT_ALIASES.get(v, v))
-    if "group" in df.columns:
-        df["group"] = df["group"].astype(str)
-    elif "patient_id" in df.columns:
-        df["group"] = df["patient_id"].fillna(df["path"]).astype(str)
-    elif "group_id" in df.columns:
-        df["group"] = df["group_id"].fillna(df["path"]).astype(str)
-    else:
-        df["group"] = df["path"]
-    if "source" not in df.columns:
-        df["source"] = source
-    return df
 
 
 # --------------------------------------------------------------------------- splits
@@ -306,6 +178,14 @@ class ImageDataset(Dataset):
             arr = np.stack([self.cache.get_uint16(self.paths[i]) for i in indices])
             return torch.from_numpy(arr.astype(np.float32)).mul_(1.0 / 65535.0)
         return torch.from_numpy(np.stack([self.display(i) for i in indices]))
+
+    def tensor_batch(self, indices: Sequence[int]) -> torch.Tensor:
+        """Model input (N, 1, H, W) float32 of rows ``indices`` (not augmented).
+
+        This makes the dataset a :class:`medcnn.evaluation.predict.TensorBatches`, the input of
+        :func:`medcnn.evaluation.predict.predict_dataset`.
+        """
+        return self.pipeline.to_tensor(self.display_batch(indices))
 
     def prefill(self, progress: bool = True) -> None:
         """Decode every image once (progress bar); later epochs read the cache."""

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -127,13 +127,3 @@ def make_scheduler(opt: torch.optim.Optimizer, schedule: str, epochs: int, steps
     f = lr_factor(schedule, epochs, decay, restart_epochs, warmup_epochs)
     spe = max(1, steps_per_epoch)
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: f(step / spe))
-
-
-def roc_auc(y: Sequence[int], score: Sequence[float]) -> float | None:
-    """ROC AUC (sklearn); None when only one class is present."""
-    from sklearn.metrics import roc_auc_score
-
-    y = np.asarray(y)
-    if len(np.unique(y)) < 2:
-        return None
-    return float(roc_auc_score(y, np.asarray(score, dtype=np.float64)))

@@ -1,4 +1,8 @@
-"""Calibration, metrics and model-card assembly for :mod:`medcnn.training.loop` (private)."""
+"""Calibration, validation metrics and model-card assembly of a training run (for :mod:`medcnn.training.loop`).
+
+Every metric comes from :mod:`medcnn.evaluation`; this module only decides which rows and
+settings a run reports.
+"""
 from __future__ import annotations
 
 import datetime as _dt
@@ -11,99 +15,93 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
-from medcnn.training import losses as _losses
-from medcnn.models.card import ModelCard
-from medcnn.training.data import label_counts
+from medcnn.evaluation.metrics import (
+    SCALAR_METRICS,
+    compute_metrics,
+    fit_temperature,
+    roc_auc,
+    softmax_t,
+    youden_threshold,
+)
 from medcnn.models import default_target_layer
+from medcnn.models.card import ModelCard
+from medcnn.training.config import TrainConfig
+from medcnn.training.data import label_counts
 
 DICOM_MODALITIES = {"CXR": ["CR", "DX"], "CT": ["CT"]}
-
-
-def _metrics_module():
-    """The evaluation helper's module with ``compute_metrics`` etc., or None."""
-    for name in ("medcnn.evaluation.metrics", "medcnn.evaluation.evaluate"):
-        try:
-            mod = __import__(name, fromlist=["compute_metrics"])
-        except ImportError:
-            continue
-        if hasattr(mod, "compute_metrics"):
-            return mod
-    return None
-
-
-def _softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    return torch.softmax(torch.as_tensor(logits, dtype=torch.float64) / temperature, 1).numpy()
 
 
 def calibrate(logits: np.ndarray, targets: np.ndarray, pos: int, enabled: bool = True) -> dict[str, Any]:
     """Temperature (NLL on val) and Youden threshold on the calibrated val probabilities.
 
-    Uses ``fit_temperature`` / ``youden_threshold`` of the metrics module when present;
-    otherwise keeps T = 1, threshold = 0.5 and says so in ``note``.
+    Args:
+        logits: (N, C) validation logits.
+        targets: (N,) class indices.
+        pos: Index of the positive label.
+        enabled: False keeps T = 1 and threshold 0.5 (``--no-calibrate``).
+
+    Returns:
+        ``{"temperature", "threshold", "fitted_on", "note"}``; with one class in validation
+        T = 1 and threshold 0.5, and ``note`` says why.
     """
     out: dict[str, Any] = {"temperature": 1.0, "threshold": 0.5, "fitted_on": None, "note": ""}
-    mod = _metrics_module()
     if not enabled:
         out["note"] = "calibration disabled (--no-calibrate): T = 1, threshold = 0.5"
-        return out
-    if mod is None or not hasattr(mod, "fit_temperature") or not hasattr(mod, "youden_threshold"):
-        out["note"] = "no fit_temperature/youden_threshold available: T = 1, threshold = 0.5 placeholders"
         return out
     yb = (np.asarray(targets) == pos).astype(int)
     if len(np.unique(yb)) < 2:
         out["note"] = "validation has one class only: T = 1, threshold = 0.5"
         return out
-    t = float(mod.fit_temperature(logits, targets))
-    thr = float(mod.youden_threshold(yb, _softmax(logits, t)[:, pos]))
+    t = float(fit_temperature(logits, targets))
+    thr = float(youden_threshold(yb, softmax_t(logits, t)[:, pos]))
     return {"temperature": t, "threshold": thr, "fitted_on": "val",
             "note": "temperature: NLL on val; threshold: Youden's J on calibrated val probabilities"}
 
 
-def final_metrics(logits: np.ndarray, val_ds, pos: int, cal: dict[str, Any], val_by: str | None,
+def _binary_labels(labels: list[str], pos: int) -> tuple[str, str]:
+    """(negative name, positive name) of the positive-vs-rest task."""
+    return ("not " + labels[pos], labels[pos]) if len(labels) > 2 else (labels[1 - pos], labels[pos])
+
+
+def _column(ds: Any, column: str) -> np.ndarray:
+    return ds.df[column].astype(str).fillna("NA").to_numpy()
+
+
+def final_metrics(logits: np.ndarray, val_ds: Any, pos: int, cal: dict[str, Any], val_by: str | None,
                   n_boot: int, seed: int) -> dict[str, Any]:
-    """``metrics["val"]``: compute_metrics on calibrated val probabilities (+ per group)."""
-    prob = _softmax(logits, cal["temperature"])[:, pos]
+    """``metrics["val"]``: compute_metrics on calibrated val probabilities (+ per ``val_by`` group).
+
+    The bootstrap resamples patients (the dataset's ``group`` column) when present.
+    """
+    prob = softmax_t(logits, cal["temperature"])[:, pos]
     yb = (val_ds.targets == pos).astype(int)
     groups = val_ds.df["group"].to_numpy() if "group" in val_ds.df else None
-    mod = _metrics_module()
-    labels = ("not " + val_ds.labels[pos], val_ds.labels[pos]) if len(val_ds.labels) > 2 else \
-        (val_ds.labels[1 - pos], val_ds.labels[pos])
-    if mod is not None:
-        out = mod.compute_metrics(yb, prob, cal["threshold"], labels=labels, n_boot=n_boot, seed=seed, groups=groups)
-    else:
-        out = {"n": int(len(yb)), "auc": _losses.roc_auc(yb, prob), "threshold": cal["threshold"]}
+    kw = dict(labels=_binary_labels(val_ds.labels, pos), n_boot=n_boot, seed=seed)
+    out = compute_metrics(yb, prob, cal["threshold"], groups=groups, **kw)
     if val_by:
-        vals = val_ds.df[val_by].astype(str).fillna("NA").to_numpy()
-        by = {}
-        for v in sorted(set(vals)):
-            m = vals == v
-            if mod is not None and hasattr(mod, "compute_metrics"):
-                by[v] = mod.compute_metrics(yb[m], prob[m], cal["threshold"], labels=labels,
-                                            n_boot=n_boot, seed=seed, groups=None if groups is None else groups[m])
-            else:
-                by[v] = {"n": int(m.sum()), "auc": _losses.roc_auc(yb[m], prob[m])}
-        out[f"by_{val_by}"] = by
+        vals = _column(val_ds, val_by)
+        out[f"by_{val_by}"] = {
+            v: compute_metrics(yb[vals == v], prob[vals == v], cal["threshold"],
+                               groups=None if groups is None else groups[vals == v], **kw)
+            for v in sorted(set(vals))}
     return out
 
 
-def fold_metrics(fit: dict[str, Any], val_ds, pos: int, val_by: str | None) -> dict[str, Any]:
+def fold_metrics(fit: dict[str, Any], val_ds: Any, pos: int, val_by: str | None) -> dict[str, Any]:
     """Scalar metrics of one fold at its best epoch (uncalibrated, threshold 0.5)."""
-    prob = _softmax(fit["val_logits"])[:, pos]
+    prob = softmax_t(fit["val_logits"])[:, pos]
     yb = (val_ds.targets == pos).astype(int)
-    mod = _metrics_module()
     row: dict[str, Any] = {"best_epoch": fit["best_epoch"], "epochs_run": fit["epochs_run"]}
-    if mod is not None:
-        m = mod.compute_metrics(yb, prob, 0.5, n_boot=0)
-        row.update({k: m[k] for k in getattr(mod, "SCALAR_METRICS", ("auc",)) if k in m})
-    else:
-        row["auc"] = _losses.roc_auc(yb, prob)
+    m = compute_metrics(yb, prob, 0.5, n_boot=0)
+    row.update({k: m[k] for k in SCALAR_METRICS})
     row["val_loss"] = fit["history"][fit["best_epoch"] - 1]["val_loss"] if fit["history"] else None
     if val_by:
-        vals = val_ds.df[val_by].astype(str).fillna("NA").to_numpy()
+        vals = _column(val_ds, val_by)
         for v in sorted(set(vals)):
-            row[f"auc_{val_by}={v}"] = _losses.roc_auc(yb[vals == v], prob[vals == v])
+            row[f"auc_{val_by}={v}"] = roc_auc(yb[vals == v], prob[vals == v])
     return row
 
 
@@ -133,7 +131,8 @@ def git_commit() -> str | None:
 def command_line() -> str:
     """The command that is running, as a shell line (``python -m medcnn train ...``)."""
     argv = list(sys.argv)
-    head = "python -m medcnn" if argv and argv[0].endswith(("__main__.py", "medcnn")) else shlex.quote(argv[0] if argv else "python")
+    is_module = bool(argv) and argv[0].endswith(("__main__.py", "medcnn"))
+    head = "python -m medcnn" if is_module else shlex.quote(argv[0] if argv else "python")
     return " ".join([head, *map(shlex.quote, argv[1:])])
 
 
@@ -152,8 +151,21 @@ def _sources(csvs: list[str]) -> list[dict[str, Any]]:
     return out
 
 
-def build_card(cfg, classes, positive, pipe, df, n_test, fit, cal, metrics, device) -> ModelCard:
-    """Model card of a finished run (name is set from the output path when saved)."""
+def build_card(cfg: TrainConfig, classes: list[str], positive: str, pipe: Any, df: pd.DataFrame, n_test: int,
+               fit: dict[str, Any], cal: dict[str, Any], metrics: dict[str, Any], device: torch.device) -> ModelCard:
+    """Model card of a finished run (name is set from the output path when saved).
+
+    Args:
+        cfg: The run's settings (recorded as hyperparameters).
+        classes: Labels in logit order; ``positive`` is one of them.
+        pipe: The run's :class:`medcnn.preprocess.Pipeline` (its config travels with the weights).
+        df: The train/val rows (split counts).
+        n_test: Test rows left out of training.
+        fit: Output of :func:`medcnn.training.fit.fit`.
+        cal: Output of :func:`calibrate`.
+        metrics: Output of :func:`final_metrics` (stored as ``metrics["val"]``).
+        device: Where the run trained.
+    """
     hyper = {k: v for k, v in asdict(cfg).items()
              if k not in ("data", "progress", "augment", "preprocess", "command")}
     training = {

@@ -37,7 +37,10 @@ def _warn(msg: str) -> None:
 
 
 # --------------------------------------------------------------------------- state
-def _save_state(path: Path, model, opt, sched, g_sample, g_aug, epoch, bad, history, best, cfg) -> None:
+def _save_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any,
+                g_sample: torch.Generator, g_aug: torch.Generator, epoch: int, bad: int,
+                history: list[dict[str, Any]], best: dict[str, Any], cfg: Any) -> None:
+    """Write the resumable state after ``epoch`` atomically (a temporary file, then a rename)."""
     state = {
         "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
         "epoch": epoch, "bad_epochs": bad, "history": history,
@@ -51,8 +54,14 @@ def _save_state(path: Path, model, opt, sched, g_sample, g_aug, epoch, bad, hist
     tmp.replace(path)
 
 
-def _resume(path, model, opt, sched, g_sample, g_aug, best):
-    """Restore a ``.state.pt``; a plain state_dict ``.pt`` only initialises the weights."""
+def _resume(path: str | Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any,
+            g_sample: torch.Generator, g_aug: torch.Generator,
+            best: dict[str, Any]) -> tuple[int, int, list[dict[str, Any]], dict[str, Any]]:
+    """Restore a ``.state.pt``; a plain state_dict ``.pt`` only initialises the weights.
+
+    Returns:
+        ``(first epoch to run, epochs without improvement, history, best)``.
+    """
     state = torch.load(path, map_location="cpu", weights_only=True)
     if "optimizer" not in state:
         model.load_state_dict(state)

@@ -22,8 +22,9 @@ from medcnn.audit.saliency import (
     random_baseline,
     thorax_mask,
 )
+from medcnn.models import create_model
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _chest(h: int = 256, w: int = 256) -> tuple[np.ndarray, np.ndarray]:
@@ -179,9 +180,6 @@ def test_audit_random_maps_match_baseline(tiny_set):
 
 
 def test_audit_with_gradcam(tiny_set):
-    pytest.importorskip("medcnn.explain")
-    from medcnn.models import create_model
-
     csv, card = tiny_set
     torch.manual_seed(0)
     model = create_model("simplecnn").eval()

@@ -74,6 +74,24 @@ def test_box_supervision_learns_the_mask_and_leaves_no_trace():
         BoxSupervision(model, "block3", weight=-1)
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_channel_probe_restores_the_mode_and_hooks_when_the_forward_raises(training):
+    model = create_model("simplecnn", 2).train(training)
+
+    def broken(module, inputs):
+        raise RuntimeError("forward failed")
+
+    h = model.block1.register_forward_pre_hook(broken)
+    with pytest.raises(RuntimeError, match="forward failed"):
+        BoxSupervision(model, "block3", mode="mask")
+    h.remove()
+    assert all(m.training is training for m in model.modules())
+    assert not model.block3._forward_hooks  # the probe's hook is gone too
+    # and without an error the probe leaves the mode as it found it
+    assert BoxSupervision(model, "block3").head.in_channels == 128
+    assert all(m.training is training for m in model.modules())
+
+
 def test_augment_moves_masks_with_images():
     img = torch.zeros(3, 48, 48)
     img[:, 10:30, 12:20] = 1.0

@@ -62,6 +62,9 @@ def test_train_lowers_loss_and_roundtrips(blobs, tmp_path):
     assert card["training"]["test_rows_excluded"] == 4
     assert card["metrics"]["val"]["auc"] is not None and "by_view" in card["metrics"]["val"]
     assert len(card["training"]["history"]) == 2 and "val_auc_by" in card["training"]["history"][0]
+    # simplecnn trains channels-last on the CPU; the returned model carries no trace of it
+    assert res.model.block2[0].weight.is_contiguous()
+    assert not [k for k in vars(res.model) if k.startswith("_medcnn")]
 
     model, loaded_card = load_model(card_path, device="cpu")
     pipe = Pipeline.from_config(loaded_card.preprocessing)
