@@ -21,10 +21,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("medcnn.cli.predict", "predict labels for image files"),
     "explain": ("medcnn.cli.explain", "saliency map (Grad-CAM, IG, ...) for an image"),
     "audit": ("medcnn.cli.audit", "shortcut audit of a labelled dataset"),
+    "fit-ood": ("medcnn.cli.fit_ood", "fit and measure a model's out-of-distribution gate"),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m medcnn`` parser: one subparser per entry of :data:`COMMANDS`."""
     parser = argparse.ArgumentParser(
         prog="python -m medcnn",
         description="medcnn: chest X-ray and CT classification with saliency maps (research use only).",
@@ -33,25 +35,16 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module_name, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module_name)
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:  # command not built yet in this checkout
-            if e.name != module_name:
-                raise
-            p.set_defaults(_missing=True)
-            continue
-        module.add_arguments(p)
+        importlib.import_module(module_name).add_arguments(p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the exit status (2 for a usage or library error, 130 on Ctrl-C)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()
-        return 2
-    if getattr(args, "_missing", False):
-        print(f"error: command {args.command!r} is not available in this version", file=sys.stderr)
         return 2
     module = importlib.import_module(args._module)
     try:

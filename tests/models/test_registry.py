@@ -64,8 +64,43 @@ def test_target_layer_is_last_feature_map(name):
     assert fmap.ndim == 4 and fmap.shape[0] == 1
     (grad,) = torch.autograd.grad(logits[0, 1], fmap)
     assert grad.abs().sum() > 0  # the logit depends on this map
-    # the hooked output was not modified in place after the hook (e.g. densenet's final ReLU)
-    assert fmap.min() >= 0 or name in ("efficientnet_b0", "mobilenet_v3_small")
+
+
+def _hooked_output_changes(model: torch.nn.Module, layer: str) -> bool:
+    """True when a later operation rewrites, in place, the output a hook on ``layer`` saw."""
+    seen = {}
+
+    def hook(module, inputs, output):
+        seen["out"], seen["copy"] = output, output.detach().clone()
+
+    h = model.get_submodule(layer).register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            model(torch.randn(2, 1, 64, 64))
+    finally:
+        h.remove()
+    return not torch.equal(seen["out"], seen["copy"])
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_gradcam_layer_output_is_not_modified_in_place_later(name):
+    """Grad-CAM reads the target layer's output from a hook: nothing after it may rewrite it.
+
+    torchvision's DenseNet applies ``F.relu(features, inplace=True)`` after ``features.norm5``;
+    a hook there would see the pre-ReLU map and then find it changed (see ``_DenseNet``).
+    """
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    assert not _hooked_output_changes(model, default_target_layer(name))
+
+
+def test_the_in_place_check_detects_torchvisions_densenet_relu():
+    import torchvision
+
+    torch.manual_seed(0)
+    stock = torchvision.models.densenet121(weights=None)  # F.relu(norm5 output, inplace=True)
+    stock.features.conv0 = torch.nn.Conv2d(1, 64, 7, 2, 3, bias=False)
+    assert _hooked_output_changes(stock.eval(), "features.norm5")
 
 
 def test_unknown_name_lists_valid():
