@@ -73,7 +73,9 @@ def unit_of(dotted: str) -> str:
     head = parts[1]
     if head in medcnn._EXPORTS:  # the lazy public API of the root package
         return unit_of(medcnn._EXPORTS[head])
-    return head
+    if (PACKAGE / head).is_dir() or (PACKAGE / f"{head}.py").is_file():
+        return head
+    return "medcnn"  # an attribute of the root package itself (``__version__``)
 
 
 @cache
@@ -251,6 +253,7 @@ def test_unit_of_names_subpackages_top_level_modules_and_lazy_exports():
     assert unit_of("medcnn.inference.predict_logits") == "inference"
     assert unit_of("medcnn.read_image") == "io"  # medcnn/__init__.py exports it lazily
     assert unit_of("medcnn") == "medcnn"
+    assert unit_of("medcnn.__version__") == "medcnn"
 
 
 def test_private_names_are_flagged_across_units_only():
