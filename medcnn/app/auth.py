@@ -1,0 +1,309 @@
+"""Sign-in for the Streamlit app (off by default) and the audit trail.
+
+Every page calls :func:`require_sign_in` right after ``st.set_page_config``. While sign-in is
+off it returns ``None`` and the page runs as before; when it is on, the page shows only a sign-in
+form (or sign-in buttons) and stops until the visitor has signed in. A signed-in session keeps
+its user in ``st.session_state``; the sidebar gets a "Sign out" button.
+
+Configuration, first match wins (``.streamlit/secrets.toml`` is Streamlit's secrets file):
+
+1. **Single sign-on (OIDC)**, via Streamlit's ``st.login``, when secrets have an ``[auth]`` section::
+
+       [auth]
+       redirect_uri = "https://medcnn.example.org/oauth2callback"
+       cookie_secret = "<a long random string>"
+       client_id = "<from your identity provider>"
+       client_secret = "<from your identity provider>"
+       server_metadata_url = "https://login.example.org/.well-known/openid-configuration"
+
+   Several providers: put the last three keys in sub-sections (``[auth.microsoft]``,
+   ``[auth.google]``); each gets a button. Needs Authlib >= 1.3.2 (``pip install "streamlit[auth]"``).
+   Any account the provider authenticates may enter unless ``MEDCNN_ALLOWED_USERS`` (a list in
+   secrets) names the allowed e-mails, ``"@hospital.org"`` entries allowing a whole domain.
+2. **Named accounts**: a ``[MEDCNN_USERS]`` table in secrets, user name -> hash.
+3. **One shared password**: ``MEDCNN_PASSWORD_HASH`` in the environment, or the same key in
+   secrets. This is the one-line switch::
+
+       export MEDCNN_PASSWORD_HASH='scrypt:ln=15,r=8,p=3:...'   # from: python -m medcnn hash-password
+
+Wrong passwords are rate-limited per session and per user name (:class:`~medcnn.privacy.Backoff`:
+after 5 failures in a row, 30 s, doubling to at most 15 min). A malformed hash stops the app with a
+message (it never falls back to "open").
+
+Audit trail: set ``MEDCNN_AUDIT_LOG`` to a file path to append one JSON line per event (sign-in
+ok / failed, sign-out, and what pages report with :func:`audit_event`: ``"analyse"``,
+``"export"``), with the time, the user (``"password user"`` for the shared password,
+``"anonymous"`` while sign-in is off) and at most the image's SHA-256 prefix; never patient data
+or file names (:mod:`medcnn.privacy.audit_log`).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import math
+import os
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import streamlit as st
+
+from medcnn.privacy import AuditLogError, Backoff, PasswordHashError, hash_password, verify_password, write_audit_event
+from medcnn.privacy.passwords import parse_hash
+
+__all__ = [
+    "AUDIT_LOG_ENV", "PASSWORD_HASH_KEY", "PASSWORD_USER", "AuthConfig", "audit_event", "auth_config",
+    "current_user", "require_sign_in", "reset_rate_limits", "sign_out",
+]
+
+PASSWORD_HASH_KEY = "MEDCNN_PASSWORD_HASH"
+USERS_KEY = "MEDCNN_USERS"
+ALLOWED_USERS_KEY = "MEDCNN_ALLOWED_USERS"
+AUDIT_LOG_ENV = "MEDCNN_AUDIT_LOG"
+#: The user recorded for the shared password.
+PASSWORD_USER = "password user"
+_UNKNOWN_USER = "unknown user"  # what a failed sign-in with an unknown name is logged and limited as
+_SESSION_USER, _SESSION_CONFIG = "medcnn_auth_user", "medcnn_auth_config"
+_SESSION_BACKOFF, _SESSION_OIDC_LOGGED = "medcnn_auth_backoff", "medcnn_auth_oidc_logged"
+_SESSION_LOGIN_ERROR = "medcnn_auth_login_error"
+_SHARED_BACKOFF = Backoff()  # per user name, shared by every session of this server
+_DUMMY_HASH: list[str] = []  # verified against for unknown user names (equal timing)
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """The sign-in configuration found in the environment and secrets.
+
+    Attributes:
+        mode: ``"off"``, ``"password"``, ``"users"`` or ``"oidc"``.
+        password_hash: the shared password's hash (``"password"`` mode).
+        users: user name -> hash (``"users"`` mode).
+        providers: OIDC provider names (``(None,)`` for a single unnamed one).
+        allowed: OIDC allow-list (e-mails, or ``"@domain"``); empty allows every account.
+    """
+
+    mode: str
+    password_hash: str | None = None
+    users: Mapping[str, str] = field(default_factory=dict)
+    providers: tuple[str | None, ...] = ()
+    allowed: tuple[str, ...] = ()
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes whenever a password hash changes, which signs every session out."""
+        material = "\n".join([self.mode, self.password_hash or ""] + sorted(f"{k}={v}" for k, v in self.users.items()))
+        return hashlib.sha256(material.encode("utf-8")).hexdigest()
+
+
+def _secrets() -> Mapping:
+    """``st.secrets`` when a secrets file (or a test's secrets) exists, else an empty mapping."""
+    return st.secrets if st.secrets.load_if_toml_exists() else {}
+
+
+def auth_config() -> AuthConfig:
+    """Read the configuration (module docstring).
+
+    Raises:
+        PasswordHashError: a configured hash is malformed (never silently ignored).
+    """
+    sec = _secrets()
+    if "auth" in sec:
+        auth = sec["auth"]
+        named = tuple(k for k, v in auth.items() if isinstance(v, Mapping))
+        listed = sec.get(ALLOWED_USERS_KEY, ())
+        listed = [listed] if isinstance(listed, str) else listed
+        allowed = tuple(str(a).strip().lower() for a in listed if str(a).strip())
+        return AuthConfig("oidc", providers=named or (None,), allowed=allowed)
+    if USERS_KEY in sec:
+        users = {str(k): str(v) for k, v in sec[USERS_KEY].items()}
+        for name, value in users.items():
+            try:
+                parse_hash(value)
+            except PasswordHashError as e:
+                raise PasswordHashError(f"{USERS_KEY}[{name!r}]: {e}") from None
+        return AuthConfig("users", users=users)
+    value = os.environ.get(PASSWORD_HASH_KEY) or sec.get(PASSWORD_HASH_KEY)
+    if value:
+        try:
+            parse_hash(value)
+        except PasswordHashError as e:
+            raise PasswordHashError(f"{PASSWORD_HASH_KEY}: {e}") from None
+        return AuthConfig("password", password_hash=str(value).strip())
+    return AuthConfig("off")
+
+
+def current_user() -> str | None:
+    """The signed-in user of this session, ``None`` when nobody is (or sign-in is off)."""
+    user = st.session_state.get(_SESSION_USER)
+    if user:
+        return str(user)
+    if st.session_state.get(_SESSION_OIDC_LOGGED) and st.user.get("is_logged_in"):
+        return _oidc_user()
+    return None
+
+
+def _oidc_user() -> str:
+    return str(st.user.get("email") or st.user.get("name") or "signed-in user")
+
+
+def audit_event(action: str, image_hash: str | None = None) -> None:
+    """Append an event to the audit log when ``MEDCNN_AUDIT_LOG`` is set (no-op otherwise).
+
+    Args:
+        action: ``"analyse"``, ``"export"`` (or one of the sign-in actions).
+        image_hash: the image's hex SHA-256 (``medcnn.privacy.image_sha256(data)``); only a
+            prefix is written.
+
+    A log that cannot be written shows an error and stops the page: an audit trail that was asked
+    for is not skipped silently.
+    """
+    path = os.environ.get(AUDIT_LOG_ENV)
+    if not path:
+        return
+    user = current_user() or ("anonymous" if auth_config().mode == "off" else _UNKNOWN_USER)
+    try:
+        write_audit_event(path, action, user=user, image_hash=image_hash)
+    except AuditLogError as e:
+        st.error(str(e))
+        st.stop()
+
+
+def _log(action: str, user: str) -> None:
+    path = os.environ.get(AUDIT_LOG_ENV)
+    if path:
+        try:
+            write_audit_event(path, action, user=user)
+        except AuditLogError as e:
+            st.error(str(e))
+            st.stop()
+
+
+def sign_out() -> None:
+    """Sign this session out (password modes; OIDC uses ``st.logout``)."""
+    user = st.session_state.pop(_SESSION_USER, None)
+    st.session_state.pop(_SESSION_CONFIG, None)
+    if user:
+        _log("sign-out", str(user))
+
+
+def _oidc_sign_out() -> None:
+    _log("sign-out", _oidc_user())
+    st.session_state.pop(_SESSION_OIDC_LOGGED, None)
+    st.logout()
+
+
+def reset_rate_limits() -> None:
+    """Forget all failed attempts recorded per user name (administration and tests)."""
+    _SHARED_BACKOFF.reset()
+
+
+def require_sign_in(*, clock: Callable[[], float] | None = None) -> str | None:
+    """Show the sign-in and stop the page until the visitor has signed in.
+
+    Args:
+        clock: seconds, monotonic (default :func:`time.monotonic`); tests inject a fake one.
+
+    Returns:
+        the signed-in user name, or ``None`` when sign-in is off.
+    """
+    try:
+        cfg = auth_config()
+    except PasswordHashError as e:
+        st.error(f"Sign-in is misconfigured, so the app is closed: {e}")
+        st.stop()
+    if cfg.mode == "off":
+        return None
+    if cfg.mode == "oidc":
+        return _require_oidc(cfg)
+    user = st.session_state.get(_SESSION_USER)
+    if user and st.session_state.get(_SESSION_CONFIG) == cfg.fingerprint:
+        st.sidebar.button("Sign out", key="medcnn_sign_out", on_click=sign_out)
+        return str(user)
+    st.session_state.pop(_SESSION_USER, None)
+    _password_form(cfg, clock or time.monotonic)
+    st.stop()
+
+
+def _password_form(cfg: AuthConfig, clock: Callable[[], float]) -> None:
+    """The sign-in form; on the right password, remember the user and rerun the page."""
+    st.title("Sign in")
+    st.caption("This medcnn server asks for a password. Research and teaching use only.")
+    with st.form("medcnn_sign_in_form", clear_on_submit=True):
+        name = st.text_input("User name", key="medcnn_sign_in_name") if cfg.mode == "users" else ""
+        password = st.text_input("Password", type="password", key="medcnn_sign_in_password")
+        submitted = st.form_submit_button("Sign in")
+    if not submitted:
+        return
+    now = clock()
+    name = (name or "").strip()
+    known = cfg.mode == "password" or name in cfg.users
+    key = PASSWORD_USER if cfg.mode == "password" else (name if known else _UNKNOWN_USER)
+    session = st.session_state.setdefault(_SESSION_BACKOFF, Backoff())
+    wait = max(session.retry_after("session", now), _SHARED_BACKOFF.retry_after(key, now))
+    if wait > 0:
+        st.error(f"Too many failed attempts: wait {math.ceil(wait)} s before trying again.")
+        return
+    if _check(cfg, name, password):
+        session.success("session")
+        _SHARED_BACKOFF.success(key)
+        st.session_state[_SESSION_USER] = key
+        st.session_state[_SESSION_CONFIG] = cfg.fingerprint
+        _log("sign-in ok", key)
+        st.rerun()
+    wait = max(session.failure("session", now), _SHARED_BACKOFF.failure(key, now))
+    _log("sign-in failed", key)
+    what = "Wrong password." if cfg.mode == "password" else "Wrong user name or password."
+    st.error(what + (f" Too many failed attempts: wait {math.ceil(wait)} s before trying again." if wait else ""))
+
+
+def _check(cfg: AuthConfig, name: str, password: str) -> bool:
+    """Verify the password (for an unknown name, against a dummy hash: same timing, then False)."""
+    if cfg.mode == "password":
+        return verify_password(password, cfg.password_hash or "")
+    stored = cfg.users.get(name)
+    if stored is None:
+        if not _DUMMY_HASH:
+            _DUMMY_HASH.append(hash_password(secrets.token_urlsafe(16)))
+        verify_password(password or "x", _DUMMY_HASH[0])
+        return False
+    return verify_password(password, stored)
+
+
+def _login(provider: str | None) -> None:
+    """Button callback: start the OIDC flow, or explain what is missing."""
+    if importlib.util.find_spec("authlib") is None:
+        st.session_state[_SESSION_LOGIN_ERROR] = (
+            'Single sign-on needs the Authlib package: pip install "streamlit[auth]" (Authlib >= 1.3.2), '
+            "then restart the app.")
+        return
+    st.login(provider) if provider else st.login()
+
+
+def _allowed(user: str, allowed: tuple[str, ...]) -> bool:
+    user = user.lower()
+    return any(user == a or (a.startswith("@") and user.endswith(a)) for a in allowed)
+
+
+def _require_oidc(cfg: AuthConfig) -> str:
+    """OIDC mode: sign-in buttons until ``st.user`` is logged in, then the allow-list."""
+    if not st.user.get("is_logged_in"):
+        st.title("Sign in")
+        st.caption("This medcnn server uses your organisation's single sign-on. Research and teaching use only.")
+        for provider in cfg.providers:
+            label = f"Sign in with {provider}" if provider else "Sign in"
+            st.button(label, key=f"medcnn_login_{provider or 'default'}", on_click=_login, args=(provider,))
+        error = st.session_state.pop(_SESSION_LOGIN_ERROR, None)
+        if error:
+            st.error(error)
+        st.stop()
+    user = _oidc_user()
+    if cfg.allowed and not _allowed(user, cfg.allowed):
+        st.error("This account is not allowed to use this medcnn server; ask its administrator to add it.")
+        st.button("Sign out", key="medcnn_sign_out", on_click=st.logout)
+        st.stop()
+    if not st.session_state.get(_SESSION_OIDC_LOGGED):
+        st.session_state[_SESSION_OIDC_LOGGED] = True
+        _log("sign-in ok", user)
+    st.sidebar.button("Sign out", key="medcnn_sign_out", on_click=_oidc_sign_out)
+    return user
