@@ -57,6 +57,12 @@ class ImageMeta:
     warnings: list[str] = field(default_factory=list)
 
     @property
+    def is_hounsfield(self) -> bool:
+        """True for CT DICOM: after the Modality LUT its pixels are Hounsfield units, so CT
+        window presets and level/width in HU apply. The one place this is decided."""
+        return self.source_format == "dicom" and (self.modality or "").upper() == "CT"
+
+    @property
     def size(self) -> tuple[int, int]:
         """(rows, columns)."""
         return (self.rows, self.columns)

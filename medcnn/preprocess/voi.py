@@ -105,10 +105,6 @@ def auto_window(x: np.ndarray, low: float = 0.5, high: float = 99.5) -> tuple[fl
     return (float(lo) + width / 2.0, width)
 
 
-def _is_hounsfield(meta: ImageMeta) -> bool:
-    return meta.source_format == "dicom" and meta.modality == "CT"
-
-
 def resolve_window(meta: ImageMeta, pixels: np.ndarray, window: WindowSpec = "default",
                    ct_preset: str | None = None) -> dict[str, Any]:
     """Decide which VOI transform to apply and describe it as plain data.
@@ -146,7 +142,7 @@ def resolve_window(meta: ImageMeta, pixels: np.ndarray, window: WindowSpec = "de
     name = window.lower()
     has_file = meta.window_center is not None and meta.window_width is not None and meta.window_width > 0
     if name in CT_PRESETS:
-        if not _is_hounsfield(meta):
+        if not meta.is_hounsfield:
             raise ValueError(
                 f"window preset {name!r} is in Hounsfield units and needs a CT DICOM; this image is "
                 f"{meta.source_format.upper()} ({meta.modality}). Use 'default', 'auto' or (centre, width)."
@@ -169,7 +165,7 @@ def resolve_window(meta: ImageMeta, pixels: np.ndarray, window: WindowSpec = "de
             return resolve_window(meta, pixels, "file")
         if meta.voi_lut is not None:
             return {"source": "file:voi_lut", "lut": True}
-        if ct_preset and _is_hounsfield(meta):
+        if ct_preset and meta.is_hounsfield:
             return resolve_window(meta, pixels, ct_preset)
         if meta.source_format in ("png", "jpeg"):
             top = float(2 ** int(meta.bits_stored or 8) - 1)
