@@ -18,6 +18,7 @@ PAGES = [
     st.Page("pages/1_Analyze.py", title="Analyze", icon="🔬", url_path="Analyze"),
     st.Page("pages/2_Batch.py", title="Batch", icon="🗂️", url_path="Batch"),
     st.Page("pages/3_Model_card.py", title="Model card", icon="📋", url_path="Model_card"),
+    st.Page("pages/4_Recalibrate.py", title="Recalibrate", icon="🎯", url_path="Recalibrate"),
 ]
 
 st.navigation(PAGES).run()

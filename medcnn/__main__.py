@@ -22,6 +22,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "explain": ("medcnn.cli.explain", "saliency map (Grad-CAM, IG, ...) for an image"),
     "audit": ("medcnn.cli.audit", "shortcut audit of a labelled dataset"),
     "fit-ood": ("medcnn.cli.fit_ood", "fit and measure a model's out-of-distribution gate"),
+    "deidentify": ("medcnn.cli.deidentify", "de-identify DICOM files (PS3.15 Basic Profile)"),
+    "hash-password": ("medcnn.cli.hash_password", "hash a password for the app's sign-in"),
+    "recalibrate": ("medcnn.cli.recalibrate", "refit a model's temperature and threshold on one site's labelled images"),
 }
 
 

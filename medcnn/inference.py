@@ -6,6 +6,9 @@ caches one per model with ``st.cache_resource``): ``predict`` only runs the netw
 """
 from __future__ import annotations
 
+import copy
+import functools
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -17,7 +20,7 @@ import torch
 
 from medcnn.models.card import CardError, ModelCard
 from medcnn.io import ImageMeta, MedImage
-from medcnn.evaluation.metrics import softmax_t
+from medcnn.models.outputs import softmax_t
 from medcnn.ood import OODGate, OODResult, check_scope, resolve_scope
 
 __all__ = [
@@ -27,7 +30,10 @@ __all__ = [
     "Predictor",
     "check_modality",
     "choose_model",
+    "default_weights_dir",
     "list_cards",
+    "load_card",
+    "resolve_card",
     "predict_logits",
 ]
 
@@ -219,17 +225,51 @@ class Predictor:
 
 
 # ---------------------------------------------------------------------------------------
-# Model choice by modality
+# Which model card serves an image: the one resolver
 # ---------------------------------------------------------------------------------------
-def list_cards(weights_dir: str | Path = "weights") -> list[ModelCard]:
+#: Environment variable naming the weights folder.
+WEIGHTS_ENV = "MEDCNN_WEIGHTS_DIR"
+#: The value of a model choice meaning "pick by the image's modality".
+AUTO = "auto"
+
+
+def default_weights_dir() -> Path:
+    """The weights folder: ``$MEDCNN_WEIGHTS_DIR`` if set, else ``weights`` in the working
+    directory (the repository root when started as the README says)."""
+    return Path(os.environ.get(WEIGHTS_ENV) or "weights")
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_card(path: str, mtime_ns: int) -> ModelCard:
+    return ModelCard.load(path)
+
+
+def load_card(path: str | Path) -> ModelCard:
+    """A card parsed once per file version (cached by path and modification time); a copy is
+    returned, so callers may change it freely.
+
+    Raises:
+        CardError: missing or malformed card.
+    """
+    path = Path(path)
+    if path.suffix == ".pt":
+        path = path.with_suffix(".json")
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError:
+        raise CardError(f"model card not found: {path} (expected <name>.json next to <name>.pt)") from None
+    return copy.deepcopy(_parse_card(str(path), mtime))
+
+
+def list_cards(weights_dir: str | Path | None = None) -> list[ModelCard]:
     """Every valid model card (``*.json`` with its ``.pt``) in ``weights_dir``, by name.
 
     Cards that do not parse are skipped with a warning.
     """
     cards = []
-    for path in sorted(Path(weights_dir).glob("*.json")):
+    for path in sorted(Path(weights_dir or default_weights_dir()).glob("*.json")):
         try:
-            card = ModelCard.load(path)
+            card = load_card(path)
         except (CardError, TypeError) as e:
             warnings.warn(f"skipping {path}: {e}", stacklevel=2)
             continue
@@ -238,7 +278,7 @@ def list_cards(weights_dir: str | Path = "weights") -> list[ModelCard]:
     return cards
 
 
-def choose_model(meta: ImageMeta, weights_dir: str | Path = "weights") -> Path:
+def choose_model(meta: ImageMeta, weights_dir: str | Path | None = None) -> Path:
     """Card path of the model for an image, from its modality.
 
     CT -> the CT model; CR, DX and PNG/JPEG (``"OT"``) -> the chest X-ray model. Within a
@@ -249,6 +289,7 @@ def choose_model(meta: ImageMeta, weights_dir: str | Path = "weights") -> Path:
         ValueError: the modality is not supported (MR, US, NM, ...), or no card of the
             needed family is in ``weights_dir``.
     """
+    weights_dir = weights_dir or default_weights_dir()
     modality = (meta.modality or "OT").upper()
     family = CARD_FAMILIES.get(modality)
     if family is None:
@@ -262,3 +303,35 @@ def choose_model(meta: ImageMeta, weights_dir: str | Path = "weights") -> Path:
     preferred = [c for c in cards if c.name == DEFAULT_CARDS[family]]
     card = (preferred or cards)[0]
     return card.path  # type: ignore[return-value]
+
+
+def resolve_card(meta: ImageMeta | None = None, model: str | Path | None = None,
+                 weights_dir: str | Path | None = None) -> Path:
+    """The one answer to "which model card serves this image" (app, CLI and library).
+
+    Args:
+        meta: The image's metadata (needed when the model is chosen automatically).
+        model: ``None`` or ``"auto"``: by modality (:func:`choose_model`); a card name in
+            ``weights_dir`` (``"ct_covid"``); or the path of a ``.json`` / ``.pt`` file.
+        weights_dir: Folder of the cards (default :func:`default_weights_dir`).
+
+    Returns:
+        Path of the card's ``.json``.
+
+    Raises:
+        ValueError: unsupported modality, or no such card (the message lists the cards).
+    """
+    weights_dir = Path(weights_dir or default_weights_dir())
+    if model is None or str(model).lower() == AUTO:
+        if meta is None:
+            raise ValueError("choosing a model by modality needs the image's metadata")
+        return Path(choose_model(meta, weights_dir))
+    p = Path(model)
+    if p.suffix in (".json", ".pt") and p.is_file():
+        return p.with_suffix(".json")
+    candidate = weights_dir / f"{p.stem if p.suffix in ('.json', '.pt') else model}.json"
+    if candidate.is_file() and candidate.with_suffix(".pt").is_file():
+        return candidate
+    names = sorted(c.name for c in list_cards(weights_dir))
+    raise ValueError(f"model {str(model)!r} not found (no file {p} nor {candidate} with its .pt); "
+                     f"models in {weights_dir}: {', '.join(names) or 'none'}")

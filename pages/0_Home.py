@@ -9,6 +9,10 @@ from medcnn.visualize import report
 
 st.set_page_config(page_title="medcnn", page_icon="🩻", layout="wide")
 
+from medcnn.app.auth import require_sign_in  # noqa: E402
+
+require_sign_in()
+
 with st.sidebar:
     st.caption(f"Compute device: {appstate.device_description()}")
     st.caption(f"Weights folder: `{appstate.weights_dir()}`")

@@ -15,6 +15,10 @@ from medcnn.visualize import overlay, to_png_bytes
 
 st.set_page_config(page_title="Analyze · medcnn", page_icon="🔬", layout="wide")
 
+from medcnn.app.auth import audit_event, require_sign_in  # noqa: E402
+
+require_sign_in()
+
 
 def fail(what: str, error: Exception) -> None:
     """Show a library error as a message (never a traceback) and stop the page."""
@@ -59,6 +63,9 @@ if upload is None:
 
 data = upload.getvalue()
 key = appstate.digest(data)
+if st.session_state.get("audited_upload") != key:  # one audit entry per new upload (hash only)
+    audit_event("analyse", image_hash=key)
+    st.session_state["audited_upload"] = key
 try:
     image = appstate.read_upload(key, data, None)
 except Exception as e:  # noqa: BLE001 - every library error becomes a message
@@ -186,13 +193,25 @@ def pdf_bytes() -> bytes:
                                created=datetime.now(timezone.utc))
 
 
-e1, e2 = st.columns(2)
+e1, e2, e3 = st.columns(3)
 e1.download_button("Download PDF report", pdf_bytes, file_name="medcnn_report.pdf", mime="application/pdf",
-                   key="download_pdf", on_click="ignore")
+                   key="download_pdf", on_click=audit_event, args=("export report", key))
 if over is not None:
     e2.download_button("Download overlay PNG", to_png_bytes(over), file_name="medcnn_overlay.png",
-                       mime="image/png", key="download_png", on_click="ignore")
-st.caption("The report holds no patient identifiers and not the file name.")
+                       mime="image/png", key="download_png", on_click=audit_event, args=("export overlay", key))
+if image.meta.source_format == "dicom":
+    try:
+        clean_dicom, deid = appstate.deidentified_upload(key, data)
+    except ValueError as e:  # unreadable or not de-identifiable: say why, keep the page
+        e3.error(appstate.error_message("de-identifying the file", e))
+    else:
+        for message in deid.warnings:
+            st.warning(message)
+        e3.download_button("Download de-identified DICOM", clean_dicom, file_name="deidentified.dcm",
+                           mime="application/dicom", key="download_deid", on_click=audit_event,
+                           args=("export de-identified DICOM", key))
+st.caption("The report holds no patient identifiers and not the file name. The DICOM export is "
+           "de-identified with the DICOM Basic Application Level Confidentiality Profile (pixels unchanged).")
 
 # ----------------------------------------------------------------------------- image details
 st.subheader("Image")

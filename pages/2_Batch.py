@@ -12,6 +12,10 @@ from medcnn.visualize import overlay
 
 st.set_page_config(page_title="Batch · medcnn", page_icon="🗂️", layout="wide")
 
+from medcnn.app.auth import require_sign_in  # noqa: E402
+
+require_sign_in()
+
 cards = appstate.list_models()
 with st.sidebar:
     st.header("Options")

@@ -13,6 +13,10 @@ from medcnn.app import state as appstate
 
 st.set_page_config(page_title="Recalibrate · medcnn", page_icon="🎯", layout="wide")
 
+from medcnn.app.auth import require_sign_in  # noqa: E402
+
+require_sign_in()
+
 
 def fail(what: str, error: Exception) -> None:
     """Show a library error as a message (never a traceback) and stop the page."""

@@ -189,7 +189,7 @@ def with_colorbar(rgb: np.ndarray, cmap: str) -> np.ndarray:
 # --------------------------------------------------------------------------- CT window widgets
 def is_ct_dicom(meta: ImageMeta) -> bool:
     """True for CT DICOM (pixels in Hounsfield units: presets and sliders apply)."""
-    return meta.source_format == "dicom" and (meta.modality or "").upper() == "CT"
+    return meta.is_hounsfield
 
 
 def sync_ct_sliders() -> None:

@@ -22,7 +22,6 @@ written to disk or logged. Cached values hold pixels and non-identifying metadat
 from __future__ import annotations
 
 import hashlib
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ __all__ = [
     "AUTO_MODEL",
     "DISCLAIMER",
     "StepView",
+    "deidentified_upload",
     "device_description",
     "digest",
     "error_message",
@@ -60,14 +60,16 @@ __all__ = [
 #: Sidebar choice meaning "pick the model from the image's modality".
 AUTO_MODEL = "Auto (by modality)"
 
-_REPO = Path(__file__).resolve().parents[1]
 _THUMB = 384  # max side of preprocessing-step images sent to the browser
 
 
 # --------------------------------------------------------------------------- models
 def weights_dir() -> Path:
-    """Folder of the model cards: env ``MEDCNN_WEIGHTS_DIR``, else ``<repo>/weights``."""
-    return Path(os.environ.get("MEDCNN_WEIGHTS_DIR") or _REPO / "weights")
+    """Folder of the model cards (:func:`medcnn.inference.default_weights_dir`: env
+    ``MEDCNN_WEIGHTS_DIR``, else ``weights`` in the directory the app was started from)."""
+    from medcnn.inference import default_weights_dir
+
+    return default_weights_dir()
 
 
 def list_models(folder: str | Path | None = None) -> list[ModelCard]:
@@ -93,18 +95,18 @@ def find_card(name: str, folder: str | Path | None = None) -> ModelCard:
 
 
 def resolve_card_path(meta: ImageMeta, choice: str = AUTO_MODEL, folder: str | Path | None = None) -> str:
-    """Card path for an image: auto by modality, or the model named in ``choice``.
+    """Card path for an image: auto by modality, or the model named in ``choice``
+    (:func:`medcnn.inference.resolve_card` decides).
 
     Raises:
         ValueError: unsupported modality or no matching model.
     """
-    if choice == AUTO_MODEL or not choice:
-        from medcnn.inference import choose_model
+    from medcnn.inference import resolve_card
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return str(choose_model(meta, folder or weights_dir()))
-    return str(find_card(choice, folder).path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = None if choice == AUTO_MODEL or not choice else choice
+        return str(resolve_card(meta, model, folder or weights_dir()))
 
 
 def _mtime(card_path: str) -> float:
@@ -128,7 +130,6 @@ def get_predictor(card_path: str) -> Any:
     return _load_predictor(str(card_path), _mtime(str(card_path)))
 
 
-@st.cache_resource(show_spinner=False)
 def require_models(cards: list) -> None:
     """Stop the page with an explanation when no model weights are installed."""
     if not cards:
@@ -279,6 +280,18 @@ def sanity_upload(key: str, _data: bytes, card_path: str, frame: int | None, win
     target_index = predictor.card.labels.index(target)
     return randomisation_test(predictor.model, pred.pipeline_result.tensor, target_index, method,
                               layer=predictor.card.target_layer, pipeline=predictor.pipeline)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def deidentified_upload(key: str, _data: bytes) -> tuple[bytes, Any]:
+    """The upload de-identified (PS3.15 Basic Profile) for download, computed once per file.
+
+    Raises:
+        ValueError: not a DICOM that can be de-identified.
+    """
+    from medcnn.privacy import deidentify_bytes
+
+    return deidentify_bytes(_data)
 
 
 # --------------------------------------------------------------------------- errors

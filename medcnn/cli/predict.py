@@ -23,32 +23,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="card name in --weights-dir (e.g. ct_covid) or path of <name>.json; "
                              "default: chosen from each image's modality (PNG/JPEG CT slices "
                              "need --model ct_covid)")
-    parser.add_argument("--weights-dir", default="weights", metavar="DIR",
-                        help="folder with <name>.json + <name>.pt (default: weights)")
+    parser.add_argument("--weights-dir", default=None, metavar="DIR",
+                        help="folder with <name>.json + <name>.pt (default: $MEDCNN_WEIGHTS_DIR, else weights)")
     parser.add_argument("--json", action="store_true", help='print one JSON object {"results": [...]}')
     parser.add_argument("--device", default=None, help="cpu / cuda (default: MEDCNN_DEVICE, else auto)")
 
 
 def resolve_card_path(model: str, weights_dir: str | Path) -> Path:
-    """``--model`` value -> card path: an existing file, else ``<weights_dir>/<model>.json``.
+    """``--model`` value -> card path (:func:`medcnn.inference.resolve_card` decides).
 
     Raises:
         ValueError: no such card (the message lists the cards in ``weights_dir``).
     """
-    p = Path(model)
-    if p.suffix in (".json", ".pt") and p.is_file():
-        return p.with_suffix(".json")
-    candidate = Path(weights_dir) / f"{p.stem if p.suffix in ('.json', '.pt') else model}.json"
-    if candidate.is_file():
-        return candidate
-    names = sorted(q.stem for q in Path(weights_dir).glob("*.json"))
-    raise ValueError(f"model {model!r} not found (no file {p} nor {candidate}); cards in "
-                     f"{weights_dir}: {', '.join(names) or 'none'}")
+    from medcnn.inference import resolve_card
+
+    return resolve_card(None, model, weights_dir)
 
 
 def _predict_one(path: str, args: argparse.Namespace, predictors: dict[Path, Any],
                  fixed: Path | None) -> dict[str, Any]:
-    from medcnn.inference import Predictor, choose_model
+    from medcnn.inference import Predictor, resolve_card
     from medcnn.io import read_image
 
     entry: dict[str, Any] = {"file": path, "ok": False, "error": None, "model": None,
@@ -60,7 +54,7 @@ def _predict_one(path: str, args: argparse.Namespace, predictors: dict[Path, Any
         with warnings.catch_warnings(record=True) as caught:  # reported per file, not as tracebacks
             warnings.simplefilter("always")
             img = read_image(path)
-            card_path = fixed or choose_model(img.meta, args.weights_dir)
+            card_path = fixed or resolve_card(img.meta, None, args.weights_dir)
             if card_path not in predictors:
                 predictors[card_path] = Predictor(card_path, device=args.device)
             pred = predictors[card_path].predict(img, keep_steps=False)

@@ -11,15 +11,12 @@ import warnings
 
 import numpy as np
 from scipy.optimize import minimize_scalar
-from scipy.special import log_softmax, softmax
+from scipy.special import log_softmax
 from sklearn import metrics as skm
 
+from medcnn.models.outputs import softmax_t  # re-exported: applied by serving and evaluation alike
+
 __all__ = ["fit_temperature", "softmax_t", "youden_threshold"]
-
-
-def softmax_t(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Calibrated probabilities ``softmax(logits / T)``; (N, C) -> (N, C) float64."""
-    return softmax(np.asarray(logits, dtype=np.float64) / float(temperature), axis=1)
 
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray, bounds: tuple[float, float] = (0.05, 20.0)) -> float:

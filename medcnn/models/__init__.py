@@ -15,6 +15,7 @@ _EXPORTS = {
     "create_model": "registry", "default_target_layer": "registry",
     "get_device": "checkpoint", "prepare_for_device": "checkpoint",
     "load_model": "checkpoint", "save_checkpoint": "checkpoint",
+    "softmax_t": "outputs",
 }
 
 __all__ = sorted(_EXPORTS)
