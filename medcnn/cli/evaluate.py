@@ -67,6 +67,10 @@ def _table(m: dict[str, Any], indent: str = "") -> str:
     lines.append(f"{indent}  confusion (rows true, cols predicted {neg}/{pos}): "
                  f"{neg}: {tn} {fp} | {pos}: {fn} {tp}")
     lines += [f"{indent}  note: {n}" for n in m.get("notes", [])]
+    ood = m.get("ood")
+    if ood:
+        lines.append(f"{indent}  out-of-distribution gate: {100 * ood['flagged']:.1f}% flagged, "
+                     f"{100 * ood['outside']:.1f}% not analysed (of {ood['n']}; metrics include them)")
     return "\n".join(lines)
 
 

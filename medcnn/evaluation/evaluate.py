@@ -60,12 +60,15 @@ class Scores:
         df: The evaluated rows (``path``, ``label``, ``split``, ``group``, other columns).
         logits: float32 (N, C) raw logits in ``card.labels`` order.
         y: int64 (N,) label index in ``card.labels``.
+        ood_levels: Out-of-distribution level per row (``ok`` / ``unusual`` / ``outside``),
+            ``None`` when the card has no image gate.
     """
 
     card: ModelCard
     df: Any
     logits: np.ndarray
     y: np.ndarray
+    ood_levels: list[str] | None = None  # the gate's level per row, when the card has a gate
 
     @property
     def y_pos(self) -> np.ndarray:
@@ -78,7 +81,16 @@ class Scores:
         return softmax_t(self.logits, t)[:, self.card.positive_index]
 
     def subset(self, mask: np.ndarray) -> "Scores":
-        return Scores(self.card, self.df[mask].reset_index(drop=True), self.logits[mask], self.y[mask])
+        levels = None if self.ood_levels is None else [lv for lv, m in zip(self.ood_levels, mask) if m]
+        return Scores(self.card, self.df[mask].reset_index(drop=True), self.logits[mask], self.y[mask], levels)
+
+    def ood_rates(self) -> dict[str, Any] | None:
+        """Share of rows the gate flags (either level) and does not analyse; ``None`` without a gate."""
+        if self.ood_levels is None:
+            return None
+        n = len(self.ood_levels)
+        return {"n": n, "flagged": round(sum(lv != "ok" for lv in self.ood_levels) / max(n, 1), 4),
+                "outside": round(sum(lv == "outside" for lv in self.ood_levels) / max(n, 1), 4)}
 
     @property
     def binary_labels(self) -> tuple[str, str]:
@@ -155,7 +167,23 @@ def score_dataset(
     rows = CardRows(df["path"].astype(str).tolist(), Pipeline.from_config(card.preprocessing))
     logits = predict_dataset(model, rows, batch_size=batch_size)
     y = df["label"].astype(str).map({c: i for i, c in enumerate(card.labels)}).to_numpy(dtype=np.int64)
-    return Scores(card, df, logits, y)
+    return Scores(card, df, logits, y, _ood_levels(model, card, rows, batch_size))
+
+
+def _ood_levels(model: Any, card: ModelCard, rows: CardRows, batch_size: int) -> list[str] | None:
+    """The card's gate run over ``rows`` (a second, feature-returning pass), or ``None``."""
+    if card.ood_path is None:
+        return None
+    from medcnn.ood import OODGate
+    from medcnn.ood.features import FeatureExtractor
+
+    gate = OODGate.load(card.ood_path, sha256=card.ood.get("sha256"))
+    extract = FeatureExtractor(model, gate.layers, gate.grid)
+    levels: list[str] = []
+    for start in range(0, len(rows), batch_size):
+        _, verdicts = gate.judge(extract, rows.tensor_batch(range(start, min(start + batch_size, len(rows)))))
+        levels.extend(v.level for v in verdicts)
+    return levels
 
 
 def metrics_from_scores(
@@ -183,6 +211,8 @@ def metrics_from_scores(
         groups = g if len(set(g)) < len(g) else None
     kw = dict(labels=scores.binary_labels, n_boot=n_boot, seed=seed)
     out = {"model": card.name, **compute_metrics(scores.y_pos, prob, thr, groups=groups, **kw)}
+    if scores.ood_levels is not None:
+        out["ood"] = scores.ood_rates()
     if by:
         if by not in scores.df.columns:
             raise ValueError(f"--by column {by!r} is not in the data; columns: "

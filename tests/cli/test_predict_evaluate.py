@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from medcnn.__main__ import main
 from medcnn.models.card import ModelCard
@@ -193,3 +194,52 @@ def test_help(cmd):
     out = subprocess.run([sys.executable, "-m", "medcnn", cmd, "--help"], cwd=REPO,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "--json" in out.stdout
+
+
+def test_evaluate_reports_the_gate_flag_rate(tmp_path):
+    """With a gated card, evaluate reports the share of images the gate flags."""
+    import sys as _sys
+
+    _sys.path.insert(0, str(REPO / "tests" / "ood"))
+    from test_gate import chest_like  # noqa: E402
+
+    from medcnn.evaluation.evaluate import metrics_from_scores, score_dataset
+    from medcnn.models import ModelCard, create_model, save_checkpoint
+    from medcnn.ood import OODGate
+    from medcnn.ood import validate as v
+    from medcnn.ood.features import FeatureExtractor, default_layers
+    from medcnn.preprocess import Pipeline, default_config
+
+    torch.manual_seed(0)
+    model = create_model("simplecnn", num_classes=2).eval()
+    card = ModelCard(name="g", architecture="simplecnn", modality="CXR", labels=["N", "P"], positive_label="P",
+                     input_size=(64, 64), preprocessing=default_config("CXR", 64), target_layer="block3")
+    save_checkpoint(model, card, tmp_path / "g.pt")
+    pipe, rng = Pipeline.from_config(card.preprocessing), np.random.default_rng(0)
+    extract = FeatureExtractor(model, default_layers("simplecnn"), grid=3)
+    images = [v.synthetic_images("noise", 1, seed=i)[0] for i in range(2)]
+    gate = OODGate.fit(v.features_of(extract, pipe, [_img(chest_like(rng)) for _ in range(60)]),
+                       v.features_of(extract, pipe, [_img(chest_like(rng)) for _ in range(30)]),
+                       extract.layers, 3, components=16)
+    card = ModelCard.load(tmp_path / "g.json")
+    card.ood = {"file": "g.ood.pt", "sha256": gate.save(tmp_path / "g.ood.pt")}
+    card.save(card.path)
+    lines = ["path,label,split"]
+    for i in range(6):
+        Image.fromarray(chest_like(rng).astype(np.uint8)).save(tmp_path / f"c{i}.png")
+        lines.append(f"c{i}.png,{'P' if i % 2 else 'N'},test")
+    for i, img in enumerate(images):
+        Image.fromarray(img.pixels.astype(np.uint8)).save(tmp_path / f"n{i}.png")
+        lines.append(f"n{i}.png,P,test")
+    (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
+    scores = score_dataset(tmp_path / "g.json", tmp_path / "labels.csv", "test")
+    m = metrics_from_scores(scores, n_boot=0)
+    assert m["ood"]["n"] == 8 and m["ood"]["outside"] == pytest.approx(2 / 8)
+    assert scores.ood_levels[-2:] == ["outside", "outside"]
+
+
+def _img(pixels):
+    from medcnn.io import ImageMeta, MedImage
+
+    return MedImage(np.ascontiguousarray(pixels, dtype=np.float32),
+                    ImageMeta(source_format="png", rows=pixels.shape[0], columns=pixels.shape[1]))
