@@ -9,9 +9,11 @@ from medcnn.visualize import report
 
 st.set_page_config(page_title="medcnn", page_icon="🩻", layout="wide")
 
+from medcnn.app.nav import link, sidebar_links  # noqa: E402
 from medcnn.app.auth import require_sign_in  # noqa: E402
 
 require_sign_in()
+sidebar_links()
 
 with st.sidebar:
     st.caption(f"Compute device: {appstate.device_description()}")
@@ -58,11 +60,11 @@ st.caption(f"Compute device: **{appstate.device_description()}**")
 st.subheader("Pages")
 c1, c2, c3 = st.columns(3)
 with c1:
-    st.page_link("pages/1_Analyze.py", label="Analyze an image", icon="🔬")
+    link("pages/1_Analyze.py", "Analyze an image", "🔬")
     st.caption("Upload one image: preprocessing, probabilities, saliency, PDF report.")
 with c2:
-    st.page_link("pages/2_Batch.py", label="Batch", icon="🗂️")
+    link("pages/2_Batch.py", "Batch", "🗂️")
     st.caption("Several files or a ZIP: table, CSV, thumbnails with overlays.")
 with c3:
-    st.page_link("pages/3_Model_card.py", label="Model cards", icon="📋")
+    link("pages/3_Model_card.py", "Model cards", "📋")
     st.caption("Data, metrics with confidence intervals, intended use, limitations, audit.")

@@ -15,9 +15,11 @@ from medcnn.visualize import overlay, to_png_bytes
 
 st.set_page_config(page_title="Analyze · medcnn", page_icon="🔬", layout="wide")
 
+from medcnn.app.nav import sidebar_links  # noqa: E402
 from medcnn.app.auth import audit_event, require_sign_in  # noqa: E402
 
 require_sign_in()
+sidebar_links()
 
 
 def fail(what: str, error: Exception) -> None:

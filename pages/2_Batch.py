@@ -12,9 +12,11 @@ from medcnn.visualize import overlay
 
 st.set_page_config(page_title="Batch · medcnn", page_icon="🗂️", layout="wide")
 
+from medcnn.app.nav import sidebar_links  # noqa: E402
 from medcnn.app.auth import require_sign_in  # noqa: E402
 
 require_sign_in()
+sidebar_links()
 
 cards = appstate.list_models()
 with st.sidebar:

@@ -13,9 +13,11 @@ from medcnn.app import state as appstate
 
 st.set_page_config(page_title="Recalibrate · medcnn", page_icon="🎯", layout="wide")
 
+from medcnn.app.nav import sidebar_links  # noqa: E402
 from medcnn.app.auth import require_sign_in  # noqa: E402
 
 require_sign_in()
+sidebar_links()
 
 
 def fail(what: str, error: Exception) -> None:

@@ -1,0 +1,62 @@
+"""The app's navigation, defined once: the router (``app.py``) and every page draw it from here.
+
+Streamlit starts an app in its file-based multipage mode and switches to the ``st.navigation``
+router only once ``app.py`` has run on that server. A deep link (a bookmarked ``/Analyze``)
+opened before anyone opened ``/`` therefore runs the page script directly, and Streamlit's own
+sidebar would list the ``pages/`` file names. So the built-in sidebar navigation is switched
+off (``client.showSidebarNavigation = false`` in ``.streamlit/config.toml``), the router keeps
+its menu hidden, and every page calls :func:`sidebar_links`: the same "Home, Analyze, ..."
+links on every entry URL, in either mode.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import streamlit as st
+
+__all__ = ["PAGES", "PageSpec", "link", "router_pages", "sidebar_links"]
+
+
+@dataclass(frozen=True)
+class PageSpec:
+    """One page: its script (relative to ``app.py``), title, icon and URL path."""
+
+    script: str
+    title: str
+    icon: str
+    url_path: str | None = None  # None: the default page, served at "/"
+
+
+PAGES: tuple[PageSpec, ...] = (
+    PageSpec("pages/0_Home.py", "Home", "🩻"),
+    PageSpec("pages/1_Analyze.py", "Analyze", "🔬", "Analyze"),
+    PageSpec("pages/5_Case_review.py", "Case review", "🖥️", "Case_review"),
+    PageSpec("pages/2_Batch.py", "Batch", "🗂️", "Batch"),
+    PageSpec("pages/3_Model_card.py", "Model card", "📋", "Model_card"),
+    PageSpec("pages/4_Recalibrate.py", "Recalibrate", "🎯", "Recalibrate"),
+)
+
+
+def router_pages() -> list:
+    """``st.Page`` objects for ``st.navigation`` in ``app.py`` (the first is the default page)."""
+    return [st.Page(p.script, title=p.title, icon=p.icon, url_path=p.url_path, default=p.url_path is None)
+            for p in PAGES]
+
+
+def link(script: str, label: str, icon: str) -> None:
+    """``st.page_link``; where Streamlit knows no pages to link to (a page script run as the entry
+    script, as ``AppTest`` does) the entry is drawn as bold text instead of failing the page."""
+    from streamlit.errors import StreamlitAPIException
+
+    try:
+        st.page_link(script, label=label, icon=icon)
+    except StreamlitAPIException:
+        st.markdown(f"{icon} **{label}**")
+
+
+def sidebar_links() -> None:
+    """The same navigation links at the top of the sidebar, on every page."""
+    with st.sidebar:
+        for p in PAGES:
+            link(p.script, p.title, p.icon)
+        st.divider()
