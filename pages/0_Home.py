@@ -4,16 +4,11 @@ Run through ``streamlit run app.py`` (the router); it also runs on its own.
 """
 import streamlit as st
 
+from medcnn.app.nav import link, page_setup
 from medcnn.app import state as appstate
 from medcnn.visualize import report
 
-st.set_page_config(page_title="medcnn", page_icon="🩻", layout="wide")
-
-from medcnn.app.nav import link, sidebar_links  # noqa: E402
-from medcnn.app.auth import require_sign_in  # noqa: E402
-
-require_sign_in()
-sidebar_links()
+page_setup("medcnn", "🩻")
 
 with st.sidebar:
     st.caption(f"Compute device: {appstate.device_description()}")

@@ -7,19 +7,15 @@ from datetime import datetime, timezone
 
 import streamlit as st
 
+from medcnn.app.auth import audit_event
+from medcnn.app.nav import page_setup
 from medcnn.app import display as app_display
 from medcnn.app import state as appstate
 from medcnn.visualize import report
 from medcnn.preprocess import CT_PRESETS
 from medcnn.visualize import overlay, to_png_bytes
 
-st.set_page_config(page_title="Analyze · medcnn", page_icon="🔬", layout="wide")
-
-from medcnn.app.nav import sidebar_links  # noqa: E402
-from medcnn.app.auth import audit_event, require_sign_in  # noqa: E402
-
-require_sign_in()
-sidebar_links()
+page_setup("Analyze", "🔬")
 
 
 def fail(what: str, error: Exception) -> None:

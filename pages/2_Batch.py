@@ -5,18 +5,13 @@ Thin page: reading ZIPs (in memory, with zip-bomb guards) and analysing each fil
 """
 import streamlit as st
 
+from medcnn.app.nav import page_setup
 from medcnn.app import batch as app_batch
 from medcnn.app import display as app_display
 from medcnn.app import state as appstate
 from medcnn.visualize import overlay
 
-st.set_page_config(page_title="Batch · medcnn", page_icon="🗂️", layout="wide")
-
-from medcnn.app.nav import sidebar_links  # noqa: E402
-from medcnn.app.auth import require_sign_in  # noqa: E402
-
-require_sign_in()
-sidebar_links()
+page_setup("Batch", "🗂️")
 
 cards = appstate.list_models()
 with st.sidebar:

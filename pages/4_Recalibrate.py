@@ -6,18 +6,13 @@ changed; the new card is a download, installed next to a byte-identical copy of 
 """
 import streamlit as st
 
+from medcnn.app.nav import page_setup
 from medcnn.app import batch as app_batch
 from medcnn.app import cards as app_cards
 from medcnn.app import recalibrate as app_recal
 from medcnn.app import state as appstate
 
-st.set_page_config(page_title="Recalibrate · medcnn", page_icon="🎯", layout="wide")
-
-from medcnn.app.nav import sidebar_links  # noqa: E402
-from medcnn.app.auth import require_sign_in  # noqa: E402
-
-require_sign_in()
-sidebar_links()
+page_setup("Recalibrate", "🎯")
 
 
 def fail(what: str, error: Exception) -> None:

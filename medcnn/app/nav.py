@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-__all__ = ["PAGES", "PageSpec", "link", "router_pages", "sidebar_links"]
+__all__ = ["PAGES", "PageSpec", "link", "page_setup", "router_pages", "sidebar_links"]
 
 
 @dataclass(frozen=True)
@@ -60,3 +60,19 @@ def sidebar_links() -> None:
         for p in PAGES:
             link(p.script, p.title, p.icon)
         st.divider()
+
+
+def page_setup(title: str, icon: str) -> None:
+    """What every page does first: page config, the sign-in gate (when configured), the links.
+
+    Args:
+        title: Browser tab title (" · medcnn" is appended unless it is the app's name).
+        icon: Tab icon.
+    """
+    from medcnn.app.auth import require_sign_in
+
+    st.set_page_config(page_title=title if title == "medcnn" else f"{title} · medcnn", page_icon=icon,
+                       layout="wide")
+    require_sign_in()
+    sidebar_links()
+
