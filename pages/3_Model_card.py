@@ -1,10 +1,10 @@
-"""Model cards: data and citation, metrics with CIs, plots, intended use, limitations, audit.
+"""Model cards: model and preprocessing, data and citation, metrics with CIs, plots, intended
+use, limitations, training record, experiments, the out-of-distribution gate, audit.
 
-Thin page: tables come from :mod:`medcnn.visualize.report`, figures from :mod:`medcnn.app.cards`
-(cached PNGs of :mod:`medcnn.visualize.plots`).
+Every field is a table or a chart (no JSON trees). Thin page: metric tables come from
+:mod:`medcnn.visualize.report`, the other tables, charts and figures from :mod:`medcnn.app.cards`
+(figures are cached PNGs of :mod:`medcnn.visualize.plots`).
 """
-import json
-
 import streamlit as st
 
 from medcnn.app import cards as app_cards
@@ -12,6 +12,38 @@ from medcnn.app import state as appstate
 from medcnn.visualize import report
 
 st.set_page_config(page_title="Model cards · medcnn", page_icon="📋", layout="wide")
+
+from medcnn.app.nav import sidebar_links  # noqa: E402
+from medcnn.app.auth import require_sign_in  # noqa: E402
+
+require_sign_in()
+sidebar_links()
+
+#: Training fields shown in "Data and citation" (the rest are in the training record).
+SHOWN = {"dataset", "citation", "licence", "license", "date", "command", "git_commit", "sources", "split_counts",
+         "test_rows_excluded", "history", "finalize_commands"}
+#: Metric fields shown in the metrics tables (the rest are in the evaluation details).
+IN_TABLES = {"auc", "pr_auc", "recall", "specificity", "precision", "accuracy", "balanced_accuracy", "ece", "brier",
+             "n", "ci", "auc_ci", "per_class", "scores", "confusion_matrix", "model"}
+
+
+def tables(value: object, root: str, heading: str | None = None) -> None:
+    """``value`` as the titled tables of :func:`medcnn.app.cards.nested_tables` (static tables:
+    long values wrap) under an optional bold ``heading``; a table of a nested part is
+    captioned with its path below ``root``."""
+    if heading:
+        st.markdown(f"**{heading}**")
+    for title, rows in app_cards.nested_tables(value, root):
+        if title != root.replace("_", " "):
+            st.caption(title)
+        st.table(rows, border="horizontal", hide_index=True)
+
+
+def chart(spec: dict | None, key: str) -> None:
+    """A Vega-Lite chart, when there is data for one."""
+    if spec:
+        st.vega_lite_chart(spec, key=key)
+
 
 st.title("Model cards")
 st.caption(appstate.DISCLAIMER)
@@ -25,11 +57,17 @@ for tab, card in zip(st.tabs([c.name for c in cards]), cards):
         for line in report.card_summary(card):
             st.markdown(f"- {line}")
 
+        st.subheader("Model")
+        c1, c2 = st.columns(2)
+        c1.dataframe(app_cards.model_fields(card), hide_index=True, key=f"model_{card.name}")
+        with c2:
+            st.markdown("**Preprocessing**, in order (the last step gives the network's input)")
+            st.dataframe(app_cards.preprocessing_rows(card), hide_index=True, key=f"preprocessing_{card.name}")
+
         st.subheader("Data and citation")
         training = card.training or {}
         for key, label in (("dataset", "Dataset"), ("citation", "Citation"), ("licence", "Licence"),
-                           ("license", "Licence"), ("date", "Trained"), ("command", "Command"),
-                           ("git_commit", "Commit")):
+                           ("license", "Licence"), ("date", "Trained"), ("git_commit", "Commit")):
             if training.get(key):
                 st.markdown(f"**{label}:** {training[key]}")
         for src in training.get("sources", []):
@@ -39,20 +77,46 @@ for tab, card in zip(st.tabs([c.name for c in cards]), cards):
                 st.caption(f"Cite: {cite}")
             if src.get("licence"):
                 st.caption(f"Licence: {src['licence']}")
-        if training.get("split_counts"):
+        counts = app_cards.split_count_rows(card)
+        if counts:
             st.markdown("**Images per split and class**")
-            st.json(training["split_counts"], expanded=False)
+            c1, c2 = st.columns(2)
+            c1.dataframe(counts, hide_index=True, key=f"splits_{card.name}")
+            with c2:
+                chart(app_cards.split_count_chart(card), f"splits_chart_{card.name}")
+            if training.get("test_rows_excluded"):
+                st.caption(f"{training['test_rows_excluded']} test rows are held out of training and validation.")
+        if training.get("command"):
+            st.markdown("**Training command**")
+            st.code(training["command"], language="bash", wrap_lines=True)
 
         st.subheader("Metrics (95% bootstrap confidence intervals)")
         rows = report.metric_rows(card)
         if rows:
             st.dataframe(rows, hide_index=True, key=f"metrics_{card.name}")
+            chart(app_cards.ci_chart(app_cards.ci_points(app_cards.metric_sets(card))), f"metrics_chart_{card.name}")
         else:
             st.info("No metrics recorded in this card.")
+        per_class = app_cards.per_class_rows(card)
+        if per_class:
+            st.markdown("**Per class**")
+            st.dataframe(per_class, hide_index=True, key=f"per_class_{card.name}")
         groups = report.group_metric_rows(card)
         if groups:
             st.markdown("**Per subgroup** (e.g. per view: AP films are a known shortcut)")
             st.dataframe(groups, hide_index=True, key=f"groups_{card.name}")
+            chart(app_cards.ci_chart(app_cards.ci_points(app_cards.group_sets(card), label="group"), label="group"),
+                  f"groups_chart_{card.name}")
+        details = {name: {k: v for k, v in m.items() if k not in IN_TABLES}
+                   for name, m in app_cards.metric_sets(card).items()}
+        with st.expander("Evaluation details: counts, bootstrap, calibration, every subgroup metric",
+                         key=f"eval_details_{card.name}"):
+            tables({name: d for name, d in details.items() if d}, "evaluation")
+            if isinstance(card.metrics.get("calibration"), dict):
+                tables(card.metrics["calibration"], "calibration", "Calibration")
+            for name, value in card.metrics.items():
+                if "_by_" in name and isinstance(value, dict) and isinstance(value.get("groups"), dict):
+                    tables(value["groups"], name, f"Per {value.get('column', 'group')} ({name.split('_by_')[0]})")
 
         st.subheader("Plots")
         splits = [name for name, m in card.metrics.items() if isinstance(m, dict) and "confusion_matrix" in m]
@@ -86,9 +150,23 @@ for tab, card in zip(st.tabs([c.name for c in cards]), cards):
         st.markdown(card.intended_use or "_Not stated._")
         st.subheader("Limitations")
         st.markdown("\n".join(f"- {item}" for item in card.limitations) or "_None stated._")
+        st.subheader("Training record")
+        chart(app_cards.history_chart(card), f"history_{card.name}")
+        record = {k: v for k, v in training.items() if k not in SHOWN}
+        if record:
+            with st.expander("Hyperparameters, augmentation, calibration and run details",
+                             key=f"training_{card.name}"):
+                tables(record, "training")
+        if training.get("finalize_commands"):
+            with st.expander("Commands that produced the shipped files", key=f"commands_{card.name}"):
+                st.code("\n".join(training["finalize_commands"]), language="bash", wrap_lines=True)
+        if not record and not training.get("history"):
+            st.caption("No training record in this card.")
+
         st.subheader("Experiments")
         if card.experiments:
-            st.dataframe(card.experiments, hide_index=True, key=f"experiments_{card.name}")
+            st.dataframe(app_cards.experiment_rows(card), hide_index=True, key=f"experiments_{card.name}",
+                         column_config={"command": st.column_config.TextColumn("command", width="large")})
         else:
             st.caption("No experiments recorded.")
 
@@ -102,13 +180,12 @@ for tab, card in zip(st.tabs([c.name for c in cards]), cards):
         st.subheader("Shortcut audit")
         if card.audit:
             for name, value in card.audit.items():
-                if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-                    st.markdown(f"**{name}**")
-                    st.dataframe(value, hide_index=True, key=f"audit_{card.name}_{name}")
-                elif isinstance(value, dict):
-                    st.markdown(f"**{name}**")
-                    st.json(json.loads(json.dumps(value, default=str)), expanded=False)
+                st.markdown(f"**{name.replace('_', ' ')}**")
+                if isinstance(value, dict) and isinstance(value.get("warning"), str):
+                    st.warning(value["warning"])
+                if isinstance(value, (dict, list)):
+                    tables(value, name)
                 else:
-                    st.markdown(f"**{name}:** {value}")
+                    st.markdown(str(value))
         else:
             st.caption("No audit recorded for this model yet (`python -m medcnn audit --data LABELS.csv`).")

@@ -1,9 +1,14 @@
-"""One-page PDF report of an analysis, for a clinical meeting.
+"""PDF report of one analysis, for a clinical meeting, and the card tables the app shows.
 
-Built with matplotlib only (a :class:`~matplotlib.figure.Figure` saved as PDF; no extra
-dependency). The report holds the model input image, the saliency overlay, the class
-probabilities, the operating threshold and decision, the model name and a summary of
-its card, the explanation method, the date and the disclaimer.
+Built with matplotlib only (figures saved as PDF pages; no extra dependency) through the
+flowing layout of :mod:`medcnn.visualize.layout`: every text block is wrapped by measured
+width and continues on a new page when the page is full, so the model card's intended use
+and limitations are printed in full (the report is one page for a short card, two for a
+long one). The report holds the model input image, the saliency overlay, the class
+probabilities, the operating threshold and decision, the out-of-distribution flag, the
+model name and its card (summary, intended use, limitations, data sources), the
+explanation method, the date and the disclaimer. :func:`write_case` and :func:`write_card`
+are the blocks the case-series report (:mod:`medcnn.visualize.series`) reuses.
 
 Privacy: the report is built from pixels, :class:`~medcnn.io.ImageMeta` (which never
 holds patient identifiers) and the model card. The uploaded file name is *not* printed
@@ -11,24 +16,22 @@ holds patient identifiers) and the model card. The uploaded file name is *not* p
 """
 from __future__ import annotations
 
-import io
-import textwrap
 from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 
 from medcnn.models.card import ModelCard
+from medcnn.visualize.layout import Flow
 
-__all__ = ["DISCLAIMER", "build_report", "report_figure", "card_summary", "group_metric_rows", "metric_rows", "model_rows"]
+__all__ = ["DISCLAIMER", "build_report", "card_sections", "card_summary", "decision_line", "group_metric_rows",
+           "metric_groups", "metric_rows", "model_rows", "ood_line", "report_flow", "report_header", "write_card",
+           "write_case"]
 
 DISCLAIMER = (
     "Research and teaching tool, not a medical device. Its outputs are not a diagnosis and "
     "must not be used for patient care."
 )
-
-_A4 = (8.27, 11.69)  # inches, portrait
-
 
 def _fmt_ci(value: Any, ci: Any) -> str:
     if value is None:
@@ -87,9 +90,10 @@ def metric_rows(card: ModelCard) -> list[dict[str, Any]]:
     return [{"set": name, **_row(m)} for name, m in card.metrics.items() if _is_metrics(m)]
 
 
-def group_metric_rows(card: ModelCard) -> list[dict[str, Any]]:
-    """Per-subgroup rows (e.g. per view): ``metrics["test_by_view_position"]`` as stored by
-    ``evaluate --by`` / calibration, or ``metrics["val"]["by_view_position"]`` as stored by training."""
+def metric_groups(card: ModelCard) -> list[tuple[str, str, dict[str, Any]]]:
+    """Per-subgroup metrics of a card as ``(set, column, {group: metrics})``:
+    ``metrics["test_by_view_position"]`` as stored by ``evaluate --by`` / calibration, or
+    ``metrics["val"]["by_view_position"]`` as stored by training."""
     found: list[tuple[str, str, dict[str, Any]]] = []
     for name, value in card.metrics.items():
         if not isinstance(value, dict):
@@ -100,9 +104,14 @@ def group_metric_rows(card: ModelCard) -> list[dict[str, Any]]:
             if key.startswith("by_") and isinstance(sub, dict):
                 groups = sub.get("groups", sub)
                 found.append((name, key[3:], groups))
+    return found
+
+
+def group_metric_rows(card: ModelCard) -> list[dict[str, Any]]:
+    """Per-subgroup rows (e.g. per view) of :func:`metric_groups`, values with 95% CIs."""
     rows = []
     short = (("auc", "AUC"), ("recall", "Sensitivity"), ("specificity", "Specificity"))
-    for split, column, groups in found:
+    for split, column, groups in metric_groups(card):
         for group, m in groups.items():
             if isinstance(m, dict):
                 rows.append({"set": split, "by": column, "group": group, **_row(m, short)})
@@ -147,7 +156,130 @@ def _meta_line(meta: Any) -> str:
     return "Image: " + ", ".join(parts)
 
 
-def report_figure(
+def _withheld(prediction: Any) -> bool:
+    ood = getattr(prediction, "ood", None)
+    return bool(ood is not None and ood.withheld)
+
+
+def decision_line(card: ModelCard, prediction: Any) -> str:
+    """The decision as printed: the label against the threshold, or NOT ANALYSED when the
+    out-of-distribution gate withholds the result (then no probability is given)."""
+    if _withheld(prediction):
+        return "Decision: NOT ANALYSED - this image is outside what the model reads (probabilities not shown)"
+    return (f"Decision: {prediction.label} (P({card.positive_label}) = {prediction.positive_prob:.3f} "
+            f"{'>=' if prediction.above_threshold else '<'} threshold {prediction.threshold:.3f})")
+
+
+def ood_line(prediction: Any) -> str | None:
+    """``"OUT OF SCOPE: reasons"`` / ``"CAUTION: unusual image for this model: reasons"``,
+    or None when the image passed the out-of-distribution gate."""
+    ood = getattr(prediction, "ood", None)
+    if ood is None or not ood.flagged:
+        return None
+    head = "OUT OF SCOPE" if ood.withheld else "CAUTION: unusual image for this model"
+    return f"{head}: " + "; ".join(ood.reasons)
+
+
+def card_sections(card: ModelCard) -> list[tuple[str, list[str]]]:
+    """The card's text for a report, in full: ``(title, paragraphs)`` for the summary,
+    intended use, limitations and data sources (with citations and licences)."""
+    sections = [("Model card", card_summary(card)),
+                ("Intended use", [card.intended_use or "Not stated."]),
+                ("Limitations", list(card.limitations) or ["None stated."])]
+    training = card.training if isinstance(card.training, dict) else {}
+    sources = []
+    for src in training.get("sources", []) or []:
+        if not isinstance(src, dict):
+            continue
+        sources.append(f"{src.get('dataset', '?')}: {src.get('description') or src.get('title', '')}".strip())
+        cites = src.get("citation", [])
+        sources.extend(f"Cite: {c}" for c in ([cites] if isinstance(cites, str) else cites))
+        if src.get("licence"):
+            sources.append(f"Licence: {src['licence']}")
+    for key, label in (("citation", "Cite"), ("licence", "Licence"), ("license", "Licence")):
+        if isinstance(training.get(key), str) and training[key]:
+            sources.append(f"{label}: {training[key]}")
+    if sources:
+        sections.append(("Training data", sources))
+    return sections
+
+
+def write_card(flow: Flow, card: ModelCard, title: str | None = None) -> None:
+    """Print the whole model card text (:func:`card_sections`) at the cursor of ``flow``."""
+    for i, (name, paragraphs) in enumerate(card_sections(card)):
+        flow.heading(title if i == 0 and title else name, 12 if i == 0 else 10)
+        if name in ("Limitations", "Training data"):
+            flow.bullets(paragraphs, 8.5)
+        else:
+            for paragraph in paragraphs:
+                flow.text(paragraph, 8.5)
+
+
+def write_case(
+    flow: Flow,
+    card: ModelCard,
+    prediction: Any,
+    display: np.ndarray,
+    overlay: np.ndarray | None,
+    *,
+    method: str = "",
+    method_params: dict[str, Any] | None = None,
+    explanation_seconds: float | None = None,
+    target: str | None = None,
+    meta: Any = None,
+    image_height: float = 246.0,
+) -> None:
+    """Print one analysed image at the cursor: model input and overlay, decision, class
+    probabilities (not when withheld), out-of-distribution flag, image and method lines.
+
+    Args: see :func:`report_flow`; ``image_height`` is the height of the image row in points.
+    """
+    withheld = _withheld(prediction)
+    if overlay is not None:
+        over_title = f"{method or 'Saliency'} overlay" + (f" (target {target})" if target else "")
+    else:
+        over_title = "No explanation: image not analysed" if withheld else "No explanation"
+    flow.image_row([(_as_rgb(display), "Model input"), (None if overlay is None else _as_rgb(overlay), over_title)],
+                   image_height)
+    flow.space(8)
+    flow.text(decision_line(card, prediction), 10.5, weight="bold", color="#a00000" if withheld else "black")
+    if not withheld:
+        flow.space(4)
+        flow.bars(dict(prediction.probabilities), prediction.label, float(prediction.threshold),
+                  f"calibrated probability (dashed: threshold {prediction.threshold:.3f} on "
+                  f"P({card.positive_label}))")
+    flag = ood_line(prediction)
+    if flag:
+        flow.space(4)
+        flow.text(flag, 9, weight="bold", color="#a00000" if withheld else "#8a4b00")
+    flow.space(4)
+    if meta is not None:
+        flow.text(_meta_line(meta), 8.5)
+    if overlay is None:  # no map was drawn: name no method, target or parameters
+        flow.text("Explanation: none" + (" (image not analysed)" if withheld else ""), 8.5)
+        return
+    expl = f"Explanation: {method or 'saliency map'}"
+    if target:
+        expl += f", target class {target}"
+    if explanation_seconds is not None:
+        expl += f", computed in {explanation_seconds:.2f} s"
+    flow.text(expl, 8.5)
+    if method_params:
+        params = ", ".join(f"{k}={v}" for k, v in method_params.items() if not isinstance(v, (list, dict)))
+        if params:
+            flow.text(f"Method parameters: {params}", 8.5)
+
+
+def report_header(flow: Flow, title: str, created: datetime) -> None:
+    """Title, creation time (UTC unless given) and the disclaimer, at the top of a report."""
+    flow.text(title, 18, weight="bold")
+    flow.text(f"Created {created.strftime('%Y-%m-%d %H:%M %Z').strip()}", 9, color="#444444")
+    flow.space(4)
+    flow.text(DISCLAIMER, 9, weight="bold", color="#a00000")
+    flow.space(6)
+
+
+def report_flow(
     card: ModelCard,
     prediction: Any,
     display: np.ndarray,
@@ -159,8 +291,9 @@ def report_figure(
     target: str | None = None,
     meta: Any = None,
     created: datetime | None = None,
-) -> Any:
-    """The one-page report as a matplotlib ``Figure`` (A4 portrait).
+) -> Flow:
+    """The report of one image laid out on A4 pages (one for a short card, more when the
+    card's text needs them; nothing is truncated).
 
     Args:
         card: The model card used.
@@ -176,99 +309,28 @@ def report_figure(
         created: Report time (default: now, UTC).
 
     Returns:
-        :class:`matplotlib.figure.Figure` on the Agg canvas (no pyplot state).
+        The :class:`~medcnn.visualize.layout.Flow` (its ``pages`` are matplotlib figures).
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    created = created or datetime.now(timezone.utc)
-    fig = Figure(figsize=_A4)
-    FigureCanvasAgg(fig)
-    fig.text(0.06, 0.955, "medcnn analysis report", fontsize=18, weight="bold")
-    fig.text(0.06, 0.935, f"Created {created.strftime('%Y-%m-%d %H:%M %Z').strip()}", fontsize=9, color="#555")
-    fig.text(0.06, 0.905, "\n".join(textwrap.wrap(DISCLAIMER, 100)), fontsize=9, color="#a00000",
-             weight="bold", va="top")
-
-    ax1 = fig.add_axes((0.06, 0.55, 0.42, 0.28))
-    ax1.imshow(_as_rgb(display), cmap="gray", vmin=0, vmax=255)
-    ax1.set_title("Model input", fontsize=10)
-    ax2 = fig.add_axes((0.52, 0.55, 0.42, 0.28))
-    if overlay is not None:
-        ax2.imshow(_as_rgb(overlay))
-        ax2.set_title(f"{method or 'Saliency'} overlay" + (f" (target {target})" if target else ""), fontsize=10)
-    else:
-        ax2.text(0.5, 0.5, "no explanation:\nimage not analysed", ha="center", va="center", fontsize=11)
-    for ax in (ax1, ax2):
-        ax.set_xticks([])
-        ax.set_yticks([])
-
-    ood = getattr(prediction, "ood", None)
-    withheld = bool(ood is not None and ood.withheld)
-    ax3 = fig.add_axes((0.22, 0.40, 0.70, 0.13))
-    if withheld:
-        ax3.set_visible(False)
-    labels = list(prediction.probabilities)
-    values = [float(prediction.probabilities[k]) for k in labels]
-    colors = ["#c0392b" if k == prediction.label else "#95a5a6" for k in labels]
-    ax3.barh(labels, values, color=colors)
-    ax3.axvline(prediction.threshold, color="#2c3e50", linestyle="--", linewidth=1.5)
-    ax3.set_xlim(0, 1)
-    ax3.invert_yaxis()
-    ax3.set_xlabel(f"calibrated probability (dashed: threshold {prediction.threshold:.3f} on P({card.positive_label}))",
-                   fontsize=8)
-    for i, v in enumerate(values):
-        ax3.text(min(v + 0.01, 0.9), i, f"{v:.3f}", va="center", fontsize=8)
-    ax3.tick_params(labelsize=8)
-
-    if withheld:
-        decision = "Decision: NOT ANALYSED - this image is outside what the model reads (probabilities not shown)"
-    else:
-        decision = (f"Decision: {prediction.label} (P({card.positive_label}) = {prediction.positive_prob:.3f} "
-                    f"{'>=' if prediction.above_threshold else '<'} threshold {prediction.threshold:.3f})")
-    fig.text(0.06, 0.355 if not withheld else 0.50, decision, fontsize=10, weight="bold", va="top",
-             color="#a00000" if withheld else "black")
-    lines = [_meta_line(meta), ""]
-    if ood is not None and ood.flagged:
-        head = "OUT OF SCOPE" if withheld else "CAUTION: unusual image for this model"
-        lines.extend(textwrap.wrap(f"{head}: " + "; ".join(ood.reasons), 110))
-        lines.append("")
-    expl = f"Explanation: {method or 'none'}"
-    if target:
-        expl += f", target class {target}"
-    if explanation_seconds is not None:
-        expl += f", computed in {explanation_seconds:.2f} s"
-    lines.append(expl)
-    if method_params:
-        params = ", ".join(f"{k}={v}" for k, v in method_params.items() if not isinstance(v, (list, dict)))
-        lines.extend(textwrap.wrap(f"Method parameters: {params}", 110))
-    lines.append("")
-    for line in card_summary(card):
-        lines.extend(textwrap.wrap(line, 110))
-    if card.intended_use:
-        lines.extend(textwrap.wrap(f"Intended use: {card.intended_use}", 110)[:3])
-    if card.limitations:
-        lines.extend(textwrap.wrap("Limitations: " + "; ".join(card.limitations), 110)[:4])
-    fig.text(0.06, 0.33, "\n".join(line for line in lines), fontsize=8.5, va="top", linespacing=1.5)
-
-    return fig
+    flow = Flow(footer=f"medcnn analysis report · {card.name}")
+    flow.section("analysis")
+    report_header(flow, "medcnn analysis report", created or datetime.now(timezone.utc))
+    write_case(flow, card, prediction, display, overlay, method=method, method_params=method_params,
+               explanation_seconds=explanation_seconds, target=target, meta=meta)
+    flow.space(6)
+    flow.section("model card")
+    write_card(flow, card, f"Model card: {card.name}")
+    return flow
 
 
-def build_report(card: ModelCard, prediction: Any, display: np.ndarray, overlay: np.ndarray,
+def build_report(card: ModelCard, prediction: Any, display: np.ndarray, overlay: np.ndarray | None,
                  **options: Any) -> bytes:
-    """Render the one-page report and return the PDF bytes.
+    """Render the report of one image and return the PDF bytes.
 
     Args:
-        card, prediction, display, overlay, **options: see :func:`report_figure`.
+        card, prediction, display, overlay, **options: see :func:`report_flow`.
 
     Returns:
         PDF file content (fonts embedded as TrueType so the text is searchable; no author
-        in the PDF metadata).
+        in the PDF metadata; no file name and no patient identifier anywhere).
     """
-    import matplotlib
-
-    fig = report_figure(card, prediction, display, overlay, **options)
-    buf = io.BytesIO()
-    with matplotlib.rc_context({"pdf.fonttype": 42}):
-        fig.savefig(buf, format="pdf", metadata={"Title": "medcnn analysis report", "Author": None,
-                                                 "Creator": "medcnn", "Producer": None})
-    return buf.getvalue()
+    return report_flow(card, prediction, display, overlay, **options).to_pdf("medcnn analysis report")
