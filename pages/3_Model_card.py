@@ -9,15 +9,10 @@ import streamlit as st
 
 from medcnn.app import cards as app_cards
 from medcnn.app import state as appstate
+from medcnn.app.nav import page_setup
 from medcnn.visualize import report
 
-st.set_page_config(page_title="Model cards · medcnn", page_icon="📋", layout="wide")
-
-from medcnn.app.nav import sidebar_links  # noqa: E402
-from medcnn.app.auth import require_sign_in  # noqa: E402
-
-require_sign_in()
-sidebar_links()
+page_setup("Model cards", "📋")
 
 #: Training fields shown in "Data and citation" (the rest are in the training record).
 SHOWN = {"dataset", "citation", "licence", "license", "date", "command", "git_commit", "sources", "split_counts",

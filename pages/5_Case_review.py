@@ -11,14 +11,12 @@ import streamlit as st
 from medcnn.app import display as app_display
 from medcnn.app import review
 from medcnn.app import state as appstate
-from medcnn.app.auth import audit_event, require_sign_in
-from medcnn.app.nav import sidebar_links
+from medcnn.app.auth import audit_event
+from medcnn.app.nav import page_setup
 from medcnn.visualize import overlay
 from medcnn.visualize.series import build_series_report, summary_row
 
-st.set_page_config(page_title="Case review · medcnn", page_icon="🩺", layout="wide")
-require_sign_in()
-sidebar_links()
+page_setup("Case review", "🩺")
 st.html(review.PRESENTATION_CSS)
 
 cards = appstate.list_models()
