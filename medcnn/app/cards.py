@@ -24,7 +24,6 @@ __all__ = ["card_figure_png", "card_mtime", "ci_chart", "ci_points", "experiment
            "ood_summary", "per_class_rows", "preprocessing_rows", "score_split", "split_count_chart",
            "split_count_rows"]
 
-_REPO = Path(__file__).resolve().parents[1]
 
 
 def card_mtime(card: ModelCard) -> float:
@@ -53,7 +52,10 @@ def score_split(card_path: str, mtime: float, split: str) -> tuple[np.ndarray, n
         stored = card.metrics[split]["scores"]
         return np.asarray(stored["y"], dtype=np.int64), np.asarray(stored["prob"], dtype=np.float64)
     wanted = [str(p) for p in card.training.get("data", [])]
-    data = [next((str(q) for q in (Path(p), _REPO / p) if q.exists()), None) for p in wanted]
+    # Data paths are recorded relative to where training ran: the working directory, or the
+    # folder above the weights folder (the checkout the card was trained in).
+    roots = (Path.cwd(), Path(card_path).resolve().parent.parent)
+    data = [next((str(q) for q in (root / p for root in roots) if q.exists()), None) for p in wanted]
     if not wanted or None in data:
         raise ValueError(f"the data of {card.name!r} ({card.training.get('data') or 'not recorded'}) "
                          "is not available on this machine")
