@@ -18,6 +18,7 @@ import warnings
 import numpy as np
 import pydicom
 from pydicom.datadict import keyword_dict
+from pydicom.encaps import get_frame
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
@@ -52,7 +53,7 @@ def decode_dicom(data: bytes, *, frame: int | None, max_pixels: int) -> tuple[np
     Args:
         data: the file content (with or without the 128-byte preamble).
         frame: 0-based frame, ``None`` for the middle one.
-        max_pixels: budget on Rows x Columns, checked before decoding.
+        max_pixels: budget on Rows x Columns x Number of Frames, checked before decoding.
 
     Returns:
         (pixels float32 (H, W), meta).
@@ -70,6 +71,10 @@ def decode_dicom(data: bytes, *, frame: int | None, max_pixels: int) -> tuple[np
             raise _error("not enough memory to decode this DICOM image") from None
         except Exception as e:  # noqa: BLE001 - pydicom/decoders raise many types on bad data
             raise _error(f"truncated or corrupt DICOM data ({type(e).__name__}: {_short(e)})") from None
+        except BaseException as e:  # a Rust decoder's panic (pyo3 PanicException) is a BaseException
+            if type(e).__name__ != "PanicException":
+                raise
+            raise _error(f"truncated or corrupt DICOM data (the pixel decoder failed: {_short(e)})") from None
     if caught:
         meta.warnings.append(
             f"pydicom reported {len(caught)} problem(s) with non-conforming elements of this file "
@@ -108,6 +113,11 @@ def _decode(data: bytes, frame: int | None, max_pixels: int) -> tuple[np.ndarray
     n_frames = int(ds.get("NumberOfFrames") or 1)
     if n_frames < 1:
         raise _error(f"the DICOM file declares {n_frames} frames (Number of Frames)")
+    if rows * cols * n_frames > max_pixels:  # every frame counts: a viewer may step through all
+        raise _error(
+            f"the DICOM file holds {n_frames:,} frames of {rows}x{cols} = {rows * cols * n_frames:,} pixels, "
+            f"over the budget of {max_pixels:,} pixels (max_pixels); export fewer frames or raise max_pixels"
+        )
     if frame is None:
         frame = n_frames // 2
     elif not 0 <= frame < n_frames:
@@ -118,9 +128,30 @@ def _decode(data: bytes, frame: int | None, max_pixels: int) -> tuple[np.ndarray
     meta = ImageMeta(source_format="dicom", rows=rows, columns=cols, n_frames=n_frames, frame=frame)
     _fill_meta(ds, meta, tsyntax)
     index = frame if n_frames > 1 else None
+    if tsyntax.is_encapsulated:
+        _check_codestream(ds, frame, n_frames, rows, cols)
     arr = pydicom.pixels.pixel_array(ds, index=index)
     pixels = _to_modality(arr, ds, meta)
     return pixels, meta
+
+
+def _check_codestream(ds: Dataset, frame: int, n_frames: int, rows: int, cols: int) -> None:
+    """Refuse a compressed frame whose own header announces more pixels than Rows x Columns.
+
+    The JPEG / JPEG 2000 decoders allocate what the codestream's SOF / SIZ marker says, not
+    what the DICOM header says, so a small header can wrap a huge codestream (decompression bomb).
+    """
+    from medcnn.io.raster import codestream_size
+
+    if "PixelData" not in ds:
+        return
+    stream = get_frame(ds.PixelData, frame, number_of_frames=n_frames)
+    size = codestream_size(stream)
+    if size is not None and size[0] * size[1] > rows * cols:
+        raise _error(
+            f"the compressed frame announces {size[0]}x{size[1]} = {size[0] * size[1]:,} pixels but the "
+            f"DICOM header says {rows}x{cols}; the file is corrupt or hostile and was not decoded"
+        )
 
 
 def _transfer_syntax(ds: Dataset) -> UID:

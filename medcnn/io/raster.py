@@ -3,6 +3,11 @@
 Pixels are returned at full bit depth as float32: 0..255 for 8-bit, 0..65535 for
 16-bit PNG. Pillow decodes; 16-bit colour PNG (which Pillow reduces to 8 bits) is
 decoded with OpenCV instead. Colour becomes ITU-R BT.601 luma with a warning.
+
+:func:`codestream_size` reads the image size announced by a JPEG (ISO/IEC 10918-1 B.2.2),
+JPEG-LS (ISO/IEC 14495-1 C.2.2) or JPEG 2000 (ISO/IEC 15444-1 A.5.1) header without
+decoding, so a DICOM frame whose compressed stream announces a huge image is refused
+before a decoder allocates it.
 """
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from medcnn.io.types import ImageMeta, error as _error
+
+__all__ = ["codestream_size", "decode_raster"]
 
 # ITU-R BT.601 luma weights (the same as Pillow's "L" conversion).
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -63,6 +70,64 @@ def decode_raster(data: bytes, fmt: str, *, max_pixels: int) -> tuple[np.ndarray
     pixels = _to_grey(arr, meta)
     meta.rows, meta.columns = pixels.shape
     return pixels, meta
+
+
+# JPEG start-of-frame markers (B.1.1.3): SOF0..SOF15 except DHT (C4), JPG (C8), DAC (CC);
+# plus JPEG-LS SOF55 (F7).
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC} | {0xF7}
+_J2K_SOC_SIZ = b"\xff\x4f\xff\x51"
+_HEADER_SCAN = 1 << 20  # markers are looked for in the first MiB only
+
+
+def codestream_size(data: bytes) -> tuple[int, int] | None:
+    """(rows, columns) announced by a JPEG / JPEG-LS / JPEG 2000 codestream header.
+
+    Only the header is parsed (nothing is decoded or allocated), so this is safe to call on
+    hostile input before handing it to a decoder.
+
+    Args:
+        data: a compressed frame: a JPEG or JPEG-LS stream (starts ``FF D8``) or a JPEG 2000
+            codestream (``FF 4F FF 51``), optionally inside a JP2 file.
+
+    Returns:
+        (rows, columns), or ``None`` when the stream is not one of those or its header does
+        not announce a size (e.g. a JPEG height of 0, defined later by a DNL marker).
+    """
+    head = bytes(data[:_HEADER_SCAN])
+    if head.startswith(b"\xff\xd8"):
+        return _jpeg_sof_size(head)
+    at = head.find(_J2K_SOC_SIZ)
+    if at < 0 or len(head) < at + 4 + 2 + 2 + 16:
+        return None
+    # SIZ (A.5.1): Lsiz, Rsiz, Xsiz, Ysiz, XOsiz, YOsiz (big-endian); the image is the
+    # reference grid minus its offset.
+    xsiz, ysiz, xo, yo = (int.from_bytes(head[at + 8 + 4 * i: at + 12 + 4 * i], "big") for i in range(4))
+    return max(ysiz - yo, 0), max(xsiz - xo, 0)
+
+
+def _jpeg_sof_size(head: bytes) -> tuple[int, int] | None:
+    """Walk the marker segments after SOI up to the first SOF; its Y and X (B.2.2)."""
+    i = 2
+    while i + 4 <= len(head):
+        if head[i] != 0xFF:
+            return None
+        marker = head[i + 1]
+        if marker == 0xFF:  # fill byte (B.1.1.2)
+            i += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # stand-alone markers: no length
+            i += 2
+            continue
+        length = int.from_bytes(head[i + 2: i + 4], "big")
+        if marker in _SOF_MARKERS:
+            if i + 9 > len(head):
+                return None
+            rows, cols = int.from_bytes(head[i + 5: i + 7], "big"), int.from_bytes(head[i + 7: i + 9], "big")
+            return (rows, cols) if rows else None
+        if marker == 0xDA or length < 2:  # start of scan before any SOF, or a broken length
+            return None
+        i += 2 + length
+    return None
 
 
 def _png_is_16bit_colour(data: bytes) -> bool:

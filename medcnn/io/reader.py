@@ -168,8 +168,10 @@ def read_image(
             the whole buffer is read; otherwise ``read()`` from its position).
         frame: frame of a multi-frame DICOM to return (0-based); default the middle
             frame ``n_frames // 2``.
-        max_pixels: pixel budget (rows x columns of the decoded frame), checked from
-            the header before anything is decoded (decompression bombs).
+        max_pixels: pixel budget (rows x columns x frames for DICOM, rows x columns for
+            PNG/JPEG), checked from the headers before anything is decoded (decompression
+            bombs); a compressed DICOM frame whose own codestream header announces more
+            pixels than Rows x Columns is refused too.
 
     Returns:
         :class:`MedImage` with ``pixels`` float32 (H, W), finite, and ``meta``.
