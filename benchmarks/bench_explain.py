@@ -19,6 +19,9 @@ state after building the model and one warm-up forward pass. Times are the minim
 smooth image (two Gaussian blobs). Captum IG is called exactly as
 ``IntegratedGradients(model).attribute(x, target=t, n_steps=50, internal_batch_size=None,
 return_convergence_delta=True)`` (baseline = zeros); ours uses the same zero baseline.
+Both comparisons are against tools that explain one logit, so ours runs with
+``objective="logit"`` here (the app's default objective, the logit difference, costs
+the same: one extra subtraction on the output; see the saliency benchmark).
 """
 from __future__ import annotations
 
@@ -113,7 +116,7 @@ def worker(name: str, spec: dict) -> dict:
                 "occlusion": ("occlusion", {}),
                 "guided_gradcam": ("guided_gradcam", {"layer": layer}),
             }[name]
-            e = explain(model, x, t, method, **opts)
+            e = explain(model, x, t, method, objective="logit", **opts)
             out_map = e.heatmap if method == "gradcam" else e.attribution
             if e.delta is not None:
                 extra = {"delta": e.delta, "rel_delta": e.params["rel_delta"], "steps": e.params["steps"],

@@ -254,32 +254,44 @@ def predict_upload(key: str, _data: bytes, card_path: str, frame: int | None = N
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def explain_upload(key: str, _data: bytes, card_path: str, frame: int | None, window: Any,
-                   method: str, target: str) -> Any:
+                   method: str, target: str, objective: str = "auto") -> Any:
     """Explanation (heat map at the model's input size) of one upload for one target class.
 
-    Cached by (file hash, model, frame, window, method, target): overlay options are not
-    part of the key.
+    The map explains ``objective`` (default: the logit difference that sets the displayed
+    probability, :mod:`medcnn.explain.objective`; ``"logit"`` for the single logit). The
+    result carries the target's displayed probability, the card's operating point for it,
+    whether the model calls it (the prediction's own decision) and a ``notice`` for the
+    page when the map could mislead (:func:`medcnn.explain.at_operating_point`).
+
+    Cached by (file hash, model, frame, window, method, target, objective): overlay
+    options are not part of the key.
     """
-    from medcnn.explain import explain
+    from medcnn.explain import at_operating_point, explain, operating_point
 
     pred, _ = predict_upload(key, _data, card_path, frame, window)
     predictor = get_predictor(card_path)
-    target_index = predictor.card.labels.index(target)
-    return explain(predictor.model, pred.pipeline_result.tensor, target_index, method=method,
-                   layer=predictor.card.target_layer, pipeline=predictor.pipeline)
+    card = predictor.card
+    target_index = card.labels.index(target)
+    exp = explain(predictor.model, pred.pipeline_result.tensor, target_index, method=method,
+                  layer=card.target_layer, pipeline=predictor.pipeline, labels=card.labels,
+                  objective=objective)
+    return at_operating_point(exp, pred.probabilities[target],
+                              operating_point(card.labels, card.positive_label, card.threshold, target),
+                              called=pred.label == target, label=target)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def sanity_upload(key: str, _data: bytes, card_path: str, frame: int | None, window: Any,
-                  method: str, target: str) -> dict[str, Any]:
-    """Model-randomisation sanity check (Adebayo et al. 2018) of one explanation."""
+                  method: str, target: str, objective: str = "auto") -> dict[str, Any]:
+    """Model-randomisation sanity check (Adebayo et al. 2018) of one explanation (same objective)."""
     from medcnn.explain.sanity import randomisation_test
 
     pred, _ = predict_upload(key, _data, card_path, frame, window)
     predictor = get_predictor(card_path)
     target_index = predictor.card.labels.index(target)
     return randomisation_test(predictor.model, pred.pipeline_result.tensor, target_index, method,
-                              layer=predictor.card.target_layer, pipeline=predictor.pipeline)
+                              layer=predictor.card.target_layer, pipeline=predictor.pipeline,
+                              objective=objective)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)

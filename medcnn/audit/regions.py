@@ -1,10 +1,12 @@
-"""Image regions for the saliency-location audit, in display-image coordinates.
+"""Image regions for the saliency-location audit, in display-image coordinates, and
+where a map's mass lies in them.
 
 :func:`thorax_mask` (a rough thorax / lung-field estimate for a frontal chest X-ray),
 :func:`margin_mask` (where burned-in text and markers sit), :func:`boxes_mask` and the
 geometry that maps radiologists' boxes from the original film to the display image
 (:func:`display_geometry`, :func:`boxes_to_display`; defined in :mod:`medcnn.training.boxes`,
-shared with box supervision, and re-exported here).
+shared with box supervision, and re-exported here). :func:`location_metrics` measures one
+map against the regions, :func:`random_baseline` the same for maps that ignore the image.
 
 Thorax estimate (:func:`thorax_mask`), for a [0, 1] display image with bone bright:
 constant padding is cut off first; Otsu threshold of a smoothed 128 px copy of the
@@ -26,6 +28,8 @@ the chest", not for lung-boundary precision.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import cv2
 import numpy as np
 
@@ -35,8 +39,10 @@ __all__ = [
     "boxes_mask",
     "boxes_to_display",
     "display_geometry",
+    "location_metrics",
     "margin_mask",
     "parse_boxes",
+    "random_baseline",
     "thorax_mask",
 ]
 
@@ -137,3 +143,97 @@ def margin_mask(shape: tuple[int, int], frac: float = 0.08) -> np.ndarray:
     m = np.ones((h, w), bool)
     m[bh:h - bh, bw:w - bw] = False
     return m
+
+
+# --------------------------------------------------------------------------- metrics
+def _check_mask(m: np.ndarray | None, shape: tuple[int, int], name: str) -> np.ndarray | None:
+    if m is None:
+        return None
+    m = np.asarray(m, bool)
+    if m.shape != shape:
+        raise ValueError(f"{name} mask has shape {m.shape}, the heat map {shape}")
+    return m
+
+
+def location_metrics(heatmap: np.ndarray, *, thorax: np.ndarray | None = None,
+                     margin: np.ndarray | None = None, boxes: np.ndarray | None = None) -> dict[str, Any]:
+    """Where the saliency mass lies, for one map.
+
+    Negative values are clipped to 0; mass shares are of the remaining total.
+
+    Args:
+        heatmap: float (H, W), larger = more important.
+        thorax, margin, boxes: optional bool (H, W) masks (``boxes`` may be empty).
+
+    Returns:
+        ``outside_thorax`` / ``thorax_area`` (area share of the complement),
+        ``margin_share`` / ``margin_area``, ``in_box`` / ``box_area`` and ``pointing``
+        (share of the map's maximal pixels inside a box: 1 or 0 when the maximum is
+        unique). Keys are present only for the masks given; ``None`` for a map without
+        mass or an empty box mask.
+
+    Raises:
+        ValueError: not a 2-D map, non-finite values or a mask of another shape.
+    """
+    h = np.asarray(heatmap, dtype=np.float64)
+    if h.ndim != 2:
+        raise ValueError(f"heatmap must be (H, W), got shape {h.shape}")
+    if not np.isfinite(h).all():
+        raise ValueError("heatmap has non-finite values")
+    h = np.clip(h, 0, None)
+    total = h.sum()
+    p = h / total if total > 0 else None
+    out: dict[str, Any] = {}
+
+    def share(m: np.ndarray) -> float | None:
+        return None if p is None else float(p[m].sum())
+
+    if (t := _check_mask(thorax, h.shape, "thorax")) is not None:
+        out["outside_thorax"] = share(~t)
+        out["outside_thorax_area"] = float((~t).mean())
+    if (m := _check_mask(margin, h.shape, "margin")) is not None:
+        out["margin_share"] = share(m)
+        out["margin_area"] = float(m.mean())
+    if (b := _check_mask(boxes, h.shape, "boxes")) is not None:
+        has = bool(b.any())
+        out["in_box"] = share(b) if has else None
+        out["box_area"] = float(b.mean()) if has else None
+        out["pointing"] = float(b[h == h.max()].mean()) if has and p is not None else None
+    return out
+
+
+def _smooth_random(shape: tuple[int, int], rng: np.random.Generator, grid: int = 8) -> np.ndarray:
+    """Grad-CAM-like random map: uniform noise on a coarse grid, bilinearly upsampled."""
+    g = rng.random((grid, grid)).astype(np.float32)
+    return cv2.resize(g, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+
+
+def random_baseline(shape: tuple[int, int], masks: dict[str, np.ndarray | None], n: int = 50,
+                    seed: int = 0) -> dict[str, dict[str, float]]:
+    """Expected location metrics of maps that ignore the image.
+
+    Args:
+        shape: (H, W) of the maps.
+        masks: ``{"thorax": m, "margin": m, "boxes": m}`` (any subset; None skipped).
+        n: random maps of each kind.
+        seed: RNG seed.
+
+    Returns:
+        ``{"area": {...}, "uniform": {...}, "smooth": {...}}``, each a dict of the same
+        keys as :func:`location_metrics`: ``area`` is the analytic expectation (mass
+        share = area share; pointing = area share), ``uniform`` the mean over i.i.d.
+        uniform noise maps, ``smooth`` the mean over 8 x 8 noise upsampled like Grad-CAM.
+    """
+    kw = {k: v for k, v in masks.items() if v is not None and k in ("thorax", "margin", "boxes")}
+    flat = np.ones(tuple(shape), np.float32)
+    area = location_metrics(flat, **kw)
+    if "pointing" in area and area.get("box_area") is not None:
+        area["pointing"] = area["box_area"]
+    rng = np.random.default_rng(seed)
+    out: dict[str, dict[str, float]] = {"area": area}
+    for kind, make in (("uniform", lambda: rng.random(tuple(shape))),
+                       ("smooth", lambda: _smooth_random(tuple(shape), rng))):
+        runs = [location_metrics(make(), **kw) for _ in range(int(n))]
+        out[kind] = {k: (None if any(r[k] is None for r in runs) else float(np.mean([r[k] for r in runs])))
+                     for k in runs[0]}
+    return out

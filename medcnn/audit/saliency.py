@@ -33,8 +33,10 @@ from medcnn.audit.regions import (  # re-exported
     boxes_mask,
     boxes_to_display,
     display_geometry,
+    location_metrics,
     margin_mask,
     parse_boxes,
+    random_baseline,
     thorax_mask,
 )
 from medcnn.audit.table import load_table
@@ -55,105 +57,12 @@ __all__ = [
 ]
 
 
-# --------------------------------------------------------------------------- metrics
-def _check_mask(m: np.ndarray | None, shape: tuple[int, int], name: str) -> np.ndarray | None:
-    if m is None:
-        return None
-    m = np.asarray(m, bool)
-    if m.shape != shape:
-        raise ValueError(f"{name} mask has shape {m.shape}, the heat map {shape}")
-    return m
-
-
-def location_metrics(heatmap: np.ndarray, *, thorax: np.ndarray | None = None,
-                     margin: np.ndarray | None = None, boxes: np.ndarray | None = None) -> dict[str, Any]:
-    """Where the saliency mass lies, for one map.
-
-    Negative values are clipped to 0; mass shares are of the remaining total.
-
-    Args:
-        heatmap: float (H, W), larger = more important.
-        thorax, margin, boxes: optional bool (H, W) masks (``boxes`` may be empty).
-
-    Returns:
-        ``outside_thorax`` / ``thorax_area`` (area share of the complement),
-        ``margin_share`` / ``margin_area``, ``in_box`` / ``box_area`` and ``pointing``
-        (share of the map's maximal pixels inside a box: 1 or 0 when the maximum is
-        unique). Keys are present only for the masks given; ``None`` for a map without
-        mass or an empty box mask.
-
-    Raises:
-        ValueError: not a 2-D map, non-finite values or a mask of another shape.
-    """
-    h = np.asarray(heatmap, dtype=np.float64)
-    if h.ndim != 2:
-        raise ValueError(f"heatmap must be (H, W), got shape {h.shape}")
-    if not np.isfinite(h).all():
-        raise ValueError("heatmap has non-finite values")
-    h = np.clip(h, 0, None)
-    total = h.sum()
-    p = h / total if total > 0 else None
-    out: dict[str, Any] = {}
-
-    def share(m: np.ndarray) -> float | None:
-        return None if p is None else float(p[m].sum())
-
-    if (t := _check_mask(thorax, h.shape, "thorax")) is not None:
-        out["outside_thorax"] = share(~t)
-        out["outside_thorax_area"] = float((~t).mean())
-    if (m := _check_mask(margin, h.shape, "margin")) is not None:
-        out["margin_share"] = share(m)
-        out["margin_area"] = float(m.mean())
-    if (b := _check_mask(boxes, h.shape, "boxes")) is not None:
-        has = bool(b.any())
-        out["in_box"] = share(b) if has else None
-        out["box_area"] = float(b.mean()) if has else None
-        out["pointing"] = float(b[h == h.max()].mean()) if has and p is not None else None
-    return out
-
-
-def _smooth_random(shape: tuple[int, int], rng: np.random.Generator, grid: int = 8) -> np.ndarray:
-    """Grad-CAM-like random map: uniform noise on a coarse grid, bilinearly upsampled."""
-    g = rng.random((grid, grid)).astype(np.float32)
-    return cv2.resize(g, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
-
-
-def random_baseline(shape: tuple[int, int], masks: dict[str, np.ndarray | None], n: int = 50,
-                    seed: int = 0) -> dict[str, dict[str, float]]:
-    """Expected location metrics of maps that ignore the image.
-
-    Args:
-        shape: (H, W) of the maps.
-        masks: ``{"thorax": m, "margin": m, "boxes": m}`` (any subset; None skipped).
-        n: random maps of each kind.
-        seed: RNG seed.
-
-    Returns:
-        ``{"area": {...}, "uniform": {...}, "smooth": {...}}``, each a dict of the same
-        keys as :func:`location_metrics`: ``area`` is the analytic expectation (mass
-        share = area share; pointing = area share), ``uniform`` the mean over i.i.d.
-        uniform noise maps, ``smooth`` the mean over 8 x 8 noise upsampled like Grad-CAM.
-    """
-    kw = {k: v for k, v in masks.items() if v is not None and k in ("thorax", "margin", "boxes")}
-    flat = np.ones(tuple(shape), np.float32)
-    area = location_metrics(flat, **kw)
-    if "pointing" in area and area.get("box_area") is not None:
-        area["pointing"] = area["box_area"]
-    rng = np.random.default_rng(seed)
-    out: dict[str, dict[str, float]] = {"area": area}
-    for kind, make in (("uniform", lambda: rng.random(tuple(shape))),
-                       ("smooth", lambda: _smooth_random(tuple(shape), rng))):
-        runs = [location_metrics(make(), **kw) for _ in range(int(n))]
-        out[kind] = {k: (None if any(r[k] is None for r in runs) else float(np.mean([r[k] for r in runs])))
-                     for k in runs[0]}
-    return out
-
-
 # ----------------------------------------------------------------------------- audit
-def _default_explain(model: Any, tensor: Any, *, target: int, method: str, layer: str) -> Any:
+def _default_explain(model: Any, tensor: Any, *, target: int, method: str, layer: str,
+                     objective: str = "auto", labels: Sequence[str] | None = None) -> Any:
     from medcnn.explain import explain
 
-    return explain(model, tensor, target=target, method=method, layer=layer)
+    return explain(model, tensor, target=target, method=method, layer=layer, objective=objective, labels=labels)
 
 
 def _as_map(heat: Any, shape: tuple[int, int]) -> np.ndarray:
@@ -195,25 +104,38 @@ def _summarise(values: list[float | None], rng: np.random.Generator, n_boot: int
     return {"mean": float(v.mean()), "ci": mean_ci(v, rng, n_boot), "n": int(v.size)}
 
 
-_KEYS = {"outside_thorax": "outside_thorax_area", "margin_share": "margin_area",
-         "in_box": "box_area", "pointing": "box_area"}
+# metric -> (area key of its random-map value, key of its random-map baselines)
+_KEYS = {"outside_thorax": ("outside_thorax_area", "outside_thorax"),
+         "margin_share": ("margin_area", "margin_share"), "in_box": ("box_area", "in_box"),
+         "pointing": ("box_area", "pointing"), "in_box_all": ("box_area", "in_box"),
+         "pointing_all": ("box_area", "pointing")}
 
 
 def _aggregate(records: list[dict[str, Any]], seed: int) -> dict[str, Any]:
     """Per metric: mean, CI and the three random-map baselines over the images that have it."""
     rng = np.random.default_rng(seed)
     out = {}
-    for key, area_key in _KEYS.items():
+    for key, (area_key, base_key) in _KEYS.items():
         rows = [r for r in records if r["metrics"].get(key) is not None]
         if not rows:
             continue
         entry = _summarise([r["metrics"][key] for r in rows], rng)
         entry["random_area"] = float(np.mean([r["metrics"][area_key] for r in rows]))
         for kind in ("uniform", "smooth"):
-            vals = [r["baseline"][kind].get(key) for r in rows]
+            vals = [r["baseline"][kind].get(base_key) for r in rows]
             entry[f"random_{kind}"] = float(np.mean(vals)) if None not in vals else None
         out[key] = entry
     return out
+
+
+def _empty_maps(records: list[dict[str, Any]], labels: Sequence[str]) -> dict[str, Any]:
+    """Empty-map counts per label and on either side of the operating point."""
+    def count(rows: list[dict[str, Any]]) -> dict[str, int]:
+        return {"n": len(rows), "empty": sum(bool(r["empty_map"]) for r in rows)}
+
+    return {"by_label": {lab: count([r for r in records if r["label"] == lab]) for lab in labels},
+            "above_operating_point": count([r for r in records if r["above_operating_point"]]),
+            "below_operating_point": count([r for r in records if not r["above_operating_point"]])}
 
 
 def audit_saliency(
@@ -225,6 +147,7 @@ def audit_saliency(
     classes: Sequence[str] | None = None,
     explain_fn: Callable[..., Any] | None = None,
     method: str = "gradcam",
+    objective: str = "auto",
     max_images: int | None = None,
     seed: int = 0,
     n_random: int = 20,
@@ -232,6 +155,11 @@ def audit_saliency(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Saliency-location audit of a model over a labelled set.
+
+    The map explained is that of the card's positive label. Box metrics come in two
+    forms: ``in_box`` / ``pointing`` over the maps that have mass (an empty map has no
+    maximum), and ``in_box_all`` / ``pointing_all`` over every film with boxes, an empty
+    map counting as 0 (a miss), which is what a reader of the app experiences.
 
     Args:
         model: a :class:`medcnn.inference.Predictor`, a model card (path or
@@ -242,8 +170,10 @@ def audit_saliency(
         classes: labels to keep (default: the card's labels present in the data).
         explain_fn: ``fn(model, tensor (1, 1, H, W), *, target, method, layer)`` returning
             an (H, W) map or an object with ``.heatmap``; default :func:`medcnn.explain.explain`
-            (its [0, 1] ``heatmap`` is used).
+            (its [0, 1] ``heatmap`` is used) with ``objective``.
         method: saliency method name passed to ``explain_fn``.
+        objective: what the default ``explain_fn`` explains (:mod:`medcnn.explain.objective`:
+            ``"auto"``, ``"difference"`` or ``"logit"``); ignored with a custom ``explain_fn``.
         max_images: random stratified subsample.
         seed: seed of the subsample, random maps and bootstrap.
         n_random: random maps per image and kind for the baseline.
@@ -251,15 +181,19 @@ def audit_saliency(
         progress: progress bar.
 
     Returns:
-        JSON-ready dict: ``model``, ``method``, ``split``, ``n``, ``metrics`` and
+        JSON-ready dict: ``model``, ``method``, ``objective`` (what was explained, e.g.
+        ``"logit difference (PNEUMONIA - NORMAL)"``), ``split``, ``n``, ``metrics`` and
         ``by_label`` (per metric: ``mean``, 95 % bootstrap ``ci`` over images, ``n``,
         ``random_area`` / ``random_uniform`` / ``random_smooth`` baselines),
-        ``thorax_method`` counts, ``per_image`` (row index, label, metrics), ``flags``
-        (plain-language findings) and ``seconds``.
+        ``empty_maps`` (counts per label and above / below the card's operating point),
+        ``thorax_method`` counts, ``per_image`` (row index, path, label, calibrated
+        positive ``probability``, ``above_operating_point``, ``empty_map``, metrics),
+        ``flags`` (plain-language findings) and ``seconds``.
 
     Raises:
         ValueError: no rows left, or labels of the data unknown to the model.
     """
+    import functools
     import time
 
     t0 = time.perf_counter()
@@ -267,27 +201,37 @@ def audit_saliency(
     wanted = [str(c) for c in (classes or card.labels)]
     df = _audit_rows(data, split, wanted, max_images, seed)
     chest = str(card.modality).upper() == "CXR"
+    fn = explain_fn or functools.partial(_default_explain, objective=objective, labels=list(card.labels))
     rng_seed = np.random.SeedSequence(seed)
-    records, methods = [], {"segmented": 0, "prior": 0}
+    records, methods, explained = [], {"segmented": 0, "prior": 0}, None
     rows = df.to_dict("records")
     if progress:
         from tqdm.auto import tqdm
 
         rows = tqdm(rows, desc="saliency audit", unit="img", leave=False)
     for i, row in enumerate(rows):
-        heat, masks, how = _image_regions(net, card, pipe, row, explain_fn or _default_explain, method, chest)
-        if how is not None:
-            methods[how] += 1
+        img = _image_regions(net, card, pipe, row, fn, method, chest)
+        if img["how"] is not None:
+            methods[img["how"]] += 1
+        explained = explained or img["objective"]
+        metrics = location_metrics(img["heat"], **img["masks"])
+        if metrics.get("box_area") is not None:  # an empty map is a miss
+            metrics["in_box_all"] = metrics["in_box"] or 0.0
+            metrics["pointing_all"] = metrics["pointing"] or 0.0
         child = int(rng_seed.spawn(1)[0].generate_state(1)[0])
-        records.append({"index": i, "label": row["label"], "metrics": location_metrics(heat, **masks),
-                        "baseline": random_baseline(heat.shape, masks, n=n_random, seed=child)})
+        records.append({"index": i, "path": str(row["path"]), "label": row["label"], "metrics": metrics,
+                        "probability": img["probability"], "above_operating_point": img["above"],
+                        "empty_map": img["empty"],
+                        "baseline": random_baseline(img["heat"].shape, img["masks"], n=n_random, seed=child)})
     by_label = {lab: _aggregate([r for r in records if r["label"] == lab], seed) for lab in wanted
                 if any(r["label"] == lab for r in records)}
     report = {
-        "model": card.name, "method": method, "split": split, "n": len(records), "labels": wanted,
-        "positive": card.positive_label, "metrics": _aggregate(records, seed), "by_label": by_label,
-        "thorax_method": methods if chest else None,
-        "per_image": [{"index": r["index"], "label": r["label"], **r["metrics"]} for r in records],
+        "model": card.name, "method": method, "objective": explained or "custom explain_fn",
+        "split": split, "n": len(records), "labels": wanted, "positive": card.positive_label,
+        "threshold": float(card.threshold), "metrics": _aggregate(records, seed), "by_label": by_label,
+        "empty_maps": _empty_maps(records, wanted), "thorax_method": methods if chest else None,
+        "per_image": [{k: r[k] for k in ("index", "path", "label", "probability", "above_operating_point",
+                                         "empty_map")} | r["metrics"] for r in records],
     }
     report["flags"] = _flags(report["metrics"])
     report["seconds"] = round(time.perf_counter() - t0, 2)
@@ -309,13 +253,25 @@ def _audit_rows(data: Any, split: str | None, wanted: list[str], max_images: int
     return df
 
 
+def _positive_probability(net: Any, card: Any, x: Any) -> float:
+    """Calibrated probability of the card's positive label (what the app displays)."""
+    import torch
+
+    from medcnn.models.outputs import softmax_t
+
+    with torch.inference_mode():
+        logits = net(x).float().cpu().numpy()
+    return float(softmax_t(logits, card.temperature)[0, card.positive_index])
+
+
 def _image_regions(net: Any, card: Any, pipe: Any, row: dict[str, Any], explain_fn: Callable[..., Any],
-                   method: str, chest: bool) -> tuple[np.ndarray, dict[str, np.ndarray | None], str | None]:
-    """Saliency map of one row on its display image, the region masks, and how the thorax was found.
+                   method: str, chest: bool) -> dict[str, Any]:
+    """Saliency map of one row on its display image, its region masks and the model's call.
 
     Returns:
-        ``(heat (H, W), {"margin", "thorax" (chest X-rays), "boxes" (rows with boxes)},
-        "segmented" | "prior" | None)``.
+        ``{"heat": (H, W), "masks": {"margin", "thorax" (chest X-rays), "boxes" (rows with
+        boxes)}, "how": "segmented" | "prior" | None, "probability", "above", "empty",
+        "objective"}``.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -323,8 +279,9 @@ def _image_regions(net: Any, card: Any, pipe: Any, row: dict[str, Any], explain_
     res = pipe(img, keep_steps=True)
     dev = next(net.parameters()).device if hasattr(net, "parameters") else None
     x = res.tensor.to(dev) if dev is not None else res.tensor
-    heat = _as_map(explain_fn(net, x, target=card.positive_index, method=method, layer=card.target_layer),
-                   res.display.shape)
+    exp = explain_fn(net, x, target=card.positive_index, method=method, layer=card.target_layer)
+    heat = _as_map(exp, res.display.shape)
+    p = _positive_probability(net, card, x)
     masks: dict[str, np.ndarray | None] = {"margin": margin_mask(res.display.shape)}
     how = None
     if chest:
@@ -332,11 +289,13 @@ def _image_regions(net: Any, card: Any, pipe: Any, row: dict[str, Any], explain_
     boxes = parse_boxes(row.get("rsna_boxes_1024"))
     if boxes:
         masks["boxes"] = boxes_mask(res.display.shape, boxes_to_display(boxes, img.pixels.shape, res.steps))
-    return heat, masks, how
+    return {"heat": heat, "masks": masks, "how": how, "probability": p, "above": bool(p >= card.threshold),
+            "empty": bool(float(heat.max()) <= 0.0), "objective": getattr(exp, "params", {}).get("objective")}
 
 
 _NAMES = {"outside_thorax": "mass outside the thorax", "margin_share": "mass on the image margins",
-          "in_box": "mass inside the radiologists' boxes", "pointing": "pointing-game hit rate"}
+          "in_box": "mass inside the radiologists' boxes", "pointing": "pointing-game hit rate",
+          "in_box_all": "box mass, empty map = 0", "pointing_all": "pointing hits, empty map = miss"}
 
 
 def _flags(metrics: dict[str, Any]) -> list[str]:
@@ -355,14 +314,20 @@ def _flags(metrics: dict[str, Any]) -> list[str]:
 
 def format_saliency_summary(report: dict[str, Any]) -> str:
     """Short human-readable summary of :func:`audit_saliency`'s report."""
-    lines = [f"saliency-location audit: model {report['model']}, {report['method']}, "
-             f"{report['n']} images of split {report['split']}"]
+    lines = [f"saliency-location audit: model {report['model']}, {report['method']} of the "
+             f"{report.get('objective', 'logit')}, {report['n']} images of split {report['split']}"]
     for key, m in report["metrics"].items():
         if m["mean"] is None:
             continue
         smooth = f", smooth random map {m['random_smooth']:.1%}" if m.get("random_smooth") is not None else ""
         lines.append(f"  {_NAMES[key]:<38} {m['mean']:6.1%} [{m['ci'][0]:.1%}, {m['ci'][1]:.1%}]  "
                      f"(random: area share {m['random_area']:.1%}{smooth}; n={m['n']})")
+    if report.get("empty_maps"):
+        em = report["empty_maps"]
+        parts = [f"{lab} {c['empty']}/{c['n']}" for lab, c in em["by_label"].items()]
+        a, b = em["above_operating_point"], em["below_operating_point"]
+        lines.append(f"  empty maps: {', '.join(parts)}; above the operating point {a['empty']}/{a['n']}, "
+                     f"below {b['empty']}/{b['n']}")
     if report.get("thorax_method"):
         tm = report["thorax_method"]
         lines.append(f"  thorax estimate: {tm['segmented']} segmented, {tm['prior']} anatomical prior")

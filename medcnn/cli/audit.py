@@ -8,15 +8,22 @@ trains cross-validated simple models on non-anatomical features only and warns w
 they predict the label (the data is confounded). Saliency-location audit::
 
     python -m medcnn audit --saliency --model weights/X.json --data LABELS.csv [--split test]
+        [--method gradcam] [--objective auto|difference|logit] [--write-card [--card-key KEY]]
 
-measures where the model's Grad-CAM mass lies (outside the thorax, on the margins,
-inside radiologists' boxes) against a random-map baseline.
+measures where the model's saliency mass lies (outside the thorax, on the margins,
+inside radiologists' boxes) against a random-map baseline, and how many maps are empty
+(per label, above and below the operating point). The map explains ``--objective``
+(default: the logit difference that sets the displayed probability). ``--write-card``
+stores the summary (no per-image rows) in the card's ``audit`` section under
+``--card-key`` (default ``saliency_<split>``, ``saliency_<split>_single_logit`` with
+``--objective logit``), with the command that produced it.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import shlex
 import sys
 import warnings
 from typing import Any
@@ -39,6 +46,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--saliency", action="store_true", help="saliency-location audit of --model")
     parser.add_argument("--model", default=None, metavar="CARD", help="model card (weights/<name>.json)")
     parser.add_argument("--method", default="gradcam", help="saliency method (default gradcam)")
+    parser.add_argument("--objective", default="auto", choices=("auto", "difference", "logit"),
+                        help="what the saliency map explains (default auto: the logit difference of a "
+                             "softmax head; logit: the single logit)")
+    parser.add_argument("--write-card", action="store_true",
+                        help="store the saliency audit summary in the card's audit section")
+    parser.add_argument("--card-key", default=None, metavar="KEY",
+                        help="audit key for --write-card (default saliency_<split>[_single_logit])")
     parser.add_argument("--device", default=None, help="device for the saliency audit (default: auto)")
 
 
@@ -53,11 +67,42 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
+def _command(args: argparse.Namespace, split: str) -> str:
+    """The saliency-audit command line that reproduces ``args`` (stored with the card entry)."""
+    parts = ["python", "-m", "medcnn", "audit", "--saliency", "--model", args.model, "--data", *args.data]
+    if args.classes:
+        parts += ["--classes", args.classes]
+    parts += ["--split", split, "--method", args.method, "--objective", args.objective]
+    if args.max_images is not None:
+        parts += ["--max-images", str(args.max_images)]
+    if args.seed:
+        parts += ["--seed", str(args.seed)]
+    return shlex.join(parts) + " --write-card" + (f" --card-key {args.card_key}" if args.card_key else "")
+
+
+def _write_card(args: argparse.Namespace, report: dict[str, Any], notes: list[str]) -> str:
+    """Store the report's summary under the card's ``audit[key]``; returns the key."""
+    from medcnn.models.card import ModelCard
+
+    split = report["split"] or "all"
+    key = args.card_key or f"saliency_{split}" + ("_single_logit" if args.objective == "logit" else "")
+    card = ModelCard.load(args.model)  # read just before writing: only audit[key] changes
+    keep = ("method", "objective", "split", "n", "labels", "positive", "threshold", "metrics", "by_label",
+            "empty_maps", "thorax_method", "flags")
+    card.audit[key] = _clean({"command": _command(args, split), **{k: report[k] for k in keep if k in report},
+                              "notes": notes})
+    card.save(card.path)
+    return key
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the dataset audit (or, with ``--saliency``, the saliency-location audit); print the report."""
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     if args.max_images is not None and args.max_images < 2:
         print("error: --max-images must be >= 2", file=sys.stderr)
+        return 2
+    if args.write_card and not args.saliency:
+        print("error: --write-card stores a saliency audit: add --saliency", file=sys.stderr)
         return 2
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -68,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
             from medcnn.audit.saliency import audit_saliency, format_saliency_summary
 
             report = audit_saliency(args.model, args.data, split=args.split or "test", classes=classes,
-                                    method=args.method, max_images=args.max_images, seed=args.seed,
+                                    method=args.method, objective=args.objective,
+                                    max_images=args.max_images, seed=args.seed,
                                     device=args.device, progress=not args.json)
             text = format_saliency_summary
         else:
@@ -79,10 +125,14 @@ def run(args: argparse.Namespace) -> int:
                                    meta=args.meta, progress=not args.json)
             text = format_summary
     notes = sorted({str(w.message) for w in caught})
+    if args.write_card:
+        report["card_key"] = _write_card(args, report, notes)
     if args.json:
         print(json.dumps(_clean({**report, "notes": notes}), indent=2))
     else:
         for n in notes:
             print(f"note: {n}", file=sys.stderr)
         print(text(report))
+        if report.get("card_key"):
+            print(f"card {args.model}: audit.{report['card_key']} written")
     return 0

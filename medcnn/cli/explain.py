@@ -3,8 +3,11 @@
 The model is the one ``predict`` would use (``--model`` or chosen from the image's
 modality: CT -> ``ct_covid``, CR/DX/PNG/JPEG -> ``cxr_pneumonia``), loaded as a
 :class:`medcnn.inference.Predictor`, so the probabilities printed are the card's
-calibrated ones. The map explains the logit of ``--target`` (default: the card's positive
-label). The overlay is drawn on the preprocessed display image and written only when
+calibrated ones. The map explains ``--target`` (default: the card's positive label)
+through ``--objective`` (default ``auto``: the logit difference that sets a softmax head's
+probability; ``logit``: the single logit; see :mod:`medcnn.explain.objective`). The JSON
+says what was explained (``objective``) and whether the model calls the target
+(``called``, ``operating_point``, ``notice``). The overlay is drawn on the preprocessed display image and written only when
 ``--out`` is given. ``--method`` accepts the names of :data:`medcnn.explain.METHODS`.
 """
 from __future__ import annotations
@@ -30,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", default=None, metavar="LABEL",
                         help="label to explain (default: the card's positive label)")
     parser.add_argument("--layer", default=None, help="CAM layer (default: the card's target_layer)")
+    parser.add_argument("--objective", default="auto", choices=("auto", "difference", "logit"),
+                        help="what the map explains: auto (default; the logit difference of a softmax "
+                             "head, which sets the probability), difference, or logit (the single logit)")
     parser.add_argument("--baseline", default="black", choices=("black", "blur", "mean"),
                         help="IG / occlusion baseline (default: black, a black image after the "
                              "model's normalisation)")
@@ -64,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
             option (``medcnn.__main__`` prints it as one ``error:`` line).
     """
     from medcnn.cli.predict import resolve_card_path
-    from medcnn.explain import METHODS, explain
+    from medcnn.explain import METHODS, at_operating_point, explain, operating_point
     from medcnn.inference import Predictor, choose_model
     from medcnn.io import read_image
     from medcnn.visualize import overlay, to_png_bytes
@@ -84,7 +90,11 @@ def run(args: argparse.Namespace) -> int:
     spec = METHODS[args.method]
     opts = _options(args, args.method)
     layer = (args.layer or card.target_layer) if spec.needs_layer else None
-    exp = explain(predictor.model, x, target, args.method, layer=layer, pipeline=predictor.pipeline, **opts)
+    exp = explain(predictor.model, x, target, args.method, layer=layer, pipeline=predictor.pipeline,
+                  labels=card.labels, objective=args.objective, **opts)
+    exp = at_operating_point(exp, pred.probabilities[label],
+                             operating_point(card.labels, card.positive_label, card.threshold, label),
+                             called=pred.label == label, label=label)
     rgb = overlay(res.display, exp.heatmap, cmap=args.cmap, alpha=args.alpha,
                   contour_top_percent=args.contour,
                   scale=pred.probabilities[label] if args.scale_by_prob else None)
@@ -94,14 +104,15 @@ def run(args: argparse.Namespace) -> int:
         "file": args.file, "model": card.name, "method": args.method,
         "method_label": spec.label,
         "passes_randomisation_check": spec.passes_randomisation_check,
-        "target": label, "probabilities": pred.probabilities,
+        "target": label, "objective": exp.params["objective"], "probabilities": pred.probabilities,
+        "operating_point": exp.operating_point, "called": exp.called, "notice": exp.notice,
         "seconds": exp.seconds, "delta": exp.delta, "params": exp.params, "out": args.out,
     }
     if args.sanity:
         from medcnn.explain.sanity import deletion_insertion, randomisation_test
 
         rt = randomisation_test(predictor.model, x, target, args.method, layer=layer,
-                                pipeline=predictor.pipeline, **opts)
+                                pipeline=predictor.pipeline, objective=args.objective, **opts)
         di = deletion_insertion(predictor.model, x, target, exp.heatmap, pipeline=predictor.pipeline)
         result["sanity"] = {"randomisation": rt, "deletion_insertion": {
             k: v for k, v in di.items() if not k.endswith("curve") and k != "fractions"}}
@@ -115,12 +126,14 @@ def run(args: argparse.Namespace) -> int:
 def _print(r: dict[str, Any]) -> None:
     """Human-readable summary of ``run``'s result (warnings on stderr)."""
     probs = ", ".join(f"{k} {v:.3f}" for k, v in r["probabilities"].items())
-    print(f"{r['file']}: {r['method_label']} of {r['target']!r} ({probs}), model {r['model']}, "
+    print(f"{r['file']}: {r['method_label']} of the {r['objective']} ({probs}), model {r['model']}, "
           f"{r['seconds']:.2f} s")
+    if r["notice"]:
+        print(f"  note: {r['notice']}")
     if r["delta"] is not None:
         print(f"  IG convergence delta {r['delta']:.3g} ({r['params']['steps']} steps, "
               f"relative {r['params']['rel_delta']:.3g}; sum of |local errors| "
-              f"{r['params']['rel_local_error']:.3g} of the logit change)")
+              f"{r['params']['rel_local_error']:.3g} of the score change)")
     if not r["passes_randomisation_check"]:
         print("  warning: this method fails the model-randomisation sanity check "
               "(Adebayo et al. 2018); do not read it as what the model used", file=sys.stderr)

@@ -3,8 +3,11 @@
 ``explain(model, x, target, method)`` (in ``core``) runs a method of :data:`METHODS` on a
 per-call isolated copy of the model (``isolate``). ``base`` declares the contract every
 method fulfils (:class:`~medcnn.explain.base.AttributionMethod`), ``methods`` holds one
-class per method and the registry, ``ig`` the adaptive Integrated Gradients integrator,
-``sanity`` the randomisation and deletion/insertion checks.
+class per method and the registry, ``objective`` what is explained (by default the logit
+difference that sets a softmax head's probability; ``objective="logit"`` for the single
+logit), ``gating`` the probability-aware display data (:func:`at_operating_point`),
+``ig`` the adaptive Integrated Gradients integrator, ``sanity`` the randomisation and
+deletion/insertion checks.
 
 Names are imported lazily (PEP 562): ``from medcnn.explain.methods import METHODS``, which
 the command line's ``--help`` uses, does not import torch; ``from medcnn.explain import
@@ -15,7 +18,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["Explanation", "explain", "METHODS", "resolve_target", "black_value", "DEFAULT_MEMORY_BUDGET"]
+__all__ = ["Explanation", "explain", "METHODS", "OBJECTIVES", "at_operating_point", "operating_point",
+           "resolve_target", "black_value", "DEFAULT_MEMORY_BUDGET"]
 
 _HOME = {
     "Explanation": "medcnn.explain.core",
@@ -23,6 +27,9 @@ _HOME = {
     "resolve_target": "medcnn.explain.core",
     "black_value": "medcnn.explain.core",
     "METHODS": "medcnn.explain.methods",
+    "OBJECTIVES": "medcnn.explain.objective",
+    "at_operating_point": "medcnn.explain.gating",
+    "operating_point": "medcnn.explain.gating",
     "DEFAULT_MEMORY_BUDGET": "medcnn.explain.isolate",
 }
 

@@ -5,8 +5,16 @@ app, the command line and :func:`medcnn.explain.explain` need to know about it (
 description, whether it needs a layer, whether it passes the model-randomisation check,
 how its signed map is displayed); its one abstract method, :meth:`AttributionMethod.attribute`,
 returns the signed attribution map. Everything else (input copy, isolated model copy,
-target check, upsampling to the input size, the one normalisation, timing, warnings) is
-done once, in :func:`medcnn.explain.explain`.
+target check, the objective, upsampling to the input size, the one normalisation, timing,
+warnings) is done once, in :func:`medcnn.explain.explain`.
+
+What every method explains is the *objective* (:mod:`medcnn.explain.objective`): column
+``ctx.target`` of ``ctx.model``, a head over the network whose columns are, by default,
+the score that sets the displayed probability (target logit minus the other logit for a
+binary softmax head; the class logit for a sigmoid multi-label head; the raw single logit
+with ``objective="logit"``). A method never picks the score itself: it explains
+``ctx.model``'s ``ctx.target`` column, so one definition holds for Grad-CAM, IG,
+SmoothGrad, occlusion and guided Grad-CAM alike.
 
 This module imports no torch, so the registry of names can feed ``--help`` cheaply.
 """
@@ -50,26 +58,32 @@ class Context:
     """Everything a method needs for one call (built by :func:`medcnn.explain.explain`).
 
     Attributes:
-        model: The isolated copy of the caller's model (eval mode, hook-safe); for methods
-            with ``needs_layer = False`` its BN-folded fast copy, which must not be hooked.
+        model: The function explained: an :class:`~medcnn.explain.objective.ObjectiveHead`
+            over ``network``, (N, C, H, W) -> (N, classes), whose column ``t`` is the
+            objective of class ``t``. Pass it (with ``target``) to Captum.
         x: (1, C, H, W) private float32 copy of the input (``requires_grad`` set for
             methods that need a layer).
-        target: Class index whose logit is explained.
-        layer: Dotted layer name for methods that need one, else None.
+        target: Class index whose objective is explained.
+        layer: Dotted layer name for methods that need one, else None; resolve it in
+            ``network``.
         probe: :class:`medcnn.explain.isolate.Probe` of the model at this input size.
         budget: Memory budget in bytes for batched passes.
         black: Normalised tensor value of a black display pixel
             (:func:`medcnn.explain.black_value` of the caller's pipeline), or None when the
             caller passed no pipeline. The default of every ``"black"`` baseline.
+        network: The isolated copy of the caller's model (eval mode, hook-safe) that
+            ``model`` wraps; for methods with ``needs_layer = False`` its BN-folded fast
+            copy, which must not be hooked. Defaults to ``model``.
     """
 
     def __init__(self, model: nn.Module, x: torch.Tensor, target: int, layer: str | None,
-                 probe: Probe, budget: int, black: float | None = None):
+                 probe: Probe, budget: int, black: float | None = None, network: nn.Module | None = None):
         self.model, self.x, self.target, self.layer = model, x, target, layer
         self.probe, self.budget, self.black = probe, budget, black
+        self.network = model if network is None else network
 
-    def logit(self, inp: torch.Tensor) -> torch.Tensor:
-        """Target logits of a batch: (N, C, H, W) -> (N,)."""
+    def score(self, inp: torch.Tensor) -> torch.Tensor:
+        """Target objective of a batch: (N, C, H, W) -> (N,)."""
         return self.model(inp)[:, self.target]
 
 
@@ -77,7 +91,8 @@ class SignedMap(NamedTuple):
     """What :meth:`AttributionMethod.attribute` returns.
 
     Attributes:
-        values: float (h, w) signed attribution, summed over input channels, in logit units.
+        values: float (h, w) signed attribution, summed over input channels, in units of
+            the objective (logit units).
             (h, w) is the input size or, for a CAM method, the layer's resolution with the
             same aspect; :func:`medcnn.explain.explain` upsamples it bilinearly.
         params: Parameters actually used (layer, baseline, steps, ...), JSON-ready values.
@@ -128,7 +143,7 @@ class AttributionMethod(ABC):
 
     @abstractmethod
     def attribute(self, ctx: Context, **options: Any) -> SignedMap:
-        """Signed attribution map of ``ctx.target``'s logit at ``ctx.x``.
+        """Signed attribution map of ``ctx.target``'s objective at ``ctx.x``.
 
         Args:
             ctx: The call's :class:`Context`.

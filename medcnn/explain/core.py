@@ -2,9 +2,14 @@
 
 Conventions (the same for every method)
 ---------------------------------------
-* Maps explain the class **logit** (model output before softmax), for binary (2-logit)
-  and multi-class heads alike.
-* ``Explanation.attribution``: float32 (H, W), signed, raw units (logit), summed over
+* Maps explain the **objective** (:mod:`medcnn.explain.objective`): by default the score
+  that sets the displayed probability, i.e. for a softmax head the target logit minus the
+  other logit (``"difference"``; the log-odds for more than two classes), for a head that
+  declares ``output_activation = "sigmoid"`` the class logit. ``objective="logit"`` gives
+  the raw single-logit map. ``Explanation.objective`` and ``params["objective"]`` (e.g.
+  ``"logit difference (PNEUMONIA - NORMAL)"``) say which was explained. Never the
+  calibrated probability itself (it saturates).
+* ``Explanation.attribution``: float32 (H, W), signed, raw units (objective), summed over
   input channels: the method's :class:`~medcnn.explain.base.SignedMap`, bilinearly
   upsampled to the input size when it is coarser (Grad-CAM's layer map, before ReLU).
 * ``Explanation.heatmap``: float32 (H, W) at the model input size, in [0, 1], 1 = most
@@ -60,6 +65,7 @@ from torch import nn
 from medcnn.explain.base import AttributionMethod, Context, Display
 from medcnn.explain.isolate import DEFAULT_MEMORY_BUDGET, fast_copy, isolated_copy, probe
 from medcnn.explain.methods import METHODS
+from medcnn.explain.objective import ObjectiveHead, describe_objective, resolve_objective
 from medcnn.visualize import normalize_heatmap
 from medcnn.visualize.heatmap import evidence
 
@@ -77,12 +83,22 @@ class Explanation:
         heatmap: float32 (H, W) in [0, 1], 1 = most important.
         attribution: float32 (H, W) signed raw attribution (see module docstring).
         method: Registry name.
-        params: Parameters actually used (layer, baseline, steps, batch sizes, ...), plus
+        params: Parameters actually used (layer, baseline, steps, ...), plus ``objective``
+            (what was explained, e.g. ``"logit difference (PNEUMONIA - NORMAL)"``),
             ``display`` (the declared :class:`~medcnn.explain.base.Display` value),
             ``clip_percentile`` and ``empty_map``.
         seconds: Wall time of the call.
-        delta: Convergence delta ``sum(attr) - (f(x) - f(baseline))`` for path methods.
+        delta: Convergence delta ``sum(attr) - (f(x) - f(baseline))`` for path methods
+            (``f`` = the objective).
         target: Explained class index.
+        objective: ``"difference"`` or ``"logit"`` (:mod:`medcnn.explain.objective`).
+        probability: Calibrated probability of the target shown next to the map, once
+            :func:`medcnn.explain.at_operating_point` attached it (else None).
+        operating_point: Probability of the target at which the model calls it (None
+            when not attached or not defined).
+        called: Whether the model calls the target on this image (None: not attached).
+        notice: One sentence for the page next to the map when it could mislead (target
+            not called, or an empty map); None when there is nothing to say.
     """
 
     heatmap: np.ndarray
@@ -92,6 +108,21 @@ class Explanation:
     seconds: float = 0.0
     delta: float | None = None
     target: int = 0
+    objective: str = "difference"
+    probability: float | None = None
+    operating_point: float | None = None
+    called: bool | None = None
+    notice: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        """True when the map shows nothing (no evidence for the target anywhere)."""
+        return bool(self.params.get("empty_map", float(np.max(self.heatmap)) == 0.0))
+
+    @property
+    def below_operating_point(self) -> bool | None:
+        """True when the model does not call the target (None: no probability attached)."""
+        return None if self.called is None else not self.called
 
 
 def resolve_target(target: int | str, labels: Sequence[str] | None, num_outputs: int) -> int:
@@ -202,9 +233,14 @@ def explain(
     pipeline: Pipeline | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     clip_percentile: float | None = 99.5,
+    objective: str = "auto",
     **options: Any,
 ) -> Explanation:
-    """Explain the ``target`` logit of ``model`` at ``x`` with ``method``.
+    """Explain the ``target`` class of ``model`` at ``x`` with ``method``.
+
+    What is explained is the ``objective`` (:mod:`medcnn.explain.objective`): by default
+    the score that sets the displayed probability (the logit difference of a softmax
+    head), so an empty map means no region raises that probability.
 
     Args:
         model: Classifier returning logits (N, classes). Never modified.
@@ -220,6 +256,9 @@ def explain(
             (:func:`black_value`); without it the darkest pixel of ``x`` is used.
         memory_budget: Bytes allowed for batched passes (IG, SmoothGrad, occlusion).
         clip_percentile: Passed to :func:`medcnn.visualize.normalize_heatmap`.
+        objective: ``"auto"`` (default: ``"difference"`` for softmax heads, ``"logit"``
+            for heads declaring ``output_activation = "sigmoid"``), ``"difference"`` or
+            ``"logit"`` (the raw single-logit map).
         **options: Method options: the keyword-only parameters of the method's
             ``attribute`` (see each class in :data:`METHODS`).
 
@@ -227,7 +266,8 @@ def explain(
         :class:`Explanation` with heatmap/attribution float32 (H, W).
 
     Raises:
-        ValueError: unknown method, bad target, bad shape, unknown layer or option value.
+        ValueError: unknown method, bad target, bad shape, unknown layer, objective or
+            option value.
 
     Warns:
         UserWarning: soft problems reported by the method (IG short of its tolerance),
@@ -242,16 +282,19 @@ def explain(
         iso = isolated_copy(model)
         pr = probe(model, iso, xc)
         tgt = resolve_target(target, labels, pr.num_outputs)
+        kind = resolve_objective(objective, model, pr.num_outputs)
         lay = (layer or _default_layer(model, pr.last_spatial_layer)) if impl.needs_layer else None
         net = iso if impl.needs_layer else fast_copy(model, iso, xc)
-        ctx = Context(net, xc.requires_grad_(impl.needs_layer), tgt, lay, pr, int(memory_budget), black)
+        ctx = Context(ObjectiveHead(net, kind), xc.requires_grad_(impl.needs_layer), tgt, lay, pr,
+                      int(memory_budget), black, network=net)
         result = impl.attribute(ctx, **options)
     size = (int(xc.shape[-2]), int(xc.shape[-1]))
     heat = _heatmap(result.values, impl.display, size, clip_percentile)
     for message in result.warnings:
         warnings.warn(message, UserWarning, stacklevel=2)
     # empty_map: nothing to show (e.g. Grad-CAM of a class the model rejects).
-    params = {**result.params, "display": impl.display.value, "clip_percentile": clip_percentile,
+    params = {**result.params, "objective": describe_objective(kind, tgt, pr.num_outputs, labels),
+              "display": impl.display.value, "clip_percentile": clip_percentile,
               "empty_map": bool(heat.max() == 0.0)}
     return Explanation(
         heatmap=heat,
@@ -261,4 +304,5 @@ def explain(
         seconds=time.perf_counter() - t0,
         delta=params.get("delta"),
         target=tgt,
+        objective=kind,
     )

@@ -1,6 +1,8 @@
 """Integrated Gradients with adaptive composite Gauss-Legendre quadrature.
 
-IG (Sundararajan et al. 2017, eq. 1) attributes ``f(x) - f(x')`` to pixels:
+IG (Sundararajan et al. 2017, eq. 1) attributes ``f(x) - f(x')`` to pixels, where ``f`` is
+the explained score (:mod:`medcnn.explain.objective`; by default the logit difference of a
+softmax head, so completeness holds for the difference):
 
     IG_i(x) = (x_i - x'_i) * integral_0^1 df/dx_i (x' + a (x - x')) da
 
@@ -238,13 +240,14 @@ def adaptive_ig(
     max_steps: int = 256,
     n_steps: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Integrated Gradients of ``logit`` along the straight path baseline -> x.
+    """Integrated Gradients of the score ``logit`` along the straight path baseline -> x.
 
     Does not warn: ``info["converged"]`` says whether the tolerance was met
     (:func:`medcnn.explain.explain` turns a miss into a warning at its caller).
 
     Args:
-        logit: Maps (N, C, H, W) -> (N,) target logits (differentiable).
+        logit: Maps (N, C, H, W) -> (N,) target scores (differentiable): a logit, or the
+            objective of :mod:`medcnn.explain.objective`.
         x: (1, C, H, W) input.
         baseline: (1, C, H, W) baseline.
         batch: Maximum number of path points per forward/backward pass.

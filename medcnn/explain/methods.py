@@ -6,6 +6,13 @@ class attributes and one ``attribute`` hook returning the signed map;
 isolated copy of the model, never the caller's, so any hook Captum registers dies with
 the copy.
 
+Every method explains the same objective (:mod:`medcnn.explain.objective`): by default
+the score that sets the displayed probability, i.e. the logit difference
+``z_target - z_other`` of a binary softmax head (the class logit of a sigmoid
+multi-label head); ``objective="logit"`` gives the raw single-logit map. Methods call
+Captum on ``ctx.model`` (the objective head) with ``target=ctx.target`` and resolve
+layers in ``ctx.network``.
+
 torch, Captum and the integrators are imported inside ``attribute``: importing this
 module (and so :data:`METHODS`, which feeds the command line's ``--method`` choices and
 the app's drop-down) costs no torch import.
@@ -31,7 +38,7 @@ def _channel_sum(t: torch.Tensor) -> torch.Tensor:
 class GradCAMMethod(AttributionMethod):
     """Grad-CAM (Selvaraju et al. 2017, eq. 1-2) with Captum ``LayerGradCam``.
 
-    ``alpha_k = mean_ij d logit / d A_kij``; signed map ``sum_k alpha_k A_k`` at the
+    ``alpha_k = mean_ij d y / d A_kij`` (``y`` = the objective); signed map ``sum_k alpha_k A_k`` at the
     layer's resolution. The heat map is its positive part (the paper's ReLU), taken
     before bilinear upsampling to the input size, as Captum and pytorch-grad-cam do.
     """
@@ -39,7 +46,8 @@ class GradCAMMethod(AttributionMethod):
     name = "gradcam"
     label = "Grad-CAM"
     description = ("Class activation map of a late convolutional layer weighted by the "
-                   "mean gradient of the class logit. Coarse (layer resolution), fast.")
+                   "mean gradient of the score that sets the class probability. "
+                   "Coarse (layer resolution), fast.")
     needs_layer = True
     passes_randomisation_check = True
     display = Display.POSITIVE
@@ -50,7 +58,7 @@ class GradCAMMethod(AttributionMethod):
 
         from medcnn.explain.isolate import resolve_layer
 
-        layer = resolve_layer(ctx.model, ctx.layer)
+        layer = resolve_layer(ctx.network, ctx.layer)
         cam = LayerGradCam(ctx.model, layer).attribute(ctx.x, target=ctx.target, relu_attributions=False)
         return SignedMap(cam.detach()[0, 0].float(),
                          {"layer": ctx.layer, "layer_map_size": list(cam.shape[-2:])})
@@ -78,7 +86,7 @@ class GuidedGradCAMMethod(AttributionMethod):
 
         from medcnn.explain.isolate import resolve_layer
 
-        layer = resolve_layer(ctx.model, ctx.layer)
+        layer = resolve_layer(ctx.network, ctx.layer)
         a = GuidedGradCam(ctx.model, layer).attribute(ctx.x, target=ctx.target)
         return SignedMap(_channel_sum(a), {"layer": ctx.layer})
 
@@ -94,7 +102,7 @@ class IntegratedGradientsMethod(AttributionMethod):
     name = "integrated_gradients"
     label = "Integrated Gradients"
     description = ("Path integral of gradients from a baseline image to the input; "
-                   "attributions add up to logit(x) - logit(baseline) (completeness).")
+                   "attributions add up to score(x) - score(baseline) (completeness).")
     needs_layer = False
     passes_randomisation_check = True
     display = Display.MAGNITUDE
@@ -121,7 +129,7 @@ class IntegratedGradientsMethod(AttributionMethod):
         b, bparams = make_baseline(ctx.x, baseline, baseline_value=baseline_value, black=ctx.black,
                                    sigma=sigma)
         bs = batch_size(ctx.probe.bytes_per_sample, ctx.budget, 256, ctx.x.device)
-        attr, info = adaptive_ig(ctx.logit, ctx.x, b, batch=bs, tol=tol, nodes=nodes,
+        attr, info = adaptive_ig(ctx.score, ctx.x, b, batch=bs, tol=tol, nodes=nodes,
                                  init_panels=init_panels, max_steps=max_steps, n_steps=n_steps)
         notes = () if info["converged"] or n_steps is not None else (
             f"Integrated Gradients did not reach tol={tol} within max_steps={max_steps} "
@@ -175,7 +183,7 @@ class SmoothGradMethod(AttributionMethod):
             n = min(bs, n_samples - i)
             noise = torch.randn((n, *ctx.x.shape[1:]), generator=gen, device=ctx.x.device)
             inp = (ctx.x + sigma * noise).requires_grad_(True)
-            (g,) = torch.autograd.grad(ctx.logit(inp).sum(), inp)
+            (g,) = torch.autograd.grad(ctx.score(inp).sum(), inp)
             total += g.sum(0, keepdim=True)
         return SignedMap(_channel_sum(total / n_samples),
                          {"n_samples": n_samples, "noise_sigma": sigma, "seed": seed,
@@ -188,13 +196,13 @@ class OcclusionMethod(AttributionMethod):
     A ``window`` x ``window`` patch (default H/8) slides with ``stride`` (default
     ``window``; ``window // 2`` gives smoother maps at four times the passes) and is
     replaced by the baseline (default "black", as for IG); the attribution of a pixel is
-    the mean logit drop over the patches covering it. Positive = hiding it lowers the
-    class logit. ``perturbations_per_eval`` is chosen from the memory budget.
+    the mean drop of the objective over the patches covering it. Positive = hiding it
+    lowers the class's score. ``perturbations_per_eval`` is chosen from the memory budget.
     """
 
     name = "occlusion"
     label = "Occlusion"
-    description = "Logit drop when each image patch is hidden; model-agnostic, slow."
+    description = "Score drop when each image patch is hidden; model-agnostic, slow."
     needs_layer = False
     passes_randomisation_check = True
     display = Display.POSITIVE
@@ -202,7 +210,7 @@ class OcclusionMethod(AttributionMethod):
     def attribute(self, ctx: Context, *, window: int | None = None, stride: int | None = None,
                   baseline: Any = "black", baseline_value: float | None = None,
                   sigma: float | None = None) -> SignedMap:
-        """Signed (H, W) mean logit drop.
+        """Signed (H, W) mean objective drop.
 
         Args:
             ctx: The call's context.
@@ -251,7 +259,9 @@ def _registry(*classes: type) -> dict[str, type[AttributionMethod]]:
 
 
 #: Method name -> :class:`~medcnn.explain.base.AttributionMethod` subclass, in menu order.
-#: Feeds the app's drop-down and the command line's ``--method`` choices.
+#: Feeds the app's drop-down and the command line's ``--method`` choices. Every method
+#: explains the objective of :mod:`medcnn.explain.objective` (default: the logit difference
+#: that sets a softmax head's probability; ``objective="logit"``: the single logit).
 METHODS: dict[str, type[AttributionMethod]] = _registry(
     GradCAMMethod,
     IntegratedGradientsMethod,

@@ -188,3 +188,68 @@ def test_audit_with_gradcam(tiny_set):
     for m in rep["metrics"].values():
         assert m["mean"] is None or 0.0 <= m["mean"] <= 1.0
 
+
+
+class _LowersNormalInRegion(nn.Module):
+    """Pneumonia is expressed only by lowering the NORMAL logit with the region's mean; the
+    PNEUMONIA logit is a constant (its single-logit map is empty on every film)."""
+
+    def __init__(self, region: np.ndarray):
+        super().__init__()
+        self.register_buffer("region", torch.from_numpy(region.astype(np.float32)))
+        self.scale = nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        s = (x[:, 0] * self.region).sum((1, 2)) / self.region.sum() * self.scale
+        return torch.stack([-s, torch.zeros_like(s)], 1)
+
+
+def test_audit_counts_empty_maps_and_the_difference_fills_them(tiny_set):
+    csv, card = tiny_set
+    region = boxes_mask((32, 32), [(8, 10, 8, 12)])
+    model = _LowersNormalInRegion(region)
+    opts = dict(card=card, method="integrated_gradients", n_random=2)
+    single = audit_saliency(model, csv, objective="logit", **opts)
+    diff = audit_saliency(model, csv, **opts)
+    assert single["objective"] == "PNEUMONIA logit"
+    assert diff["objective"] == "logit difference (PNEUMONIA - NORMAL)"
+    assert single["empty_maps"]["by_label"] == {"NORMAL": {"n": 6, "empty": 6}, "PNEUMONIA": {"n": 6, "empty": 6}}
+    assert diff["empty_maps"]["by_label"]["PNEUMONIA"] == {"n": 6, "empty": 0}
+    # empty maps count as misses in the "_all" figures and are left out of the others
+    assert single["metrics"]["pointing_all"]["mean"] == 0.0 and single["metrics"]["pointing_all"]["n"] == 6
+    assert "pointing" not in single["metrics"]
+    assert diff["metrics"]["pointing_all"]["mean"] == diff["metrics"]["pointing"]["mean"] == 1.0
+    assert diff["metrics"]["in_box_all"]["mean"] > 0.99
+    em = diff["empty_maps"]
+    assert em["above_operating_point"]["n"] + em["below_operating_point"]["n"] == 12
+    row = diff["per_image"][0]
+    assert 0.0 <= row["probability"] <= 1.0 and row["above_operating_point"] == (row["probability"] >= 0.5)
+    assert "empty maps: NORMAL" in format_saliency_summary(diff)
+
+
+def test_audit_command_writes_the_card(tiny_set, tmp_path, capsys):
+    import json
+
+    from medcnn.__main__ import main
+    from medcnn.models import default_target_layer, save_checkpoint
+
+    csv, card = tiny_set
+    torch.manual_seed(0)
+    card = ModelCard(**{**card.to_dict(), "name": "tiny", "architecture": "tinyresnet",
+                        "target_layer": default_target_layer("tinyresnet")})
+    path = save_checkpoint(create_model("tinyresnet", num_classes=2, in_chans=1), card, tmp_path / "tiny.pt")
+    before = json.loads(path.read_text())
+    args = ["audit", "--saliency", "--model", str(path), "--data", str(csv), "--max-images", "4", "--write-card"]
+    assert main([*args, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["card_key"] == "saliency_test"
+    assert main([*args, "--objective", "logit"]) == 0
+    assert "audit.saliency_test_single_logit written" in capsys.readouterr().out
+    after = json.loads(path.read_text())
+    assert {k: v for k, v in after.items() if k != "audit"} == {k: v for k, v in before.items() if k != "audit"}
+    entry, single = after["audit"]["saliency_test"], after["audit"]["saliency_test_single_logit"]
+    assert entry["objective"] == "logit difference (PNEUMONIA - NORMAL)" and single["objective"] == "PNEUMONIA logit"
+    assert entry["n"] == 4 and "per_image" not in entry and "empty_maps" in entry
+    assert entry["command"].startswith("python -m medcnn audit --saliency --model ")
+    assert "--objective auto" in entry["command"] and entry["command"].endswith("--write-card")
+    assert main(["audit", "--data", str(csv), "--write-card"]) == 2
+    assert "add --saliency" in capsys.readouterr().err

@@ -89,3 +89,23 @@ def test_method_choices_are_the_registry(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["img.png", "--method", "lime"])
     assert "invalid choice: 'lime'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("objective,expected", [(None, "logit difference (pneumonia - normal)"),
+                                                ("difference", "logit difference (pneumonia - normal)"),
+                                                ("logit", "pneumonia logit")])
+def test_command_json_shows_the_objective_and_the_call(tiny_checkpoint, capsys, objective, expected):
+    card_path, png = tiny_checkpoint
+    extra = ["--objective", objective] if objective else []
+    assert main(["explain", str(png), "--model", str(card_path), "--json", *extra]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["objective"] == r["params"]["objective"] == expected
+    assert r["operating_point"] == pytest.approx(0.5)  # the card's default threshold
+    assert r["called"] == (r["probabilities"]["pneumonia"] >= 0.5)
+    assert (r["notice"] is None) == (r["called"] and not r["params"]["empty_map"])
+
+
+def test_command_text_names_the_objective(tiny_checkpoint, capsys):
+    card_path, png = tiny_checkpoint
+    assert main(["explain", str(png), "--model", str(card_path), "--target", "normal"]) == 0
+    assert "Grad-CAM of the logit difference (normal - pneumonia)" in capsys.readouterr().out

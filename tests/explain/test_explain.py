@@ -114,7 +114,7 @@ def test_gradcam_matches_hand_computation():
                            mode="bilinear", align_corners=False)[0, 0].numpy()
         up_relu = F.interpolate(torch.from_numpy(np.maximum(cam, 0)).float().view(1, 1, 4, 4),
                                 size=(6, 6), mode="bilinear", align_corners=False)[0, 0].numpy()
-        e = explain(model, x, target, "gradcam", layer="conv")
+        e = explain(model, x, target, "gradcam", layer="conv", objective="logit")
         np.testing.assert_allclose(e.attribution, up, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(e.heatmap, normalize_heatmap(up_relu, signed=True), atol=1e-5)
         assert e.target == target and e.params["layer"] == "conv"
@@ -129,7 +129,7 @@ def test_gradcam_matches_hand_computation():
 def test_ig_completeness(baseline, n_classes, target):
     model = TinyCNN(n_classes=n_classes).eval()
     x = _image(1)
-    e = explain(model, x, target, "integrated_gradients", baseline=baseline, tol=0.01)
+    e = explain(model, x, target, "integrated_gradients", baseline=baseline, tol=0.01, objective="logit")
     b = {"black": torch.full_like(x, float(x.min())), "mean": torch.zeros_like(x)}.get(baseline)
     if b is None:
         from medcnn.explain.ig import gaussian_blur
@@ -145,7 +145,7 @@ def test_ig_completeness(baseline, n_classes, target):
 def test_ig_linear_model_is_exact():
     lin = nn.Sequential(nn.Flatten(), nn.Linear(64, 2))
     x = _image(2, size=8)
-    e = explain(lin, x, 1, "integrated_gradients", baseline="mean", baseline_value=0.5)
+    e = explain(lin, x, 1, "integrated_gradients", baseline="mean", baseline_value=0.5, objective="logit")
     expected = ((x - 0.5).view(-1) * lin[1].weight[1].detach()).view(8, 8).numpy()
     np.testing.assert_allclose(e.attribution, expected, atol=1e-5)
     assert abs(e.delta) < 1e-4 and e.params["steps"] == 16  # converged on the first panels (4 x 4 nodes)
@@ -159,7 +159,7 @@ def test_ig_fixed_steps_equals_captum():
     b = torch.full_like(x, -1.0)
     ref = IntegratedGradients(model).attribute(x, baselines=b, target=0, n_steps=20,
                                                method="gausslegendre")
-    e = explain(model, x, 0, "integrated_gradients", baseline=-1.0, n_steps=20)
+    e = explain(model, x, 0, "integrated_gradients", baseline=-1.0, n_steps=20, objective="logit")
     np.testing.assert_allclose(e.attribution, ref[0, 0].numpy(), atol=1e-5)
     assert e.params["steps"] == 20
 
@@ -358,7 +358,7 @@ def test_densenet_gradcam_on_norm5_with_inplace_relu():
     model = _densenet().eval()
     x = _image(0, size=64)
     before = _state(model)
-    e = explain(model, x, 1, "gradcam", layer="features.norm5")
+    e = explain(model, x, 1, "gradcam", layer="features.norm5", objective="logit")
     _assert_same_state(before, _state(model))
     # By hand: A = norm5 output (before the in-place F.relu of DenseNet.forward).
     with torch.no_grad():

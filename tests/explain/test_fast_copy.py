@@ -68,7 +68,7 @@ def test_ig_on_fast_copy_equals_ig_on_the_unfused_model():
     iso = isolated_copy(model)
     b = torch.zeros_like(x)
     plain, _ = adaptive_ig(_logit(iso, 2), x, b, batch=8, n_steps=24)
-    e = explain(model, x, 2, "integrated_gradients", baseline=0.0, n_steps=24)
+    e = explain(model, x, 2, "integrated_gradients", baseline=0.0, n_steps=24, objective="logit")
     np.testing.assert_allclose(e.attribution, plain.sum(dim=(0, 1)).numpy(), rtol=1e-4, atol=1e-6)
 
 

@@ -1,0 +1,96 @@
+"""Probability-aware display data for a map: is the explained class called at all?
+
+A saliency map is normalised to [0, 1] on every image, so the map of a class the model
+rejects glows as brightly as the map of a confident finding. CheXlocalize (Saporta et al.
+2022, "Benchmarking saliency methods for chest X-ray interpretation", Nature Machine
+Intelligence) therefore gates maps by the model's probability: below a cutoff the
+segmentation is empty. Here the cutoff is the model card's operating point, and the map
+is kept but labelled: :func:`at_operating_point` attaches the probability, the operating
+point, whether the class is called and a one-sentence ``notice`` to an
+:class:`~medcnn.explain.Explanation`; the page shows the notice next to the map and can
+scale the map by ``Explanation.probability`` (the "scaled by probability" view).
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+from medcnn.explain.core import Explanation
+
+__all__ = ["at_operating_point", "operating_point"]
+
+
+def operating_point(labels: Sequence[str], positive_label: str, threshold: float, target: str) -> float | None:
+    """Probability of ``target`` at which a model calls it.
+
+    Binary cards call the positive label iff ``P(positive) >= threshold``, i.e. the other
+    label iff ``P(other) > 1 - threshold``; so the operating point is ``threshold`` for the
+    positive label and ``1 - threshold`` for the other one. Multi-class cards decide by
+    argmax: no single probability is the operating point (None).
+
+    Args:
+        labels: Class names in logit order.
+        positive_label: The card's positive label.
+        threshold: The card's operating threshold on ``P(positive_label)``.
+        target: The explained label.
+
+    Raises:
+        ValueError: ``target`` or ``positive_label`` not in ``labels``.
+    """
+    labels = list(labels)
+    for name in (target, positive_label):
+        if name not in labels:
+            raise ValueError(f"label {name!r} is not one of {labels}")
+    if len(labels) != 2:
+        return None
+    return float(threshold) if target == positive_label else 1.0 - float(threshold)
+
+
+def _notice(exp: Explanation, label: str, p: float, op: float | None, called: bool) -> str | None:
+    score = exp.params.get("objective", f"{label} score")
+    where = (f"P({label}) = {p:.3f}" + (f", below the operating point {op:.3f}" if op is not None else ""))
+    if not called and exp.empty:
+        return (f"The model does not call {label} on this image ({where}), and no region raises "
+                f"the {score}: the map is empty.")
+    if not called:
+        return (f"The model does not call {label} on this image ({where}). The map shows what "
+                f"raises the {score} here; it is not a finding.")
+    if exp.empty:
+        return (f"The model calls {label} (P({label}) = {p:.3f}), but this map is empty: no region "
+                f"raises the {score}. Try Integrated Gradients or occlusion.")
+    return None
+
+
+def at_operating_point(exp: Explanation, probability: float, operating_point: float | None = None, *,
+                       called: bool | None = None, label: str | None = None) -> Explanation:
+    """A copy of ``exp`` with the target's probability, operating point, call and notice.
+
+    Args:
+        exp: The explanation (not modified).
+        probability: Calibrated probability of the explained class, as displayed.
+        operating_point: Probability at which the model calls the class
+            (:func:`operating_point`), or None (multi-class: pass ``called``).
+        called: Whether the model calls the class; default ``probability >=
+            operating_point``. Pass the prediction's own decision when you have it (the
+            negative class of a binary card is called only strictly above its point).
+        label: Class name for the notice (default ``"class <target>"``).
+
+    Returns:
+        A new :class:`~medcnn.explain.Explanation` with ``probability``,
+        ``operating_point``, ``called`` and ``notice`` set.
+
+    Raises:
+        ValueError: a probability outside [0, 1], or neither ``operating_point`` nor
+            ``called`` given.
+    """
+    p = float(probability)
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"probability must be in [0, 1], got {probability}")
+    if called is None:
+        if operating_point is None:
+            raise ValueError("pass operating_point or called")
+        called = p >= float(operating_point)
+    op = None if operating_point is None else float(operating_point)
+    name = label or f"class {exp.target}"
+    return dataclasses.replace(exp, probability=p, operating_point=op, called=bool(called),
+                               notice=_notice(exp, name, p, op, bool(called)))

@@ -1,0 +1,92 @@
+"""Probability-aware display data: operating point, call, notice; and the app's explain_upload."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from medcnn import models, preprocess
+from medcnn.explain import Explanation, at_operating_point, operating_point
+from medcnn.models.card import ModelCard
+
+torch.set_num_threads(1)
+
+
+def _exp(heat: float = 1.0) -> Explanation:
+    h = np.full((4, 4), heat, np.float32)
+    return Explanation(heatmap=h, attribution=h, method="gradcam", target=1,
+                       params={"objective": "logit difference (PNEUMONIA - NORMAL)", "empty_map": heat == 0.0})
+
+
+def test_operating_point_of_each_label():
+    labels = ["NORMAL", "PNEUMONIA"]
+    assert operating_point(labels, "PNEUMONIA", 0.25, "PNEUMONIA") == 0.25
+    assert operating_point(labels, "PNEUMONIA", 0.25, "NORMAL") == 0.75
+    assert operating_point(["a", "b", "c"], "a", 0.3, "b") is None
+    with pytest.raises(ValueError, match="not one of"):
+        operating_point(labels, "PNEUMONIA", 0.25, "OTHER")
+
+
+def test_below_the_operating_point_says_so():
+    e = at_operating_point(_exp(), 0.12, 0.27, label="PNEUMONIA")
+    assert e.probability == 0.12 and e.operating_point == 0.27 and e.called is False
+    assert e.below_operating_point is True
+    assert e.notice == ("The model does not call PNEUMONIA on this image (P(PNEUMONIA) = 0.120, below the "
+                        "operating point 0.270). The map shows what raises the logit difference "
+                        "(PNEUMONIA - NORMAL) here; it is not a finding.")
+    assert _exp().probability is None and _exp().below_operating_point is None  # nothing attached
+
+
+def test_called_with_a_map_needs_no_notice_and_an_empty_map_does():
+    assert at_operating_point(_exp(), 0.9, 0.27, label="PNEUMONIA").notice is None
+    empty = at_operating_point(_exp(0.0), 0.9, 0.27, label="PNEUMONIA")
+    assert empty.called and "but this map is empty" in empty.notice
+    both = at_operating_point(_exp(0.0), 0.1, 0.27, label="PNEUMONIA")
+    assert "does not call" in both.notice and "the map is empty" in both.notice
+
+
+def test_the_predictions_own_decision_wins():
+    # P(NORMAL) exactly at 1 - threshold: the binary rule calls PNEUMONIA, not NORMAL.
+    e = at_operating_point(_exp(), 0.75, 0.75, called=False, label="NORMAL")
+    assert e.below_operating_point
+    assert at_operating_point(_exp(), 0.2, None, called=True).called
+    with pytest.raises(ValueError, match="operating_point or called"):
+        at_operating_point(_exp(), 0.2)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        at_operating_point(_exp(), 1.5, 0.5)
+
+
+@pytest.fixture()
+def card_and_png(tmp_path):
+    torch.manual_seed(0)
+    model = models.create_model("tinyresnet", num_classes=2, in_chans=1)
+    card = ModelCard(name="tiny", architecture="tinyresnet", modality="CXR", labels=["normal", "pneumonia"],
+                     positive_label="pneumonia", input_size=(32, 32),
+                     preprocessing=preprocess.default_config("CXR", size=32),
+                     target_layer=models.default_target_layer("tinyresnet"), threshold=0.4)
+    path = models.save_checkpoint(model, card, tmp_path / "tiny.pt")
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 40), dtype=np.uint8)).save(buf, "PNG")
+    return str(path), buf.getvalue()
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_explain_upload_attaches_the_decision(card_and_png):
+    from medcnn.app import state
+
+    card_path, data = card_and_png
+    key = state.digest(data)
+    pred, _ = state.predict_upload(key, data, card_path, None, None)
+    for target in ("normal", "pneumonia"):
+        e = state.explain_upload(key, data, card_path, None, None, "gradcam", target)
+        assert e.probability == pytest.approx(pred.probabilities[target])
+        assert e.called == (pred.label == target)
+        assert e.operating_point == pytest.approx(0.4 if target == "pneumonia" else 0.6)
+        other = "normal" if target == "pneumonia" else "pneumonia"
+        assert e.params["objective"] == f"logit difference ({target} - {other})"
+        assert (e.notice is not None) == (not e.called or e.empty)
+    single = state.explain_upload(key, data, card_path, None, None, "gradcam", "pneumonia", "logit")
+    assert single.params["objective"] == "pneumonia logit"
