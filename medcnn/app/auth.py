@@ -30,11 +30,18 @@ Wrong passwords are rate-limited per session and per user name (:class:`~medcnn.
 after 5 failures in a row, 30 s, doubling to at most 15 min). A malformed hash stops the app with a
 message (it never falls back to "open").
 
-Audit trail: set ``MEDCNN_AUDIT_LOG`` to a file path to append one JSON line per event (sign-in
-ok / failed, sign-out, and what pages report with :func:`audit_event`: ``"analyse"``,
-``"export"``), with the time, the user (``"password user"`` for the shared password,
-``"anonymous"`` while sign-in is off) and at most the image's SHA-256 prefix; never patient data
-or file names (:mod:`medcnn.privacy.audit_log`).
+Audit trail, in an SQLite database (:mod:`medcnn.privacy.audit_db`): one row per analysis
+(:func:`audit_analysis`: time, user, image SHA-256, model, method, decision, out-of-distribution
+level) and per event (:func:`audit_event`: sign-in ok / failed, sign-out, exports). Where:
+
+* ``MEDCNN_AUDIT_DB=/path/audit.sqlite``: that file (``off`` turns the database off);
+* unset, while sign-in is on: ``medcnn_audit.sqlite`` in the directory the app was started from;
+* unset, while sign-in is off: no database (an open demo server records nothing).
+
+``python -m medcnn audit-log`` prints or exports it. Setting ``MEDCNN_AUDIT_LOG`` to a file path
+also appends one JSON line per event (:mod:`medcnn.privacy.audit_log`, the image's SHA-256 prefix
+only). The user is the account, ``"password user"`` for the shared password, ``"anonymous"``
+while sign-in is off; never patient data or file names.
 """
 from __future__ import annotations
 
@@ -46,21 +53,28 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import streamlit as st
 
 from medcnn.privacy import AuditLogError, Backoff, PasswordHashError, hash_password, verify_password, write_audit_event
+from medcnn.privacy.audit_db import AuditDBError, record_analysis, record_event
 from medcnn.privacy.passwords import parse_hash
 
 __all__ = [
-    "AUDIT_LOG_ENV", "PASSWORD_HASH_KEY", "PASSWORD_USER", "AuthConfig", "audit_event", "auth_config",
-    "current_user", "require_sign_in", "reset_rate_limits", "sign_out",
+    "AUDIT_DB_ENV", "AUDIT_LOG_ENV", "DEFAULT_AUDIT_DB", "PASSWORD_HASH_KEY", "PASSWORD_USER", "AuthConfig",
+    "audit_analysis", "audit_db_path", "audit_event", "auth_config", "current_user", "require_sign_in",
+    "reset_rate_limits", "sign_out",
 ]
 
 PASSWORD_HASH_KEY = "MEDCNN_PASSWORD_HASH"
 USERS_KEY = "MEDCNN_USERS"
 ALLOWED_USERS_KEY = "MEDCNN_ALLOWED_USERS"
 AUDIT_LOG_ENV = "MEDCNN_AUDIT_LOG"
+AUDIT_DB_ENV = "MEDCNN_AUDIT_DB"
+#: The audit database's file name when sign-in is on and ``MEDCNN_AUDIT_DB`` is unset.
+DEFAULT_AUDIT_DB = "medcnn_audit.sqlite"
+_SESSION_AUDITED = "medcnn_audited_analyses"  # analyses already recorded by this session
 #: The user recorded for the shared password.
 PASSWORD_USER = "password user"
 _UNKNOWN_USER = "unknown user"  # what a failed sign-in with an unknown name is logged and limited as
@@ -147,36 +161,91 @@ def _oidc_user() -> str:
     return str(st.user.get("email") or st.user.get("name") or "signed-in user")
 
 
+def audit_db_path() -> Path | None:
+    """The audit database's path (module docstring), ``None`` when there is none.
+
+    Raises:
+        PasswordHashError: sign-in is misconfigured (the pages stop before auditing then).
+    """
+    value = os.environ.get(AUDIT_DB_ENV, "").strip()
+    if value.lower() in ("off", "0", "none", "false"):
+        return None
+    if value:
+        return Path(value)
+    return Path.cwd() / DEFAULT_AUDIT_DB if auth_config().mode != "off" else None
+
+
+def _audit_user() -> str:
+    return current_user() or ("anonymous" if auth_config().mode == "off" else _UNKNOWN_USER)
+
+
+def _stop_on(e: OSError) -> None:
+    """An audit trail that was asked for is never skipped silently: show why and stop the page."""
+    st.error(str(e))
+    st.stop()
+
+
 def audit_event(action: str, image_hash: str | None = None) -> None:
-    """Append an event to the audit log when ``MEDCNN_AUDIT_LOG`` is set (no-op otherwise).
+    """Record an event in the audit database and/or the JSON-lines log (no-op when neither is on).
 
     Args:
-        action: ``"analyse"``, ``"export"`` (or one of the sign-in actions).
-        image_hash: the image's hex SHA-256 (``medcnn.privacy.image_sha256(data)``); only a
-            prefix is written.
+        action: ``"analyse"``, ``"export"``, ``"export report"`` ... (or a sign-in action).
+        image_hash: the image's hex SHA-256 (``medcnn.privacy.image_sha256(data)``); the database
+            keeps all of it, the JSON log a prefix.
 
-    A log that cannot be written shows an error and stops the page: an audit trail that was asked
-    for is not skipped silently.
+    A trail that cannot be written shows an error and stops the page.
     """
-    path = os.environ.get(AUDIT_LOG_ENV)
-    if not path:
+    _write_event(action, _audit_user(), image_hash)
+
+
+def audit_analysis(image_hash: str, model: str, method: str, decision: str, ood_level: str) -> None:
+    """Record one analysis (a row in the audit database; no-op when it is off).
+
+    Repeats of the same analysis by the same session (Streamlit reruns the page on every widget
+    change) are recorded once.
+
+    Args:
+        image_hash: full hex SHA-256 of the uploaded bytes.
+        model: the model card's name.
+        method: the explanation method's name.
+        decision: the label shown, or ``"not analysed"`` when the gate withheld the result.
+        ood_level: ``"ok"``, ``"unusual"`` or ``"outside"``.
+
+    Raises:
+        ValueError: a field is not what it takes (a programming error: e.g. a file name).
+    """
+    path = audit_db_path()
+    if path is None:
         return
-    user = current_user() or ("anonymous" if auth_config().mode == "off" else _UNKNOWN_USER)
+    seen = st.session_state.setdefault(_SESSION_AUDITED, [])
+    fingerprint = "|".join((image_hash, model, method, decision, ood_level))
+    if fingerprint in seen:
+        return
     try:
-        write_audit_event(path, action, user=user, image_hash=image_hash)
-    except AuditLogError as e:
-        st.error(str(e))
-        st.stop()
+        record_analysis(path, user=_audit_user(), image_hash=image_hash, model=model, method=method,
+                        decision=decision, ood_level=ood_level)
+    except AuditDBError as e:
+        _stop_on(e)
+    seen.append(fingerprint)
+    del seen[:-256]  # bounded: only recent analyses are remembered
+
+
+def _write_event(action: str, user: str, image_hash: str | None = None) -> None:
+    """Write one event to every trail that is on (database, JSON lines)."""
+    path = audit_db_path()
+    log = os.environ.get(AUDIT_LOG_ENV)
+    try:
+        if path is not None:
+            record_event(path, action, user=user, image_hash=image_hash)
+        if log:  # the JSON-lines log knows one "export" action for every kind of export
+            write_audit_event(log, "export" if action.startswith("export") else action, user=user,
+                              image_hash=image_hash)
+    except (AuditDBError, AuditLogError) as e:
+        _stop_on(e)
 
 
 def _log(action: str, user: str) -> None:
-    path = os.environ.get(AUDIT_LOG_ENV)
-    if path:
-        try:
-            write_audit_event(path, action, user=user)
-        except AuditLogError as e:
-            st.error(str(e))
-            st.stop()
+    _write_event(action, user)
 
 
 def sign_out() -> None:
