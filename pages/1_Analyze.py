@@ -43,8 +43,9 @@ with st.sidebar:
     alpha = st.slider("Opacity", 0.0, 1.0, 0.4, 0.05, key="opacity")
     cmap = st.selectbox("Colormap", app_display.COLORMAPS, key="cmap")
     contour = st.slider("Outline the top % of the map (0 = off)", 0, 50, 0, 5, key="contour")
-    scale_by_prob = st.checkbox("Scale map by the class probability", value=False, key="scale_prob",
-                                help="A confident negative then does not glow like a positive.")
+    scale_by_prob = st.checkbox("Scale map by the class probability", value=True, key="scale_prob",
+                                help="On: brightness × P(target), so a class the model does not call stays dim. "
+                                     "Off: full contrast on every image.")
     st.caption(f"Device: {appstate.device_description()}")
 
 st.title("Analyze an image")
@@ -142,14 +143,18 @@ else:
             expl = appstate.explain_upload(key, data, card_path, frame, window, method, target)
     except Exception as e:  # noqa: BLE001
         fail("explaining", e)
-    scale = pred.probabilities[target] if scale_by_prob else None
+    scale = expl.probability if scale_by_prob else None
     over = overlay(display, expl.heatmap, cmap=cmap, alpha=alpha, contour_top_percent=contour or None, scale=scale)
     heat = overlay(display, expl.heatmap, cmap=cmap, alpha=1.0, scale=scale)
     c1, c2, c3 = st.columns([16, 16, 17])
     c1.image(app_display.to_uint8(display), caption="Model input", width="stretch")
-    c2.image(over, caption=f"{methods[method].label} overlay (target {target})", width="stretch")
+    c2.image(over, caption=f"{methods[method].label} overlay · target {target}: {expl.params['objective']}"
+             + (f" · scaled by P = {expl.probability:.2f}" if scale is not None else " · full contrast"),
+             width="stretch")
     c3.image(app_display.with_colorbar(heat, cmap), caption="Heat map; colour bar: top 1 = most important, bottom 0",
              width="stretch")
+    if expl.notice:
+        st.info(expl.notice)
     chart_slot.vega_lite_chart(app_display.probability_chart(pred, card.positive_label), key="prob_chart")
     detail = f"{methods[method].label} computed in {expl.seconds:.2f} s (image {key[:8]})"
     if expl.delta is not None:

@@ -90,7 +90,9 @@ class BoxSupervision:
         model: the network being trained.
         layer: dotted name of the supervised layer (the card's Grad-CAM target layer).
         weight: weight of the auxiliary loss added to the classification loss.
-        mode: ``"mask"`` or ``"cam"``.
+        mode: ``"mask"``, ``"cam"`` or ``"cam_difference"`` (the map of the positive logit minus
+            the mean of the others: for a 2-logit softmax head, the quantity the probability depends
+            on, which is what the app explains).
         classifier: dotted name of the final linear layer (``"cam"`` mode).
         target: class index whose CAM is supervised (``"cam"`` mode; the positive label).
     """
@@ -99,11 +101,11 @@ class BoxSupervision:
                  classifier: str = "fc", target: int = 1):
         if weight < 0:
             raise ValueError(f"box loss weight must be >= 0, got {weight}")
-        if mode not in ("mask", "cam"):
-            raise ValueError(f"box supervision mode must be 'mask' or 'cam', got {mode!r}")
+        if mode not in ("mask", "cam", "cam_difference"):
+            raise ValueError(f"box supervision mode must be 'mask' or 'cam' (or 'cam_difference'), got {mode!r}")
         self.model, self.layer, self.weight, self.mode = model, layer, float(weight), mode
         self.target = int(target)
-        if mode == "cam":
+        if mode in ("cam", "cam_difference"):
             try:
                 fc = model.get_submodule(classifier)
             except AttributeError:
@@ -167,7 +169,7 @@ class BoxSupervision:
         if self._features is None:
             raise RuntimeError("BoxSupervision.loss() needs a forward pass inside the context")
         feats = self._features.float()
-        if self.mode == "cam":
+        if self.mode in ("cam", "cam_difference"):
             return self._cam_loss(feats, masks)
         self.head.to(feats.device)
         pred = self.head(feats)  # (N, 1, h, w)
@@ -178,6 +180,11 @@ class BoxSupervision:
         if feats.shape[1] != self.fc.in_features:
             raise ValueError(f"layer {self.layer!r} has {feats.shape[1]} channels but the classifier expects "
                              f"{self.fc.in_features}: 'cam' mode needs the layer right before the pooling")
-        cam = torch.einsum("nkhw,k->nhw", feats, self.fc.weight[self.target].float())
+        w = self.fc.weight.float()
+        weights = w[self.target]
+        if self.mode == "cam_difference":
+            others = [i for i in range(w.shape[0]) if i != self.target]
+            weights = weights - w[others].mean(0)
+        cam = torch.einsum("nkhw,k->nhw", feats, weights)
         target = F.adaptive_avg_pool2d(masks[:, None].to(feats.device), cam.shape[-2:])[:, 0]
         return self.weight * F.binary_cross_entropy_with_logits(cam + self.offset.to(cam.device), target)

@@ -134,3 +134,21 @@ def test_cam_mode_makes_the_positive_cam_the_box_mask():
         BoxSupervision(model, "layer4", mode="cam", classifier="layer4")
     with pytest.raises(ValueError, match="'mask' or 'cam'"):
         BoxSupervision(model, "layer4", mode="attention")
+
+
+def test_cam_difference_mode_supervises_the_positive_minus_negative_map():
+    torch.manual_seed(0)
+    model = create_model("smallresnet", num_classes=2).train()
+    feats = torch.rand(2, model.fc.in_features, 4, 4)
+    masks = torch.zeros(2, 16, 16)
+    masks[:, :8] = 1.0
+    diff = BoxSupervision(model, "layer4", mode="cam_difference", target=1)
+    single = BoxSupervision(model, "layer4", mode="cam", target=1)
+    w = model.fc.weight.detach()
+    expected_cam = torch.einsum("nkhw,k->nhw", feats, w[1] - w[0])
+    target = torch.nn.functional.adaptive_avg_pool2d(masks[:, None], (4, 4))[:, 0]
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(expected_cam - 2.0, target)
+    assert diff._cam_loss(feats, masks).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert diff._cam_loss(feats, masks).item() != pytest.approx(single._cam_loss(feats, masks).item())
+    with pytest.raises(ValueError, match="cam_difference"):
+        BoxSupervision(model, "layer4", mode="nope")
