@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fit-ood": ("medcnn.cli.fit_ood", "fit and measure a model's out-of-distribution gate"),
     "deidentify": ("medcnn.cli.deidentify", "de-identify DICOM files (PS3.15 Basic Profile)"),
     "hash-password": ("medcnn.cli.hash_password", "hash a password for the app's sign-in"),
+    "audit-log": ("medcnn.cli.audit_log", "print or export the app's audit database (CSV, --since DATE)"),
     "recalibrate": ("medcnn.cli.recalibrate", "refit a model's temperature and threshold on one site's labelled images"),
 }
 

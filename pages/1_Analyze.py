@@ -7,7 +7,8 @@ from datetime import datetime, timezone
 
 import streamlit as st
 
-from medcnn.app.auth import audit_event
+from medcnn.app.auth import audit_analysis, audit_event
+from medcnn.app.forget import forget_button, forgotten_notice, uploader_key
 from medcnn.app.nav import page_setup
 from medcnn.app import display as app_display
 from medcnn.app import state as appstate
@@ -54,8 +55,9 @@ st.caption(appstate.DISCLAIMER)
 appstate.require_models(cards)
 appstate.warm_up(cards)
 
+forgotten_notice()
 upload = st.file_uploader("Chest X-ray or CT slice: DICOM (any or no extension), PNG or JPEG",
-                          type=None, key="upload")
+                          type=None, key=uploader_key())
 if upload is None:
     st.info("Upload an image to start. It stays in memory and is never written to disk.")
     st.stop()
@@ -124,6 +126,8 @@ else:
         col.metric(f"P({label})", f"{p:.3f}")
     chart_slot = metric_cols[-1].empty()  # filled after the images: they are what the user waits for
     st.caption(f"Model **{card.name}** ({card.architecture}, {how}) · {pred.seconds:.2f} s")
+
+audit_analysis(key, card.name, method, "not analysed" if pred.ood.withheld else pred.label, pred.ood.level)
 
 # ----------------------------------------------------------------------------- explanation
 display = pred.pipeline_result.display
@@ -213,6 +217,7 @@ if image.meta.source_format == "dicom":
         e3.download_button("Download de-identified DICOM", clean_dicom, file_name="deidentified.dcm",
                            mime="application/dicom", key="download_deid", on_click=audit_event,
                            args=("export de-identified DICOM", key))
+forget_button(key)
 st.caption("The report holds no patient identifiers and not the file name. The DICOM export is "
            "de-identified with the DICOM Basic Application Level Confidentiality Profile (pixels unchanged).")
 

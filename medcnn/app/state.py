@@ -60,6 +60,8 @@ __all__ = [
 #: Sidebar choice meaning "pick the model from the image's modality".
 AUTO_MODEL = "Auto (by modality)"
 
+#: Lifetime of a cached per-image result (seconds): nothing derived from an upload outlives it.
+CACHE_TTL_S = 900
 _THUMB = 384  # max side of preprocessing-step images sent to the browser
 
 
@@ -181,7 +183,7 @@ def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+@st.cache_data(show_spinner=False, max_entries=4, ttl=CACHE_TTL_S)
 def read_upload(key: str, _data: bytes, frame: int | None = None) -> MedImage:
     """Decode an upload (cached by ``key`` = :func:`digest` of ``_data``).
 
@@ -233,7 +235,7 @@ def step_views(steps: list[Any], max_side: int = _THUMB) -> list[StepView]:
     return views
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
+@st.cache_data(show_spinner=False, max_entries=16, ttl=CACHE_TTL_S)
 def predict_upload(key: str, _data: bytes, card_path: str, frame: int | None = None,
                    window: Any = None) -> tuple[Any, list[StepView]]:
     """Prediction of an upload with one model, plus display copies of the pipeline steps.
@@ -252,7 +254,7 @@ def predict_upload(key: str, _data: bytes, card_path: str, frame: int | None = N
     return pred, views
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@st.cache_data(show_spinner=False, max_entries=32, ttl=CACHE_TTL_S)
 def explain_upload(key: str, _data: bytes, card_path: str, frame: int | None, window: Any,
                    method: str, target: str, objective: str = "auto") -> Any:
     """Explanation (heat map at the model's input size) of one upload for one target class.
@@ -280,7 +282,7 @@ def explain_upload(key: str, _data: bytes, card_path: str, frame: int | None, wi
                               called=pred.label == target, label=target)
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+@st.cache_data(show_spinner=False, max_entries=8, ttl=CACHE_TTL_S)
 def sanity_upload(key: str, _data: bytes, card_path: str, frame: int | None, window: Any,
                   method: str, target: str, objective: str = "auto") -> dict[str, Any]:
     """Model-randomisation sanity check (Adebayo et al. 2018) of one explanation (same objective)."""
@@ -294,7 +296,7 @@ def sanity_upload(key: str, _data: bytes, card_path: str, frame: int | None, win
                               objective=objective)
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
+@st.cache_data(show_spinner=False, max_entries=4, ttl=CACHE_TTL_S)
 def deidentified_upload(key: str, _data: bytes) -> tuple[bytes, Any]:
     """The upload de-identified (PS3.15 Basic Profile) for download, computed once per file.
 

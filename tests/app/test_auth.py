@@ -34,6 +34,7 @@ def clean(tmp_path, monkeypatch):
     """No sign-in configured, a fake clock module, and no failures left over from other tests."""
     monkeypatch.delenv(auth.PASSWORD_HASH_KEY, raising=False)
     monkeypatch.delenv(auth.AUDIT_LOG_ENV, raising=False)
+    monkeypatch.setenv(auth.AUDIT_DB_ENV, str(tmp_path / "audit.sqlite"))
     (tmp_path / "fake_clock.py").write_text("T = [1000.0]\n\ndef now():\n    return T[0]\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     auth.reset_rate_limits()
