@@ -71,3 +71,21 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """Each test starts with one torch thread (2 shared cores) and leaves the setting as it found it,
+    so no test module changes global state for the others."""
+    import sys
+
+    if "torch" not in sys.modules:  # tests that never import torch pay nothing
+        yield
+        return
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+

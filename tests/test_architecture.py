@@ -335,3 +335,16 @@ def test_cli_help_does_not_import_torch():
     assert out.returncode == 0, out.stderr
     assert "usage: python -m medcnn" in out.stdout
     assert out.stdout.strip().splitlines()[-1] == "heavy: []"
+
+
+def test_no_test_module_changes_torch_threads_at_import():
+    """Global state stays the conftest fixture's business: no module-level set_num_threads."""
+    import ast
+    from pathlib import Path
+
+    offenders = []
+    for path in sorted((Path(__file__).parent).rglob("test_*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.Expr) and "set_num_threads" in ast.unparse(node):
+                offenders.append(str(path))
+    assert not offenders, offenders

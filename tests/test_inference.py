@@ -13,7 +13,6 @@ from medcnn.inference import Predictor, check_modality, choose_model, list_cards
 from medcnn.io import ImageMeta, MedImage
 from medcnn.evaluation.metrics import softmax_t
 
-torch.set_num_threads(1)
 
 
 def save_card(weights: Path, name: str, modality: str = "CXR", labels=("NORMAL", "PNEUMONIA"),

@@ -170,11 +170,10 @@ def format_params(params: dict[str, Any]) -> str:
 
 # --------------------------------------------------------------------------- images
 def to_uint8(image: np.ndarray) -> np.ndarray:
-    """float [0, 1] (H, W) -> uint8 for ``st.image`` (other dtypes pass through)."""
-    a = np.asarray(image)
-    if a.dtype == np.uint8:
-        return a
-    return (np.clip(a, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+    """float [0, 1] (H, W) -> uint8 for ``st.image`` (:func:`medcnn.visualize.to_uint8`)."""
+    from medcnn.visualize import to_uint8 as convert
+
+    return convert(image)
 
 
 def with_colorbar(rgb: np.ndarray, cmap: str) -> np.ndarray:

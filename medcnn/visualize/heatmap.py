@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 from scipy import ndimage
 
-__all__ = [
+__all__ = ["to_uint8", 
     "evidence",
     "normalize_heatmap",
     "overlay",
@@ -176,6 +176,17 @@ def figure_side_by_side(
     if title:
         fig.suptitle(title)
     return fig
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Display image -> uint8: float images are taken as [0, 1] (clipped, rounded); uint8 passes through.
+
+    The one conversion used by the pages, the overlays' inputs and the PDF reports.
+    """
+    a = np.asarray(image)
+    if a.dtype == np.uint8:
+        return a
+    return (np.clip(a.astype(np.float32), 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
 
 
 def to_png_bytes(rgb: np.ndarray) -> bytes:

@@ -43,7 +43,9 @@ def roc_figure(y_true: np.ndarray, prob: np.ndarray, threshold: float | None = N
     fig, ax = _figure()
     if len(np.unique(y)) == 2:
         fpr, tpr, _ = skm.roc_curve(y, p)
-        ax.plot(fpr, tpr, lw=2, label=f"AUC = {skm.roc_auc_score(y, p):.3f}")
+        from medcnn.evaluation import roc_auc
+
+        ax.plot(fpr, tpr, lw=2, label=f"AUC = {roc_auc(y, p):.3f}")
         if threshold is not None:
             ofpr, otpr, _ = _operating_point(y, p, threshold)
             ax.plot([ofpr], [otpr], "o", color="C3", label=f"threshold {threshold:.3f}")

@@ -136,10 +136,9 @@ def model_rows(cards: list[ModelCard]) -> list[dict[str, Any]]:
 
 
 def _as_rgb(image: np.ndarray) -> np.ndarray:
-    img = np.asarray(image)
-    if img.dtype != np.uint8:
-        img = (np.clip(img.astype(np.float32), 0, 1) * 255 + 0.5).astype(np.uint8)
-    return img
+    from medcnn.visualize.heatmap import to_uint8
+
+    return to_uint8(image)
 
 
 def _meta_line(meta: Any) -> str:

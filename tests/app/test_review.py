@@ -19,7 +19,6 @@ def weights(tmp_path_factory):
     folder = make_weights(tmp_path_factory.mktemp("review_weights"))
     old = os.environ.get("MEDCNN_WEIGHTS_DIR")
     os.environ["MEDCNN_WEIGHTS_DIR"] = str(folder)
-    torch.set_num_threads(1)
     yield folder
     if old is None:
         os.environ.pop("MEDCNN_WEIGHTS_DIR", None)

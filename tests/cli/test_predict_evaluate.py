@@ -15,7 +15,6 @@ from medcnn.__main__ import main
 from medcnn.models.card import ModelCard
 from medcnn.evaluation.metrics import compute_metrics
 
-torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[2]
 LABELS = ["NORMAL", "PNEUMONIA"]

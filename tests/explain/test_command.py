@@ -17,7 +17,6 @@ from medcnn.inference import Predictor
 from medcnn.io import read_image
 from medcnn.models.card import ModelCard
 
-torch.set_num_threads(1)
 
 
 @pytest.fixture()

@@ -14,7 +14,6 @@ from medcnn import models
 from medcnn.explain import METHODS, Explanation, explain
 from medcnn.visualize import normalize_heatmap
 
-torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU")
 
 

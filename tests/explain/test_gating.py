@@ -12,7 +12,6 @@ from medcnn import models, preprocess
 from medcnn.explain import Explanation, at_operating_point, operating_point
 from medcnn.models.card import ModelCard
 
-torch.set_num_threads(1)
 
 
 def _exp(heat: float = 1.0) -> Explanation:

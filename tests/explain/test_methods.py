@@ -23,7 +23,6 @@ from medcnn.explain.methods import _registry
 from medcnn.preprocess import Pipeline, default_config
 from medcnn.visualize import normalize_heatmap
 
-torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU")
 REPO = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,6 @@ from torch import nn
 from medcnn.explain import METHODS, OBJECTIVES, explain
 from medcnn.explain.objective import ObjectiveHead, describe_objective, objective_scores, resolve_objective
 
-torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU")
 
 

@@ -13,7 +13,6 @@ from torch import nn
 from medcnn.explain import explain
 from medcnn.explain.sanity import default_layers, deletion_insertion, randomisation_test, rank_correlation, ssim
 
-torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU")
 SIZE = 32
 
