@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medcnn.distributed.ddp import World, all_sum, current_world, gather_rows, share_scale, RowSubset
+from medcnn.distributed.layers import ShardPlan, make_data_parallel, make_single_process
 from medcnn.evaluation.metrics import roc_auc
 from medcnn.evaluation.predict import predict_dataset
 from medcnn.models import create_model, default_target_layer, prepare_for_device
@@ -54,6 +56,9 @@ class _Run:
     scaler: Any  # GradScaler for float16 autocast on CUDA, else None
     bsup: BoxSupervision | None = None
     masks: torch.Tensor | None = None  # (N, H, W) box masks of the training rows
+    world: World = World()
+    net: nn.Module | None = None  # what the training forward pass calls: the DDP wrapper, or None for `model`
+    plan: ShardPlan | None = None  # this rank's rows of the global batch (data-parallel runs)
 
 
 def use_channels_last(cfg: TrainConfig, device: torch.device) -> bool:
@@ -84,28 +89,41 @@ def _box_supervision(cfg: TrainConfig, model: nn.Module, train_ds: ImageDataset,
 def _build_run(cfg: TrainConfig, train_ds: ImageDataset, pos: int, device: torch.device, tag: str) -> _Run:
     """Seeded model, loss, optimiser, schedule, sampler and augmentation of one run."""
     torch.manual_seed(cfg.seed)
+    world = current_world()
+    if world.distributed and cfg.box_column:
+        raise ValueError("box supervision (--box-column) trains in one process only: run it without torchrun")
     model = prepare_for_device(create_model(cfg.arch, len(train_ds.labels)), device)
     channels_last = use_channels_last(cfg, device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    plan = make_data_parallel(model, device) if world.distributed else None
     loss_fn = losses.make_loss(cfg.imbalance, train_ds.targets, len(train_ds.labels), cfg.focal_gamma).to(device)
     bsup, masks = _box_supervision(cfg, model, train_ds, pos, tag)
     params = list(model.parameters()) + (list(bsup.parameters()) if bsup is not None else [])
     opt = losses.make_optimizer(cfg.optimizer, params, cfg.lr, cfg.weight_decay, cfg.momentum)
     n = len(train_ds)
     bs = min(cfg.batch_size, n)
-    steps = n // bs if n % bs < 2 else n // bs + 1  # a last batch of 1 breaks BatchNorm: drop it
+    # a last batch of 1 breaks BatchNorm, and every rank needs a row: drop it
+    steps = n // bs if n % bs < max(2, world.size) else n // bs + 1
     sched = losses.make_scheduler(opt, cfg.schedule, cfg.epochs, steps, cfg.lr_decay,
                                   cfg.restart_epochs, cfg.warmup_epochs)
     weights = losses.sample_weights(train_ds.df, cfg.imbalance == "oversample", cfg.balance_by)
+    net = None
+    if world.distributed:  # gradients averaged over ranks; BatchNorm statistics are already global
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                      forward_sync_buffers=False)
+    # every rank draws the same batch order; augmentation draws differ per rank (rank 0: as one process)
+    aug_seed = cfg.seed + 1 + 7919 * world.rank
     return _Run(
         model=model, channels_last=channels_last, loss_fn=loss_fn, opt=opt, sched=sched,
         augment=Augment(**cfg.augment), g_sample=torch.Generator().manual_seed(cfg.seed),
-        g_aug=torch.Generator().manual_seed(cfg.seed + 1), batch_size=bs, steps=steps,
+        g_aug=torch.Generator().manual_seed(aug_seed), batch_size=bs, steps=steps,
         weights=None if weights is None else torch.as_tensor(weights),
         scaler=(torch.amp.GradScaler("cuda") if device.type == "cuda" and not torch.cuda.is_bf16_supported()
                 else None),
-        bsup=bsup, masks=masks,
+        bsup=bsup, masks=masks, world=world, net=net, plan=plan,
     )
 
 
@@ -117,8 +135,8 @@ def _forward(run: _Run, x: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         with torch.autocast("cuda", dtype=dtype):
-            return run.model(x)
-    return run.model(x)
+            return (run.net or run.model)(x)
+    return (run.net or run.model)(x)
 
 
 def _step(run: _Run, loss: torch.Tensor) -> None:
@@ -144,9 +162,15 @@ def _train_epoch(cfg: TrainConfig, run: _Run, train_ds: ImageDataset, device: to
              if run.weights is not None else torch.randperm(n, generator=run.g_sample))
     total, seen = 0.0, 0
     bar = tqdm(range(run.steps), desc=f"{tag}epoch {epoch}/{cfg.epochs}", leave=False,
-               disable=not (cfg.progress and sys.stderr.isatty()), unit="batch")
+               disable=not (cfg.progress and sys.stderr.isatty() and run.world.is_main), unit="batch")
     for b in bar:
         idx = order[b * run.batch_size:(b + 1) * run.batch_size].tolist()
+        scale, n_global = 1.0, len(idx)
+        if run.plan is not None:  # this rank's share of the global batch
+            start, stop = run.world.share(n_global)
+            scale = share_scale(run.loss_fn, train_ds.targets[idx], start, stop, run.world)
+            run.plan.rows = (n_global, start)
+            idx = idx[start:stop]
         x = train_ds.display_batch(idx)
         mb = run.masks[idx] if run.masks is not None else None
         if run.augment.enabled:
@@ -161,12 +185,16 @@ def _train_epoch(cfg: TrainConfig, run: _Run, train_ds: ImageDataset, device: to
             loss = loss + run.bsup.loss(mb)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch}; lower --lr")
+        loss = loss * scale
         _step(run, loss)
-        total += loss.item() * len(idx)
-        seen += len(idx)
+        total += loss.item() * n_global / run.world.size
+        seen += n_global / run.world.size
         bar.set_postfix(loss=f"{total / seen:.4f}")
     bar.close()
-    return total, seen
+    if run.plan is not None:
+        run.plan.rows = None
+    total, seen = all_sum([total, seen])  # the global batch's loss, as one process sums it
+    return total, round(seen)
 
 
 def _val_metrics(logits: np.ndarray, ds: ImageDataset, pos: int, val_by: str | None) -> dict[str, Any]:
@@ -200,7 +228,7 @@ def _epoch(cfg: TrainConfig, run: _Run, train_ds: ImageDataset, val_ds: ImageDat
     t0 = time.perf_counter()
     total, seen = _train_epoch(cfg, run, train_ds, device, epoch, tag)
     train_s = time.perf_counter() - t0
-    logits = predict_dataset(run.model, val_ds, batch_size=_VAL_BATCH, device=device)
+    logits = _val_logits(run.model, val_ds, device)
     m = _val_metrics(logits, val_ds, pos, cfg.val_by)
     rec = {"epoch": epoch, "lr": run.opt.param_groups[0]["lr"], "train_loss": total / max(seen, 1), **m,
            "seconds": round(time.perf_counter() - t0, 2), "train_images_per_s": round(seen / train_s, 1)}
@@ -247,7 +275,7 @@ def fit(cfg: TrainConfig, train_ds: ImageDataset, val_ds: ImageDataset, pos: int
                 bad += 1
             history.append(rec)
             _print_epoch(tag, rec, cfg.epochs, improved, cfg.progress)
-            if state_path is not None:
+            if state_path is not None and run.world.is_main:
                 _save_state(state_path, run.model, run.opt, run.sched, run.g_sample, run.g_aug, epoch, bad,
                             history, best, cfg)
             if cfg.patience and bad >= cfg.patience:
@@ -260,15 +288,23 @@ def _finish(run: _Run, val_ds: ImageDataset, device: torch.device, history: list
             best: dict[str, Any]) -> dict[str, Any]:
     """Load the best weights, in the memory format :func:`medcnn.models.load_model` rebuilds."""
     model = run.model
+    if run.plan is not None:  # the registry's plain layers back, trained weights kept
+        model = make_single_process(model, run.plan)
     if best["state"] is None:  # resumed past the last epoch: keep the current weights
         best["state"] = model.state_dict()
-        best["logits"] = predict_dataset(model, val_ds, batch_size=_VAL_BATCH, device=device)
+        best["logits"] = _val_logits(model, val_ds, device)
     model.load_state_dict(best["state"])
     # hand back the model as load_model() rebuilds it (default memory format), so the
     # returned model and the reloaded checkpoint give bit-identical logits
     model = model.to(memory_format=torch.contiguous_format)
     if run.channels_last:
-        best["logits"] = predict_dataset(model, val_ds, batch_size=_VAL_BATCH, device=device)
+        best["logits"] = _val_logits(model, val_ds, device)
     model.eval()
     return {"model": model, "history": history, "best_epoch": best["epoch"], "best_score": best["score"],
             "val_logits": best["logits"], "epochs_run": len(history)}
+
+
+def _val_logits(model: nn.Module, val_ds: ImageDataset, device: torch.device) -> np.ndarray:
+    """Validation logits (N, C); in a data-parallel run each rank scores its share and all get all."""
+    return gather_rows(lambda rows: predict_dataset(model, RowSubset(val_ds, rows), batch_size=_VAL_BATCH,
+                                                    device=device), len(val_ds))

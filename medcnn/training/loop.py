@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from medcnn.distributed.ddp import current_world, process_group, rank_device
 from medcnn.evaluation.labels import STANDARD_SPLITS
 from medcnn.models import create_model, get_device, save_checkpoint
 from medcnn.training.augment import Augment
@@ -105,9 +106,13 @@ def _setup(cfg: TrainConfig) -> torch.device:
         raise ValueError(f"need epochs >= 1 and batch size >= 2, got {cfg.epochs} and {cfg.batch_size}")
     Augment(**cfg.augment)  # validate early
     create_model(cfg.arch)  # validate the name early (cheap)
+    world = current_world()
+    if world.distributed and cfg.batch_size < 2 * world.size:
+        raise ValueError(f"--batch-size is the global batch over all {world.size} processes: "
+                         f"use at least {2 * world.size}, got {cfg.batch_size}")
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    return get_device(cfg.device)
+    return rank_device(get_device(cfg.device))
 
 
 def train(cfg: TrainConfig) -> TrainResult:
@@ -116,13 +121,22 @@ def train(cfg: TrainConfig) -> TrainResult:
     Returns:
         :class:`TrainResult` with the best model (eval mode) and its card. When
         ``cfg.out`` is set, ``<out>.pt`` + ``<out>.json`` are written (and
-        ``<out>.state.pt`` after every epoch if ``cfg.save_state``).
+        ``<out>.state.pt`` after every epoch if ``cfg.save_state``). Launched by ``torchrun``,
+        the processes train one model data-parallel and only rank 0 writes these files
+        (:mod:`medcnn.distributed.ddp`).
 
     Raises:
         ValueError: bad settings or labels (messages say what to change).
         FileNotFoundError: missing labels or image files.
     """
+    with process_group(cfg.device):
+        return _train(cfg)
+
+
+def _train(cfg: TrainConfig) -> TrainResult:
+    """:func:`train` inside the (possibly one-process) process group."""
     device = _setup(cfg)
+    main = current_world().is_main
     df, classes, positive, n_test = load_training_data(cfg)
     pos = classes.index(positive)
     pipe = _pipeline(cfg)
@@ -131,7 +145,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     val_ds = ImageDataset(df[df["split"] == "val"], pipe, classes, cache=cache)
     _print(f"train {len(train_ds)} / val {len(val_ds)} images ({n_test} test rows left out); "
            f"classes {classes}, positive {positive!r}; {cfg.arch} on {device}")
-    cache.fill(train_ds.paths + val_ds.paths, progress=cfg.progress)
+    cache.fill(train_ds.paths + val_ds.paths, progress=cfg.progress and main)
     state_path = None
     if cfg.out and cfg.save_state:
         state_path = Path(cfg.out).with_suffix("").with_suffix(".state.pt")
@@ -140,7 +154,13 @@ def train(cfg: TrainConfig) -> TrainResult:
     cal = calibrate(result["val_logits"], val_ds.targets, pos, enabled=cfg.calibrate)
     metrics = final_metrics(result["val_logits"], val_ds, pos, cal, cfg.val_by, cfg.n_boot, cfg.seed)
     card = build_card(cfg, classes, positive, pipe, df, n_test, result, cal, metrics, device)
-    card_path = save_checkpoint(result["model"], card, cfg.out) if cfg.out else None
+    card_path = None
+    if cfg.out and main:
+        card_path = save_checkpoint(result["model"], card, cfg.out)
+    elif cfg.out:  # rank 0 writes the checkpoint; the other ranks report the same card
+        stem = Path(cfg.out).with_suffix("") if Path(cfg.out).suffix in (".pt", ".json") else Path(cfg.out)
+        card_path = stem.with_suffix(".json")  # as save_checkpoint names it
+        card.name = stem.name
     if card_path:
         _print(f"wrote {card_path.with_suffix('.pt')} and {card_path}")
     return TrainResult(result["model"], card, result["history"], result["best_epoch"], result["best_score"],
@@ -153,6 +173,12 @@ def cross_validate(cfg: TrainConfig) -> dict[str, Any]:
     Returns:
         ``{"folds": [per-fold metrics], "summary": {metric: {"mean", "sd"}}, "config": ...}``.
     """
+    with process_group(cfg.device):
+        return _cross_validate(cfg)
+
+
+def _cross_validate(cfg: TrainConfig) -> dict[str, Any]:
+    """:func:`cross_validate` inside the (possibly one-process) process group."""
     device = _setup(cfg)
     if cfg.folds < 2:
         raise ValueError(f"--folds must be >= 2, got {cfg.folds}")
@@ -160,7 +186,7 @@ def cross_validate(cfg: TrainConfig) -> dict[str, Any]:
     pos = classes.index(positive)
     pipe = _pipeline(cfg)
     cache = DisplayCache(pipe)
-    cache.fill(df["path"].tolist(), progress=cfg.progress)
+    cache.fill(df["path"].tolist(), progress=cfg.progress and current_world().is_main)
     fold_cfg = copy.copy(cfg)
     fold_cfg.resume = None
     rows = []

@@ -27,12 +27,20 @@ def _print_epoch(tag: str, r: dict[str, Any], epochs: int, improved: bool, progr
 def _print(msg: str) -> None:
     from tqdm.auto import tqdm
 
+    from medcnn.distributed.ddp import current_world
+
+    if not current_world().is_main:  # one voice in a data-parallel run
+        return
     tqdm.write(msg)
 
 
 def _warn(msg: str) -> None:
     import warnings
 
+    from medcnn.distributed.ddp import current_world
+
+    if not current_world().is_main:
+        return
     warnings.warn(msg, stacklevel=3)
 
 

@@ -1,0 +1,101 @@
+"""Data-parallel training: ``torchrun --nproc_per_node=2 -m medcnn train`` (gloo, CPU) trains the
+model a single process trains, for the same global batch and seed.
+
+The runs use SGD: its update is linear in the gradient, so the float-rounding differences of the
+two runs (gradients all-reduced in another order) stay at rounding level. Adam divides by
+sqrt(v), which turns rounding noise in near-zero gradients into updates of size ``lr``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from medcnn.__main__ import main
+from medcnn.distributed.ddp import World, share_scale
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def tiny_set(tmp_path_factory) -> Path:
+    """24 train + 8 val noisy 40x40 PNGs, PNEUMONIA brighter, two view positions."""
+    root = tmp_path_factory.mktemp("ddp")
+    rng = np.random.default_rng(0)
+    rows = ["path,label,split,patient_id,view_position"]
+    (root / "img").mkdir()
+    for i in range(32):
+        label = "PNEUMONIA" if i % 3 == 0 else "NORMAL"
+        arr = rng.integers(0, 150, (40, 40)) + (40 if label == "PNEUMONIA" else 0)
+        Image.fromarray(arr.clip(0, 255).astype(np.uint8)).save(root / "img" / f"{i}.png")
+        rows.append(f"img/{i}.png,{label},{'val' if i >= 24 else 'train'},p{i},{'AP' if i % 4 < 2 else 'PA'}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def _args(root: Path, out: str, extra: list[str]) -> list[str]:
+    return ["train", "--data", str(root / "labels.csv"), "--classes", "NORMAL,PNEUMONIA", "--arch", "simplecnn",
+            "--size", "32", "--epochs", "2", "--n-boot", "20", "--quiet", "--patience", "0", "--threads", "1",
+            "--optimizer", "sgd", "--lr", "0.01", "--seed", "3", "--out", str(root / out / "m.pt"),
+            "--json-out", str(root / out / "result.json"), *extra]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra", [
+    ["--batch-size", "8", "--imbalance", "oversample"],  # the label-balanced sampler
+    ["--batch-size", "7", "--imbalance", "class_weight", "--balance-by", "view_position"],  # grouped, odd shares
+], ids=["balanced-sampler", "grouped-sampler-odd-batch"])
+def test_torchrun_two_processes_train_the_single_process_model(tiny_set, extra, monkeypatch):
+    name = "-".join(extra[1::2])
+    monkeypatch.chdir(tiny_set)
+    assert main(_args(tiny_set, f"one-{name}", extra)) == 0
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "medcnn", *_args(tiny_set, f"two-{name}", extra)]
+    proc = subprocess.run(cmd, cwd=tiny_set, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = tiny_set / f"one-{name}", tiny_set / f"two-{name}"
+    # rank 0 alone wrote the checkpoint and the card, and said so once
+    assert sorted(p.name for p in two.iterdir()) == ["m.json", "m.pt", "result.json"]
+    assert proc.stdout.count("wrote ") == 1, proc.stdout[-3000:]
+    a = torch.load(one / "m.pt", weights_only=True)
+    b = torch.load(two / "m.pt", weights_only=True)
+    assert sorted(a) == sorted(b)  # the registry's plain layers: the same checkpoint keys
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-4, rtol=1e-4, msg=f"weight {k}")
+    ha, hb = (json.loads((d / "result.json").read_text()) for d in (one, two))
+    assert ha["best_epoch"] == hb["best_epoch"]
+    for ra, rb in zip(ha["history"], hb["history"], strict=True):
+        for key in ("train_loss", "val_loss", "lr"):
+            assert rb[key] == pytest.approx(ra[key], rel=1e-4, abs=1e-6), key
+    ca, cb = (json.loads((d / "m.json").read_text()) for d in (one, two))
+    assert cb["threshold"] == pytest.approx(ca["threshold"], abs=1e-4)
+    assert cb["temperature"] == pytest.approx(ca["temperature"], rel=1e-3)
+
+
+@pytest.mark.parametrize("n,size,expected", [
+    (8, 2, [(0, 4), (4, 8)]), (7, 2, [(0, 4), (4, 7)]), (3, 2, [(0, 2), (2, 3)]), (10, 3, [(0, 4), (4, 7), (7, 10)]),
+])
+def test_shares_are_contiguous_and_cover_the_batch(n, size, expected):
+    assert [World(r, size).share(n) for r in range(size)] == expected
+
+
+def test_share_scales_make_ddp_average_the_global_mean():
+    """sum over ranks of scale_r * mean_r / size == the global batch's mean loss."""
+    torch.manual_seed(0)
+    logits, y = torch.randn(7, 2), torch.tensor([0, 1, 1, 0, 0, 0, 1])
+    for loss_fn in (torch.nn.CrossEntropyLoss(), torch.nn.CrossEntropyLoss(weight=torch.tensor([0.7, 2.0]))):
+        total = 0.0
+        for r in range(2):
+            w = World(r, 2)
+            s, e = w.share(7)
+            total += share_scale(loss_fn, y.numpy(), s, e, w) * float(loss_fn(logits[s:e], y[s:e])) / 2
+        assert total == pytest.approx(float(loss_fn(logits, y)), rel=1e-6)
+    assert share_scale(torch.nn.CrossEntropyLoss(), [0, 1], 0, 1, World()) == 1.0
