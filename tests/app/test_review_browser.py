@@ -144,9 +144,9 @@ def keep(path: Path) -> Path:
 @pytest.mark.browser
 @pytest.mark.parametrize("size", SIZES, ids=[f"{w}x{h}" for w, h in SIZES])
 def test_case_view_fits_the_screen_and_keys_step(review_url, tmp_path, size):
-    from conftest import SHARED_DATA
-
-    files = case_files(SHARED_DATA)
+    # the same location tests/conftest.py reads (not imported: "conftest" names several modules)
+    shared = Path(os.environ.get("MEDCNN_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+    files = case_files(shared)
     width, height = size
     with chromium_page(width, height) as page:
         page.goto(review_url)
