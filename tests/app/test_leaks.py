@@ -20,7 +20,7 @@ import pydicom
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_pages import REPO, TIMEOUT, make_weights, page, upload  # noqa: E402
+from test_pages import REPO, TIMEOUT, make_weights, page, upload, weights_env  # noqa: E402
 
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
@@ -103,13 +103,8 @@ def read_files(paths: list[Path]) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     folder = make_weights(tmp_path_factory.mktemp("leak_weights"))
-    old = os.environ.get("MEDCNN_WEIGHTS_DIR")
-    os.environ["MEDCNN_WEIGHTS_DIR"] = str(folder)
-    yield folder
-    if old is None:
-        os.environ.pop("MEDCNN_WEIGHTS_DIR", None)
-    else:
-        os.environ["MEDCNN_WEIGHTS_DIR"] = old
+    with weights_env(folder):
+        yield folder
 
 
 @pytest.fixture

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import io
-import os
 import zipfile
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from test_pages import make_weights, page, png_bytes, table_with, texts, upload
+from test_pages import make_weights, page, png_bytes, table_with, texts, upload, weights_env
 
 
 def noise_png(seed: int = 0) -> bytes:
@@ -46,13 +45,8 @@ def fit_tiny_gate(folder) -> None:
 def gated_weights(tmp_path_factory):
     folder = make_weights(tmp_path_factory.mktemp("gated_weights"))
     fit_tiny_gate(folder)
-    old = os.environ.get("MEDCNN_WEIGHTS_DIR")
-    os.environ["MEDCNN_WEIGHTS_DIR"] = str(folder)
-    yield folder
-    if old is None:
-        os.environ.pop("MEDCNN_WEIGHTS_DIR", None)
-    else:
-        os.environ["MEDCNN_WEIGHTS_DIR"] = old
+    with weights_env(folder):
+        yield folder
 
 
 def test_flagged_upload_shows_the_warning_and_no_finding(gated_weights):

@@ -1,6 +1,7 @@
 """AppTest of every page of the Streamlit app, on tiny models in a temporary weights folder."""
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -61,16 +62,25 @@ def make_weights(folder: Path) -> Path:
     return folder
 
 
+@contextlib.contextmanager
+def weights_env(folder: Path):
+    """Point the app at ``folder`` (MEDCNN_WEIGHTS_DIR) and restore the previous value after."""
+    old = os.environ.get("MEDCNN_WEIGHTS_DIR")
+    os.environ["MEDCNN_WEIGHTS_DIR"] = str(folder)
+    try:
+        yield folder
+    finally:
+        if old is None:
+            os.environ.pop("MEDCNN_WEIGHTS_DIR", None)
+        else:
+            os.environ["MEDCNN_WEIGHTS_DIR"] = old
+
+
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     folder = make_weights(tmp_path_factory.mktemp("weights"))
-    old = os.environ.get("MEDCNN_WEIGHTS_DIR")
-    os.environ["MEDCNN_WEIGHTS_DIR"] = str(folder)
-    yield folder
-    if old is None:
-        os.environ.pop("MEDCNN_WEIGHTS_DIR", None)
-    else:
-        os.environ["MEDCNN_WEIGHTS_DIR"] = old
+    with weights_env(folder):
+        yield folder
 
 
 def png_bytes(size: int = 96, seed: int = 0) -> bytes:

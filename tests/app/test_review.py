@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import io
-import os
 import zipfile
 
 import pytest
 import torch
 
-from test_pages import make_weights, page, png_bytes, table_with, texts, upload
+from test_pages import make_weights, page, png_bytes, table_with, texts, upload, weights_env
 
 PAGE = "pages/5_Case_review.py"
 NAMES = ("Doe_Jane_19620101.png", "Roe_Richard_MRN123456.png", "Poe_Edgar_ward7.png")
@@ -17,13 +16,8 @@ NAMES = ("Doe_Jane_19620101.png", "Roe_Richard_MRN123456.png", "Poe_Edgar_ward7.
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     folder = make_weights(tmp_path_factory.mktemp("review_weights"))
-    old = os.environ.get("MEDCNN_WEIGHTS_DIR")
-    os.environ["MEDCNN_WEIGHTS_DIR"] = str(folder)
-    yield folder
-    if old is None:
-        os.environ.pop("MEDCNN_WEIGHTS_DIR", None)
-    else:
-        os.environ["MEDCNN_WEIGHTS_DIR"] = old
+    with weights_env(folder):
+        yield folder
 
 
 def zip_of(members: list[tuple[str, bytes]]) -> bytes:
