@@ -20,12 +20,13 @@ import torch
 
 from medcnn.models.card import CardError, ModelCard
 from medcnn.io import ImageMeta, MedImage
-from medcnn.models.outputs import softmax_t
+from medcnn.models.outputs import relative_to_threshold, sigmoid_t, softmax_t
 from medcnn.ood import OODGate, OODResult, check_scope, resolve_scope
 
 __all__ = [
     "CARD_FAMILIES",
     "DEFAULT_CARDS",
+    "NO_FINDING",
     "Prediction",
     "Predictor",
     "check_modality",
@@ -36,6 +37,9 @@ __all__ = [
     "resolve_card",
     "predict_logits",
 ]
+
+#: ``Prediction.label`` of a multi-label model when no presented finding reaches its operating point.
+NO_FINDING = "no finding above its operating point"
 
 #: DICOM Modality -> model family (card.modality). "OT" is what io reports for PNG/JPEG.
 CARD_FAMILIES: dict[str, str] = {"CT": "CT", "CR": "CXR", "DX": "CXR", "OT": "CXR"}
@@ -75,6 +79,12 @@ class Prediction:
         positive_prob: calibrated probability of the card's positive label.
         above_threshold: ``positive_prob >= threshold``.
         threshold: the card's operating threshold (Youden's J on validation).
+        findings: multi-label (sigmoid) cards only: one row per presented finding, sorted by
+            ``relative`` (the probability rescaled so that the finding's operating point is 0.5,
+            see :func:`medcnn.models.outputs.relative_to_threshold`), each
+            ``{"name", "probability", "threshold", "relative", "above"}``. ``label`` then lists
+            the findings above their operating points, and ``positive_prob`` / ``threshold``
+            refer to the card's ``positive_label`` finding.
         model: card name.
         seconds: wall time of preprocessing + forward pass.
         pipeline_result: the :class:`medcnn.preprocess.PipelineResult` (tensor, display, steps).
@@ -93,6 +103,7 @@ class Prediction:
     seconds: float
     pipeline_result: Any = field(default=None, repr=False)
     ood: OODResult = field(default_factory=OODResult)
+    findings: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def decision(self) -> str:
@@ -106,6 +117,7 @@ class Prediction:
             "logits": self.logits, "label": self.label, "positive_prob": self.positive_prob,
             "above_threshold": self.above_threshold, "threshold": self.threshold,
             "seconds": self.seconds, "ood": self.ood.to_dict(),
+            **({"findings": self.findings} if self.findings else {}),
         }
 
 
@@ -170,6 +182,8 @@ class Predictor:
     def _decide(self, logits: np.ndarray, seconds: float, results: Sequence[Any],
                 verdicts: Sequence[OODResult]) -> list[Prediction]:
         card = self.card
+        if card.multilabel:
+            return self._decide_findings(logits, seconds, results, verdicts)
         probs = softmax_t(logits, card.temperature)
         pos = card.positive_index
         out = []
@@ -184,6 +198,29 @@ class Predictor:
                 logits=[float(v) for v in z], label=label, positive_prob=float(p[pos]),
                 above_threshold=above, threshold=float(card.threshold), model=card.name,
                 seconds=seconds, pipeline_result=res, ood=verdict,
+            ))
+        return out
+
+    def _decide_findings(self, logits: np.ndarray, seconds: float, results: Sequence[Any],
+                         verdicts: Sequence[OODResult]) -> list[Prediction]:
+        card = self.card
+        probs = sigmoid_t(logits, card.finding_temperatures())
+        thr = card.finding_thresholds()
+        rel = relative_to_threshold(probs, thr)
+        pos = card.positive_index
+        shown = [card.labels.index(n) for n in card.shown_findings()]
+        out = []
+        for z, p, r, res, verdict in zip(logits, probs, rel, results, verdicts):
+            rows = sorted(({"name": card.labels[j], "probability": float(p[j]), "threshold": float(thr[j]),
+                            "relative": float(r[j]), "above": bool(p[j] >= thr[j])} for j in shown),
+                          key=lambda row: -row["relative"])
+            above = [row["name"] for row in rows if row["above"]]
+            out.append(Prediction(
+                probabilities={name: float(v) for name, v in zip(card.labels, p)},
+                logits=[float(v) for v in z], label=", ".join(above) if above else NO_FINDING,
+                positive_prob=float(p[pos]), above_threshold=bool(p[pos] >= thr[pos]),
+                threshold=float(thr[pos]), model=card.name, seconds=seconds, pipeline_result=res,
+                ood=verdict, findings=rows,
             ))
         return out
 

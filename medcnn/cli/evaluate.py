@@ -111,10 +111,58 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _findings_report(m: dict[str, Any], title: str) -> str:
+    lines = [f"{title}: mean AUC over findings {_fmt(m.get('mean_auc'))}"]
+    for name, r in m["findings"].items():
+        ci = r.get("auc_ci") or [None, None]
+        lines.append(f"  {name:<20} AUC {_fmt(r['auc'])} [{_fmt(ci[0])}, {_fmt(ci[1])}]  "
+                     f"sens {_fmt(r['sensitivity'])} spec {_fmt(r['specificity'])} at {_fmt(r['threshold'])}  "
+                     f"ECE {_fmt(r['ece'])}  ({r['n_pos']} positives / {r['n_neg']} negatives)")
+    return "\n".join(lines)
+
+
+def _run_findings(args: argparse.Namespace) -> int:
+    """A multi-label card: per-finding metrics; ``--write-card`` stores test metrics and which findings show."""
+    from medcnn.evaluation.evaluate_findings import (evaluate_findings_card, finding_scores_metrics, score_findings,
+                                                     stored_finding_scores)
+    from medcnn.models.card import ModelCard
+
+    if args.calibrate:
+        raise ValueError("a multi-label model is calibrated per finding on val when it is trained; "
+                         "--calibrate applies to single-label models")
+    by = [args.by] if args.by else ["view_position", "source"]
+    if args.write_card and not args.card_key:
+        if args.split not in (None, "test"):
+            raise ValueError("--write-card without --card-key writes the test metrics: use --split test or omit it")
+        card = evaluate_findings_card(args.model, args.data, by=by, n_boot=args.n_boot, device=args.device,
+                                      batch_size=args.batch_size)
+        m = card.metrics["test"]
+        print("test metrics and presented findings saved in the card", file=sys.stderr)
+    else:
+        scores = score_findings(args.model, args.data, args.split, args.device, args.batch_size, progress=True)
+        m = finding_scores_metrics(scores, by=by, n_boot=args.n_boot, seed=args.seed)
+        m["split"] = args.split
+        m["data"] = [f"{Path(p).parent.name}/{Path(p).name}" for p in args.data]
+        if args.write_card:
+            card = ModelCard.load(args.model)
+            card.metrics[args.card_key] = {**m, "scores": stored_finding_scores(scores)}
+            card.save(card.path)
+            print(f"metrics saved in the card under {args.card_key!r}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({k: v for k, v in m.items() if k != "scores"}))
+    else:
+        print(_findings_report(m, f"{m['model']} on {m['n']} images"))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Score the card on the data (or calibrate it on val with ``--calibrate``) and print the metrics."""
     if args.n_boot < 0:
         raise ValueError("--n-boot must be >= 0")
+    from medcnn.inference import load_card, resolve_card
+
+    if load_card(resolve_card(model=args.model)).multilabel:
+        return _run_findings(args)
     if args.calibrate:
         if args.split:
             raise ValueError("--calibrate uses the val split itself (and reports test): drop --split")

@@ -96,9 +96,13 @@ def _line(e: dict[str, Any]) -> str:
     reasons = "; ".join(ood.get("reasons") or [])
     if ood.get("level") == "outside":
         return (f"{e['file']}: NOT ANALYSED - outside what model {e['model']} reads: {reasons}{notes}")
+    caution = f"\n  caution: {reasons}" if ood.get("flagged") else ""
+    if e.get("findings"):  # multi-label: every presented finding against its own operating point
+        rows = "; ".join(f"{f['name']} {f['probability']:.3f} {'>=' if f['above'] else '<'} {f['threshold']:.3f}"
+                         for f in e["findings"])
+        return f"{e['file']}: {e['label']} ({rows}) model {e['model']}, {e['seconds']:.3f} s{caution}{notes}"
     probs = ", ".join(f"{k} {v:.3f}" for k, v in e["probabilities"].items())
     side = ">=" if e["above_threshold"] else "<"
-    caution = f"\n  caution: {reasons}" if ood.get("flagged") else ""
     return (f"{e['file']}: {e['label']} (p = {e['positive_prob']:.3f} {side} threshold "
             f"{e['threshold']:.3f}; {probs}) model {e['model']}, {e['seconds']:.3f} s{caution}{notes}")
 

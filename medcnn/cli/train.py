@@ -46,6 +46,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--positive", help="positive label (AUC, threshold); default: last class")
     d.add_argument("--train-relabel", type=_relabel, action="append", default=[], metavar="OLD=NEW",
                    help="in TRAIN rows only, relabel OLD as NEW (e.g. OTHER=NORMAL to use OTHER as negatives)")
+    d.add_argument("--findings", type=_csv_list, metavar="NAME[=COLUMN],...",
+                   help="train a multi-label model (one sigmoid output per finding) instead of --classes: NAME "
+                        "is present when listed in --findings-column, NAME=COLUMN reads a 0/1 column; empty "
+                        "labels are unknown and left out of the loss")
+    d.add_argument("--findings-column", default="finding_labels_v2020",
+                   help="'|'-separated findings list column (default finding_labels_v2020)")
+    d.add_argument("--dedupe-by", type=_csv_list, default=[], metavar="COLUMN,...",
+                   help="drop rows showing an image already listed, keyed by the file name in the first "
+                        "non-empty COLUMN (list the CSVs in order of preference)")
+    d.add_argument("--exclude", action="append", default=[], metavar="COL=VALUE[&COL=VALUE]",
+                   help="drop rows matching (every split), e.g. 'source=nih_cxr_pneumonia&label=NORMAL'")
     d.add_argument("--task", choices=("CXR", "CT"), default="CXR", help="modality family (default CXR)")
     d.add_argument("--size", type=int, default=256, help="input size in pixels (square; default 256)")
     d.add_argument("--preprocess-json", type=Path, help="custom pipeline config JSON (overrides --task/--size)")
@@ -55,6 +66,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     m = p.add_argument_group("model and optimisation")
     m.add_argument("--arch", default="smallresnet", help="architecture (see medcnn.models.MODELS; default smallresnet)")
+    m.add_argument("--init", type=Path, metavar="WEIGHTS.pt",
+                   help="start from another checkpoint's weights (tensors of matching name and shape; a head "
+                        "of another size starts fresh)")
     m.add_argument("--epochs", type=int, default=30)
     m.add_argument("--batch-size", type=int, default=32)
     m.add_argument("--optimizer", choices=_OPTIMIZERS, default="adamw")
@@ -152,7 +166,8 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         threads=args.threads, max_train=args.max_train, device=args.device,
         channels_last=args.channels_last,
         calibrate=not args.no_calibrate, progress=not args.quiet, n_boot=args.n_boot,
-        command=_command_line(args),
+        command=_command_line(args), findings=args.findings, findings_column=args.findings_column,
+        dedupe_by=list(args.dedupe_by), exclude=list(args.exclude), init=str(args.init) if args.init else None,
     )
 
 
@@ -175,8 +190,12 @@ def _command_line(args: argparse.Namespace) -> str:
         elif act.dest == "train_relabel":
             for old, new in v:
                 parts += [opt, f"{old}={new}"]
-        elif act.dest == "classes":
-            parts += [opt, ",".join(v)]
+        elif act.dest in ("classes", "findings", "dedupe_by"):
+            if v:
+                parts += [opt, ",".join(v)]
+        elif act.dest == "exclude":
+            for rule in v:
+                parts += [opt, rule]
         elif isinstance(v, list):
             parts += [opt, *map(str, v)]
         else:
@@ -216,6 +235,22 @@ def run(args: argparse.Namespace) -> int:
         return 0
     res = tr.train(cfg)
     val = res.card.metrics.get("val", {})
+    if res.card.multilabel:
+        print(f"best epoch {res.best_epoch}: mean val AUC over findings {_fmt(val.get('mean_auc'))}")
+        for name, r in val.get("findings", {}).items():
+            ci = r.get("auc_ci") or [None, None]
+            print(f"  {name:24s} AUC {_fmt(r['auc'])} (95% CI {_fmt(ci[0])}-{_fmt(ci[1])}), "
+                  f"{r['n_pos']} positives, threshold {_fmt(r['threshold'])}")
+    else:
+        _print_binary(res, val, cfg)
+    if args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps({"card": str(res.card_path), "best_epoch": res.best_epoch,
+                                             "val": val, "history": res.history}, indent=2, default=str) + "\n")
+    return 0
+
+
+def _print_binary(res: Any, val: dict[str, Any], cfg: TrainConfig) -> None:
     line = f"best epoch {res.best_epoch}: val AUC {_fmt(val.get('auc'))}"
     if val.get("auc_ci"):
         line += f" (95% CI {_fmt(val['auc_ci'][0])}-{_fmt(val['auc_ci'][1])})"
@@ -223,8 +258,3 @@ def run(args: argparse.Namespace) -> int:
         line += " | " + ", ".join(f"{k} {_fmt(v.get('auc'))}" for k, v in val[f"by_{cfg.val_by}"].items())
     line += f" | T {res.card.temperature:.3f}, threshold {res.card.threshold:.3f}"
     print(line)
-    if args.json_out:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(json.dumps({"card": str(res.card_path), "best_epoch": res.best_epoch,
-                                             "val": val, "history": res.history}, indent=2, default=str) + "\n")
-    return 0

@@ -12,6 +12,8 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 __all__ = ["ModelCard", "CardError"]
 
 
@@ -48,6 +50,13 @@ class ModelCard:
         ood: The out-of-distribution gate: statistics file (``<name>.ood.pt``) and its SHA-256,
             layers, thresholds, the data it was fitted on and its measured rates; empty = no
             image-based gate (written by ``python -m medcnn fit-ood``).
+        head: ``"softmax"`` (one label per image; probabilities ``softmax(logits / T)``) or
+            ``"sigmoid"`` (multi-label: one independent finding per output; probabilities
+            ``sigmoid(logit / T_f)`` per finding).
+        findings: Sigmoid heads only: per finding ``{"temperature", "threshold", "shown",
+            "reason"}``. ``threshold`` is the finding's operating point on its calibrated
+            probability (chosen on validation); ``shown`` is False for findings the model cannot
+            measure honestly (``reason`` says why), which are kept in the output but not presented.
     """
 
     name: str
@@ -69,6 +78,8 @@ class ModelCard:
     audit: dict[str, Any] = field(default_factory=dict)
     scope: dict[str, Any] = field(default_factory=dict)
     ood: dict[str, Any] = field(default_factory=dict)
+    head: str = "softmax"
+    findings: dict[str, dict[str, Any]] = field(default_factory=dict)
     path: Path | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -81,6 +92,41 @@ class ModelCard:
             )
         if len(set(self.labels)) != len(self.labels) or len(self.labels) < 2:
             raise CardError(f"labels must be >= 2 distinct names, got {self.labels!r}")
+        if self.head not in ("softmax", "sigmoid"):
+            raise CardError(f"head must be 'softmax' or 'sigmoid', got {self.head!r}")
+        if self.head == "sigmoid":
+            missing = [name for name in self.labels if name not in self.findings]
+            if missing:
+                raise CardError(f"a sigmoid card needs a 'findings' entry (temperature, threshold) for every "
+                                f"label; missing: {', '.join(missing)}")
+            for name, f in self.findings.items():
+                t = f.get("threshold", 0.5)
+                if not 0.0 < float(t) < 1.0 or float(f.get("temperature", 1.0)) <= 0:
+                    raise CardError(f"finding {name!r}: threshold must be in (0, 1) and temperature > 0, "
+                                    f"got {t!r} and {f.get('temperature')!r}")
+
+    @property
+    def multilabel(self) -> bool:
+        """True for a sigmoid (multi-label, one output per finding) head."""
+        return self.head == "sigmoid"
+
+    def finding_thresholds(self) -> np.ndarray:
+        """Operating point of every label, in label order (sigmoid cards; softmax: the one threshold)."""
+        if not self.multilabel:
+            return np.full(len(self.labels), float(self.threshold))
+        return np.array([float(self.findings[n].get("threshold", 0.5)) for n in self.labels])
+
+    def finding_temperatures(self) -> np.ndarray:
+        """Calibration temperature of every output, in label order."""
+        if not self.multilabel:
+            return np.full(len(self.labels), float(self.temperature))
+        return np.array([float(self.findings[n].get("temperature", 1.0)) for n in self.labels])
+
+    def shown_findings(self) -> list[str]:
+        """Labels presented as findings (sigmoid cards: ``shown`` ones; softmax: all)."""
+        if not self.multilabel:
+            return list(self.labels)
+        return [n for n in self.labels if self.findings[n].get("shown", True)]
 
     @property
     def positive_index(self) -> int:

@@ -164,11 +164,18 @@ class BoxSupervision:
 
         Args:
             masks: float (N, H, W) in [0, 1] at input resolution, aligned with the batch
-                of the last forward pass (after the same geometric augmentation).
+                of the last forward pass (after the same geometric augmentation). Rows holding
+                NaN have no box label (multi-label rows where the boxed finding is unknown) and
+                are left out of the loss.
         """
         if self._features is None:
             raise RuntimeError("BoxSupervision.loss() needs a forward pass inside the context")
         feats = self._features.float()
+        known = ~torch.isnan(masks.flatten(1)).any(1).to(feats.device)  # NaN mask: no box label for this row
+        if not bool(known.all()):
+            if not bool(known.any()):
+                return feats.sum() * 0.0
+            feats, masks = feats[known], masks[known.to(masks.device)]
         if self.mode in ("cam", "cam_difference"):
             return self._cam_loss(feats, masks)
         self.head.to(feats.device)

@@ -60,3 +60,8 @@ class TrainConfig:
     progress: bool = True
     n_boot: int = 1000
     command: str | None = None
+    findings: list[str] | None = None
+    findings_column: str | None = "finding_labels_v2020"
+    dedupe_by: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    init: str | None = None

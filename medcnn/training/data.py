@@ -12,6 +12,7 @@ epoch never decodes a DICOM/PNG twice.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -140,21 +141,31 @@ class ImageDataset(Dataset):
         cache: Keep decoded display images in memory (a :class:`DisplayCache` may be
             passed to share it between datasets, e.g. folds).
         generator: Randomness for ``augment``.
+        targets: Multi-label targets instead of ``label``: float (N, C) with 1 / 0 per finding and
+            NaN where a finding is unknown for a row (``labels`` then names the C findings).
 
     Raises:
-        ValueError: a label not in ``labels``.
+        ValueError: a label not in ``labels``, or ``targets`` of the wrong shape.
     """
 
     def __init__(self, df: pd.DataFrame, pipeline, labels: Sequence[str], augment=None,
-                 cache: bool | DisplayCache = True, generator: torch.Generator | None = None):
+                 cache: bool | DisplayCache = True, generator: torch.Generator | None = None,
+                 targets: np.ndarray | None = None):
         self.df = df.reset_index(drop=True)
         self.pipeline = pipeline
         self.labels = [str(c) for c in labels]
-        unknown = sorted(set(self.df["label"]) - set(self.labels))
-        if unknown:
-            raise ValueError(f"label(s) {unknown} are not among the model's labels {self.labels}")
-        index = {c: i for i, c in enumerate(self.labels)}
-        self.targets = np.array(self.df["label"].map(index).to_numpy(dtype=np.int64))
+        if targets is not None:
+            targets = np.asarray(targets, dtype=np.float32)
+            if targets.shape != (len(self.df), len(self.labels)):
+                raise ValueError(f"multi-label targets must be (rows, findings) = "
+                                 f"{(len(self.df), len(self.labels))}, got {targets.shape}")
+            self.targets = targets
+        else:
+            unknown = sorted(set(self.df["label"]) - set(self.labels))
+            if unknown:
+                raise ValueError(f"label(s) {unknown} are not among the model's labels {self.labels}")
+            index = {c: i for i, c in enumerate(self.labels)}
+            self.targets = np.array(self.df["label"].map(index).to_numpy(dtype=np.int64))
         self.paths = self.df["path"].astype(str).tolist()
         self.augment = augment
         self.generator = generator
@@ -192,11 +203,17 @@ class ImageDataset(Dataset):
         if self.cache is not None:
             self.cache.fill(self.paths, progress=progress)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    @property
+    def multilabel(self) -> bool:
+        """True when targets are a (N, C) finding matrix rather than class indices."""
+        return self.targets.ndim == 2
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, Any]:
         x = torch.from_numpy(self.display(i))
         if self.augment is not None:
             x = self.augment(x, self.generator)
-        return self.pipeline.to_tensor(x)[0], int(self.targets[i])
+        y = torch.from_numpy(self.targets[i].copy()) if self.multilabel else int(self.targets[i])
+        return self.pipeline.to_tensor(x)[0], y
 
 
 def label_counts(df: pd.DataFrame, by: str = "split") -> dict[str, dict[str, int]]:

@@ -23,12 +23,12 @@ from medcnn.distributed.layers import ShardPlan, make_data_parallel, make_single
 from medcnn.evaluation.metrics import roc_auc
 from medcnn.evaluation.predict import predict_dataset
 from medcnn.models import create_model, default_target_layer, prepare_for_device
-from medcnn.training import losses
+from medcnn.training import losses, multilabel
 from medcnn.training.augment import Augment
 from medcnn.training.boxsup import BoxSupervision, box_masks
 from medcnn.training.config import TrainConfig
 from medcnn.training.data import ImageDataset
-from medcnn.training.state import _print, _print_epoch, _resume, _save_state
+from medcnn.training.state import _print, _print_epoch, _resume, _save_state, init_weights
 
 __all__ = ["fit"]
 
@@ -80,6 +80,8 @@ def _box_supervision(cfg: TrainConfig, model: nn.Module, train_ds: ImageDataset,
         return None, None
     layer = default_target_layer(cfg.arch)
     masks = torch.from_numpy(box_masks(train_ds.df, cfg.box_column, train_ds.pipeline, cfg.box_ref_size))
+    if train_ds.multilabel:  # no box loss where the boxed finding itself is unknown
+        masks[torch.from_numpy(np.isnan(train_ds.targets[:, pos]))] = float("nan")
     bsup = BoxSupervision(model, layer, cfg.box_weight, cfg.box_mode, target=pos)
     _print(f"{tag}box supervision on {layer}: "
            f"{int((masks.flatten(1).max(1).values > 0).sum())} of {len(masks)} training images have boxes")
@@ -92,12 +94,20 @@ def _build_run(cfg: TrainConfig, train_ds: ImageDataset, pos: int, device: torch
     world = current_world()
     if world.distributed and cfg.box_column:
         raise ValueError("box supervision (--box-column) trains in one process only: run it without torchrun")
-    model = prepare_for_device(create_model(cfg.arch, len(train_ds.labels)), device)
+    model = create_model(cfg.arch, len(train_ds.labels))
+    if cfg.init:
+        init_weights(model, cfg.init)
+    model = prepare_for_device(model, device)
     channels_last = use_channels_last(cfg, device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     plan = make_data_parallel(model, device) if world.distributed else None
-    loss_fn = losses.make_loss(cfg.imbalance, train_ds.targets, len(train_ds.labels), cfg.focal_gamma).to(device)
+    if train_ds.multilabel:
+        if world.distributed:
+            raise ValueError("multi-label training (--findings) runs in one process only: run it without torchrun")
+        loss_fn = multilabel.make_multilabel_loss(cfg.imbalance, train_ds.targets).to(device)
+    else:
+        loss_fn = losses.make_loss(cfg.imbalance, train_ds.targets, len(train_ds.labels), cfg.focal_gamma).to(device)
     bsup, masks = _box_supervision(cfg, model, train_ds, pos, tag)
     params = list(model.parameters()) + (list(bsup.parameters()) if bsup is not None else [])
     opt = losses.make_optimizer(cfg.optimizer, params, cfg.lr, cfg.weight_decay, cfg.momentum)
@@ -198,7 +208,13 @@ def _train_epoch(cfg: TrainConfig, run: _Run, train_ds: ImageDataset, device: to
 
 
 def _val_metrics(logits: np.ndarray, ds: ImageDataset, pos: int, val_by: str | None) -> dict[str, Any]:
-    """Validation loss (cross-entropy), AUC of the positive label and, with ``val_by``, AUC per group."""
+    """Validation loss (cross-entropy), AUC of the positive label and, with ``val_by``, AUC per group.
+
+    Multi-label: masked BCE, the mean AUC over findings (``val_auc``) and the AUC of each finding.
+    """
+    if ds.multilabel:
+        groups = ds.df[val_by].astype(str).fillna("NA").to_numpy() if val_by else None
+        return multilabel.multilabel_val_metrics(logits, ds.targets, ds.labels, groups)
     t = torch.from_numpy(logits)
     y = torch.from_numpy(ds.targets)
     prob = torch.softmax(t, 1)[:, pos].numpy()

@@ -136,6 +136,10 @@ def train(cfg: TrainConfig) -> TrainResult:
 def _train(cfg: TrainConfig) -> TrainResult:
     """:func:`train` inside the (possibly one-process) process group."""
     device = _setup(cfg)
+    if cfg.findings:
+        from medcnn.training.findings import train_findings
+
+        return train_findings(cfg, device)
     main = current_world().is_main
     df, classes, positive, n_test = load_training_data(cfg)
     pos = classes.index(positive)

@@ -86,3 +86,28 @@ def _resume(path: str | Path, model: torch.nn.Module, opt: torch.optim.Optimizer
             "logits": None if logits is None else logits.numpy()}
     _print(f"resumed from {path} after epoch {state['epoch']}")
     return state["epoch"] + 1, state["bad_epochs"], list(state["history"]), best
+
+
+def init_weights(model: torch.nn.Module, path: str | Path) -> list[str]:
+    """Start from another checkpoint's weights (``--init``): every tensor whose name and shape match.
+
+    The classifier of a model with another number of outputs keeps its fresh initialisation.
+
+    Returns:
+        Names of the tensors left as initialised.
+
+    Raises:
+        ValueError: nothing matches (another architecture).
+    """
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if "optimizer" in state:
+        state = state["model"]
+    own = model.state_dict()
+    take = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not take:
+        raise ValueError(f"--init {path}: no weights match this architecture")
+    model.load_state_dict(take, strict=False)
+    left = sorted(set(own) - set(take))
+    _print(f"initialised {len(take)} of {len(own)} tensors from {path}"
+           + (f" (fresh: {', '.join(left)})" if left else ""))
+    return left

@@ -152,3 +152,23 @@ def test_cam_difference_mode_supervises_the_positive_minus_negative_map():
     assert diff._cam_loss(feats, masks).item() != pytest.approx(single._cam_loss(feats, masks).item())
     with pytest.raises(ValueError, match="cam_difference"):
         BoxSupervision(model, "layer4", mode="nope")
+
+
+def test_rows_without_a_box_label_are_left_out_of_the_box_loss():
+    """Multi-label rows whose boxed finding is unknown carry NaN masks: the loss is the loss of the other rows."""
+    torch.manual_seed(0)
+    model = create_model("simplecnn", 2).eval()
+    sup = BoxSupervision(model, "block3", weight=1.0)
+    x = torch.randn(4, 1, 64, 64)
+    masks = torch.zeros(4, 64, 64)
+    masks[0, 8:40, 8:40] = 1.0
+    with sup:
+        model(x[[0, 2]])
+        known_only = sup.loss(masks[[0, 2]])
+        model(x)
+        masks[[1, 3]] = float("nan")
+        with_unknown = sup.loss(masks)
+        assert torch.isfinite(with_unknown)
+        assert with_unknown.item() == pytest.approx(known_only.item(), rel=1e-5)
+        masks[:] = float("nan")
+        assert sup.loss(masks).item() == 0.0
