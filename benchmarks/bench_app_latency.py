@@ -106,7 +106,7 @@ def main() -> int:
     parser.add_argument("--screenshots", type=Path, default=Path(tempfile.gettempdir()) / "medcnn_bench_shots")
     args = parser.parse_args()
 
-    from test_browser import CHROMIUM, chromium_page, open_analyze, shipped_weights, streamlit_server, upload_and_wait
+    from browser_helpers import CHROMIUM, chromium_page, open_analyze, shipped_weights, streamlit_server, upload_and_wait
 
     if not CHROMIUM.exists():
         raise SystemExit(f"{CHROMIUM} not found: apt-get install -y chromium")

@@ -3,7 +3,7 @@
 Claim measured: the app stays correct (no failed upload) and its memory stays bounded when
 several sessions analyse images at once.
 
-Method: ``streamlit run app.py`` on a free localhost port (``tests/app/test_browser.py``'s
+Method: ``streamlit run app.py`` on a free localhost port (``tests/app/browser_helpers.py``'s
 ``streamlit_server``) with the shipped weights; one headless Debian chromium with ``--contexts``
 independent browser contexts (separate Streamlit sessions), driven by Playwright's async API.
 Each context opens the Analyze page and uploads, one after another, chest X-ray JPEGs of
@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "app"))
 
-from test_browser import CHROMIUM, CHROMIUM_ARGS, OVERLAY_LOADED_JS, shipped_weights, streamlit_server  # noqa: E402
+from browser_helpers import CHROMIUM, CHROMIUM_ARGS, OVERLAY_LOADED_JS, shipped_weights, streamlit_server  # noqa: E402
 
 SHARED = Path(os.environ.get("MEDCNN_SHARED_DATA", REPO.parent / "shared" / "data"))
 
@@ -176,7 +176,7 @@ def main() -> int:
         return 2
     images = [p.read_bytes() for p in jpgs]
     port_holder: dict[str, int] = {}
-    from test_browser import free_port
+    from browser_helpers import free_port
 
     port = free_port()
     port_holder["port"] = port

@@ -208,11 +208,9 @@ def test_forget_this_image_resets_the_uploader_and_drops_cached_results(weights,
 # ------------------------------------------------------------------ a real server
 @pytest.mark.browser
 def test_real_server_log_and_new_files_hold_no_identifier(weights, tmp_path, monkeypatch):
-    import test_browser as tb
+    import browser_helpers as tb
 
-    if not tb.CHROMIUM.exists():
-        pytest.skip(f"{tb.CHROMIUM} not found (install Debian's chromium: apt-get install -y chromium)")
-    pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    tb.require_browser()
     data = fake_identified_dicom()
     what = needles(data)
     server_log = tmp_path / "server.log"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from medcnn.app.nav import PAGES
-from test_browser import CHROMIUM, chromium_page, streamlit_server
+from browser_helpers import chromium_page, require_browser, streamlit_server
 from test_pages import make_weights
 
 pytestmark = pytest.mark.browser
@@ -19,9 +19,7 @@ def link_texts(page) -> list[str]:
 
 
 def test_deep_link_before_the_router_shows_the_same_navigation(tmp_path):
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not found (install Debian's chromium: apt-get install -y chromium)")
-    pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    require_browser()
     titles = [p.title for p in PAGES]
     with streamlit_server(make_weights(tmp_path / "w")) as url, chromium_page() as page:
         page.goto(f"{url}/Analyze")  # the first request this server gets is a deep link

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from test_browser import CHROMIUM, REPO, chromium_page, free_port, shipped_weights
+from browser_helpers import REPO, chromium_page, free_port, require_browser, shipped_weights
 
 PAGE = "pages/5_Case_review.py"
 SIZES = ((1920, 1080), (1280, 720))
@@ -91,9 +91,7 @@ def review_server(weights_dir: Path, timeout: float = 90) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def review_url(tmp_path_factory) -> Iterator[str]:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not found (install Debian's chromium: apt-get install -y chromium)")
-    pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    require_browser()
     weights = shipped_weights()
     if weights is None:
         from test_pages import make_weights
