@@ -16,7 +16,8 @@ from typing import Any
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="model card (weights/NAME.json)")
-    parser.add_argument("--data", required=True, help="the model's labels.csv (in-distribution images)")
+    parser.add_argument("--data", required=True, nargs="+", metavar="CSV",
+                        help="the model's labels.csv file(s) (in-distribution images; several are pooled)")
     parser.add_argument("--fit-split", default="train", help="split the statistics are fitted on (default: train)")
     parser.add_argument("--val-split", default="val", help="split the thresholds are set on (default: val)")
     parser.add_argument("--test-split", default="test", help="split reported as the false-flag rate (default: test)")
@@ -61,21 +62,25 @@ def run(args: argparse.Namespace) -> int:
     def feats(images):
         return v.features_of(extract, pipe, images)
 
-    data = Path(args.data)
-    fit_imgs = v.read_table_images(data, args.fit_split)["all"]
-    val_imgs = v.read_table_images(data, args.val_split)["all"]
-    test_imgs = v.read_table_images(data, args.test_split)["all"]
+    datas = [Path(d) for d in args.data]
+    per_csv = {d: {split: v.read_table_images(d, split)["all"] for split in (args.fit_split, args.val_split,
+                                                                            args.test_split)} for d in datas}
+    fit_imgs = [img for d in datas for img in per_csv[d][args.fit_split]]
+    val_imgs = [img for d in datas for img in per_csv[d][args.val_split]]
+    test_imgs = [img for d in datas for img in per_csv[d][args.test_split]]
     print(f"fitting on {len(fit_imgs)} {args.fit_split} images, thresholds from {len(val_imgs)} {args.val_split} images")
     gate = OODGate.fit(feats(fit_imgs), feats(val_imgs), layers, args.grid, components=args.components)
 
     def rates(images) -> dict[str, Any]:
         return v.flag_rates(v.verdicts_of(gate, extract, pipe, images)) if images else {"n": 0}
 
-    measured: dict[str, Any] = {"in_distribution": {
-        f"{data.parent.name} {args.val_split} (sets the thresholds)": rates(val_imgs),
-        f"{data.parent.name} {args.test_split}": rates(test_imgs),
-    }}
-    measured["in_distribution"].update(_age_bands(data, args.test_split, test_imgs, rates))
+    measured: dict[str, Any] = {"in_distribution": {}}
+    for d in datas:
+        measured["in_distribution"].update({
+            f"{d.parent.name} {args.val_split} (sets the thresholds)": rates(per_csv[d][args.val_split]),
+            f"{d.parent.name} {args.test_split}": rates(per_csv[d][args.test_split]),
+        })
+        measured["in_distribution"].update(_age_bands(d, args.test_split, per_csv[d][args.test_split], rates))
     for spec in args.also:
         csv, split = _source(spec)
         for name, images in v.read_table_images(csv, split).items():
@@ -97,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
                   "Tipping & Bishop 1999), mean over stages of distance / validation median",
         "layers": list(layers), "grid": args.grid, "components": args.components,
         "caution_threshold": round(gate.caution, 4), "refuse_threshold": round(gate.refuse, 4),
-        "fitted_on": {"data": str(data), "split": args.fit_split, "n": len(fit_imgs),
+        "fitted_on": {"data": " ".join(map(str, datas)), "split": args.fit_split, "n": len(fit_imgs),
                       "threshold_split": args.val_split, "n_threshold": len(val_imgs),
                       "note": "only in-distribution images are used to fit; every check set is unseen"},
         "measured": measured,
@@ -130,7 +135,7 @@ def _age_bands(data: Path, split: str, images: list, rates) -> dict[str, Any]:
 
 
 def _argv(args: argparse.Namespace) -> list[str]:
-    out = ["--model", str(args.model), "--data", str(args.data)]
+    out = ["--model", str(args.model), "--data", *map(str, args.data)]
     for spec in args.check:
         out += ["--check", spec]
     for spec in args.also:
