@@ -17,9 +17,10 @@ Memory: resident set size of the server process (psutil if installed, else ``VmR
 ``/proc/PID/status``) once warm (after the first ``--contexts * 2`` uploads), after the last
 upload, and after ``--idle`` seconds idle. The baseline of the ratio is the warm RSS.
 
-Threads: the server's torch intra-op thread count is read from the Analyze page's sidebar
-("Device: CPU (n threads)"); the load is ``--contexts`` sessions, each of which runs its
-model calls with that many threads.
+Threads: the server's compute policy (:mod:`medcnn.app.compute`: torch intra-op threads per
+computation and compute slots, from ``MEDCNN_TORCH_THREADS`` / ``MEDCNN_MAX_CONCURRENT`` in the
+environment this script runs in) is read from the Analyze page's sidebar ("Device: CPU (2 threads,
+1 compute slot)"); the load is ``--contexts`` sessions, whose model calls wait for a slot.
 
 Usage::
 

@@ -12,6 +12,8 @@ WEIGHTS = REPO / "weights"
 
 # Tests share 2 CPU cores with everything else: keep torch from oversubscribing.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# The app's computations (medcnn.app.compute) run with this many torch threads: one, like the tests.
+os.environ.setdefault("MEDCNN_TORCH_THREADS", "1")
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
+from medcnn.app.compute import compute_slot
 from medcnn.app.state import _mtime
 from medcnn.models.card import ModelCard
 
@@ -59,7 +60,8 @@ def score_split(card_path: str, mtime: float, split: str) -> tuple[np.ndarray, n
     if not wanted or None in data:
         raise ValueError(f"the data of {card.name!r} ({card.training.get('data') or 'not recorded'}) "
                          "is not available on this machine")
-    scores = score_dataset(card_path, data, split)
+    with compute_slot():  # one slot for the whole split: a rare, explicit request on this page
+        scores = score_dataset(card_path, data, split)
     return np.asarray(scores.y_pos), np.asarray(scores.prob())
 
 

@@ -8,7 +8,8 @@ Two ways to upload a site's labelled images, both read in memory (ZIPs through
 * a ``labels.csv`` (``path,label[,split][,patient_id]``, paths relative to the ZIP's root)
   plus a ZIP of the images.
 
-The model runs through the shared cached :class:`~medcnn.inference.Predictor`; the refit is
+The model runs through the shared cached :class:`~medcnn.inference.Predictor`, one compute slot
+per batch (:func:`medcnn.app.compute.slotted`: other sessions' analyses get in between); the refit is
 :func:`medcnn.evaluation.site.recalibrate`. The page cannot write into the weights folder,
 so the new card is offered as a download together with how to install it.
 """
@@ -26,6 +27,7 @@ import numpy as np
 import streamlit as st
 
 from medcnn.app.batch import expand_uploads
+from medcnn.app.compute import slotted
 from medcnn.app.state import get_predictor
 from medcnn.evaluation.site import RecalibrationError, file_sha256, recalibrate, recalibrated_card, summary_rows
 from medcnn.models.card import ModelCard
@@ -221,7 +223,7 @@ def recalibrate_site(key: str, _site: SiteImages, card_path: str, mtime: float, 
 
     predictor = get_predictor(card_path)
     card = predictor.card
-    logits, kept, skipped = score_images(predictor, _site.data)
+    logits, kept, skipped = score_images(slotted(predictor), _site.data)
     skipped = {**_site.skipped, **skipped}
     y = np.asarray([card.labels.index(_site.labels[i]) for i in kept], dtype=np.int64)
     groups = None if _site.groups is None else [_site.groups[i] for i in kept]

@@ -9,6 +9,9 @@ Caching (split by kind, as Streamlit recommends):
 
 * :func:`get_predictor` - ``st.cache_resource``: one model per card file for all sessions
   (:class:`~medcnn.inference.Predictor` is thread-safe; explanations never hook it).
+* The torch work inside the cached functions (a prediction, a map, a sanity check) runs in a
+  compute slot of :mod:`medcnn.app.compute`: a bounded number at once, each with the same torch
+  thread count, however many sessions ask; a cache hit takes no slot.
 * :func:`read_upload`, :func:`predict_upload`, :func:`explain_upload`,
   :func:`sanity_upload` - ``st.cache_data`` keyed by the SHA-256 of the file bytes plus
   the options (model, frame, window, method, target). The bytes travel as ``_data``, an
@@ -30,6 +33,7 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
+from medcnn.app.compute import ComputeConfigError, compute_slot, compute_slots
 from medcnn.models.card import ModelCard
 from medcnn.io import ImageMeta, MedImage, read_image
 from medcnn.visualize.report import DISCLAIMER
@@ -141,7 +145,8 @@ def require_models(cards: list) -> None:
 
 
 def device_description() -> str:
-    """``"GPU: <name>"`` or ``"CPU (<n> threads)"`` for the device models run on."""
+    """``"GPU: <name>"`` or ``"CPU (<n> threads, <s> compute slots)"`` for the device models run on
+    (threads and slots: :mod:`medcnn.app.compute`)."""
     import torch
 
     from medcnn.models import get_device
@@ -150,9 +155,13 @@ def device_description() -> str:
         device = get_device()
     except ValueError as e:
         return f"unavailable ({e})"
+    try:
+        policy = compute_slots().policy.describe()
+    except ComputeConfigError as e:
+        policy = f"compute settings not usable: {e}"
     if device.type == "cuda":
-        return f"GPU: {torch.cuda.get_device_name(device)}"
-    return f"CPU ({torch.get_num_threads()} threads)"
+        return f"GPU: {torch.cuda.get_device_name(device)} ({policy})"
+    return f"CPU ({policy})"
 
 
 def warm_up(cards: list[ModelCard]) -> None:
@@ -172,8 +181,9 @@ def _warm(card_path: str, mtime: float) -> bool:
     predictor = get_predictor(card_path)
     h, w = predictor.card.input_size
     meta = ImageMeta(source_format="png", rows=h, columns=w)
-    pred = predictor.predict(MedImage(np.full((h, w), 128, np.float32), meta), keep_steps=False)
-    explain(predictor.model, pred.pipeline_result.tensor, 0, "gradcam", layer=predictor.card.target_layer)
+    with compute_slot():
+        pred = predictor.predict(MedImage(np.full((h, w), 128, np.float32), meta), keep_steps=False)
+        explain(predictor.model, pred.pipeline_result.tensor, 0, "gradcam", layer=predictor.card.target_layer)
     return True
 
 
@@ -248,7 +258,9 @@ def predict_upload(key: str, _data: bytes, card_path: str, frame: int | None = N
             modality the model does not accept.
     """
     img = read_upload(key, _data, frame)
-    pred = get_predictor(card_path).predict(img, window=window, keep_steps=True)
+    predictor = get_predictor(card_path)
+    with compute_slot():
+        pred = predictor.predict(img, window=window, keep_steps=True)
     views = step_views(pred.pipeline_result.steps)
     pred.pipeline_result.steps = []
     return pred, views
@@ -274,9 +286,10 @@ def explain_upload(key: str, _data: bytes, card_path: str, frame: int | None, wi
     predictor = get_predictor(card_path)
     card = predictor.card
     target_index = card.labels.index(target)
-    exp = explain(predictor.model, pred.pipeline_result.tensor, target_index, method=method,
-                  layer=card.target_layer, pipeline=predictor.pipeline, labels=card.labels,
-                  objective=objective)
+    with compute_slot():
+        exp = explain(predictor.model, pred.pipeline_result.tensor, target_index, method=method,
+                      layer=card.target_layer, pipeline=predictor.pipeline, labels=card.labels,
+                      objective=objective)
     return at_operating_point(exp, pred.probabilities[target],
                               operating_point(card.labels, card.positive_label, card.threshold, target),
                               called=pred.label == target, label=target)
@@ -291,9 +304,10 @@ def sanity_upload(key: str, _data: bytes, card_path: str, frame: int | None, win
     pred, _ = predict_upload(key, _data, card_path, frame, window)
     predictor = get_predictor(card_path)
     target_index = predictor.card.labels.index(target)
-    return randomisation_test(predictor.model, pred.pipeline_result.tensor, target_index, method,
-                              layer=predictor.card.target_layer, pipeline=predictor.pipeline,
-                              objective=objective)
+    with compute_slot():
+        return randomisation_test(predictor.model, pred.pipeline_result.tensor, target_index, method,
+                                  layer=predictor.card.target_layer, pipeline=predictor.pipeline,
+                                  objective=objective)
 
 
 @st.cache_data(show_spinner=False, max_entries=4, ttl=CACHE_TTL_S)
