@@ -254,14 +254,14 @@ def _audit_rows(data: Any, split: str | None, wanted: list[str], max_images: int
 
 
 def _positive_probability(net: Any, card: Any, x: Any) -> float:
-    """Calibrated probability of the card's positive label (what the app displays)."""
+    """Calibrated probability of the card's positive label (what the app displays; softmax or sigmoid head)."""
     import torch
 
-    from medcnn.models.outputs import softmax_t
+    from medcnn.models.outputs import card_probabilities
 
     with torch.inference_mode():
         logits = net(x).float().cpu().numpy()
-    return float(softmax_t(logits, card.temperature)[0, card.positive_index])
+    return float(card_probabilities(card, logits)[0, card.positive_index])
 
 
 def _image_regions(net: Any, card: Any, pipe: Any, row: dict[str, Any], explain_fn: Callable[..., Any],

@@ -44,7 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed (folds, subsample, bootstrap)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--saliency", action="store_true", help="saliency-location audit of --model")
-    parser.add_argument("--model", default=None, metavar="CARD", help="model card (weights/<name>.json)")
+    parser.add_argument("--model", default=None, metavar="CARD",
+                        help="model card (weights/<name>.json): with --saliency, the model whose maps are audited; "
+                             "a multi-label card without --saliency: shortcut audit of each finding on its rows")
     parser.add_argument("--method", default="gradcam", help="saliency method (default gradcam)")
     parser.add_argument("--objective", default="auto", choices=("auto", "difference", "logit"),
                         help="what the saliency map explains (default auto: the logit difference of a "
@@ -95,15 +97,52 @@ def _write_card(args: argparse.Namespace, report: dict[str, Any], notes: list[st
     return key
 
 
+def _multilabel(model: str) -> bool:
+    from medcnn.models.card import ModelCard
+
+    return ModelCard.load(model).multilabel
+
+
+def _run_findings(args: argparse.Namespace) -> int:
+    """Dataset audit of every finding of a multi-label card, on the rows its training used."""
+    from medcnn.audit.findings import audit_findings, format_findings_audit
+    from medcnn.models.card import ModelCard
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = audit_findings(args.model, args.data, split=args.split, folds=args.folds, seed=args.seed,
+                                progress=not args.json)
+    if args.write_card:
+        key = args.card_key or "shortcut_findings"
+        card = ModelCard.load(args.model)
+        parts = ["python", "-m", "medcnn", "audit", "--model", args.model, "--data", *args.data]
+        if args.split:
+            parts += ["--split", args.split]
+        card.audit[key] = _clean({"command": shlex.join(parts) + " --write-card", **report})
+        card.save(card.path)
+        report["card_key"] = key
+    if args.json:
+        print(json.dumps(_clean(report), indent=2))
+    else:
+        print(format_findings_audit(report))
+        if report.get("card_key"):
+            print(f"card {args.model}: audit.{report['card_key']} written")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the dataset audit (or, with ``--saliency``, the saliency-location audit); print the report."""
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     if args.max_images is not None and args.max_images < 2:
         print("error: --max-images must be >= 2", file=sys.stderr)
         return 2
-    if args.write_card and not args.saliency:
-        print("error: --write-card stores a saliency audit: add --saliency", file=sys.stderr)
+    findings = bool(args.model) and not args.saliency and _multilabel(args.model)
+    if args.write_card and not (args.saliency or findings):
+        print("error: --write-card stores a saliency audit (add --saliency) or the per-finding audit of a "
+              "multi-label --model", file=sys.stderr)
         return 2
+    if findings:
+        return _run_findings(args)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if args.saliency:

@@ -204,3 +204,20 @@ def test_tiny_multilabel_model_trains_predicts_and_evaluates(shapes, tmp_path, c
         if len(set(s["y"])) == 2:
             assert roc_auc_score(s["y"], s["prob"]) == pytest.approx(test["findings"][name]["auc"])
         assert isinstance(card.findings[name]["shown"], bool) and card.findings[name]["reason"]
+
+
+def test_per_finding_shortcut_audit(shapes, tmp_path, capsys):
+    out = tmp_path / "f.pt"
+    assert main(["train", "--data", str(shapes), "--findings", "Blob,Bar=bar", "--findings-column", "findings",
+                 "--arch", "simplecnn", "--size", "32", "--epochs", "1", "--batch-size", "8", "--n-boot", "10",
+                 "--out", str(out), "--quiet", "--threads", "1"]) == 0
+    capsys.readouterr()
+    assert main(["audit", "--model", str(out.with_suffix(".json")), "--data", str(shapes), "--folds", "3",
+                 "--json", "--write-card"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["findings"]) == {"Blob", "Bar"} and report["n"] == 48
+    bar = report["findings"]["Bar"]
+    assert bar["n"] == 48 - 11 and 0 <= bar["best"]["auc"] <= 1  # the 11 unknown 'bar' labels are left out
+    assert isinstance(bar["confounded"], bool) and bar["top_features"]
+    card = ModelCard.load(out.with_suffix(".json"))
+    assert card.audit["shortcut_findings"]["findings"]["Blob"]["n_positive"] == 24
