@@ -10,6 +10,7 @@ Data flow::
       -> Window   (VOI, PS3.3 C.11.2 / PS3.4 N.2)   float32 (H0, W0) in [0, 1]
       -> Invert   (MONOCHROME1 after VOI)           float32 (H0, W0) in [0, 1]
       -> [Denoise] [CLAHE]                          float32 (H0, W0) in [0, 1]
+      -> [BodyCrop] (CT: body box, outside -> 0)    float32 (Hb, Wb) in [0, 1]
       -> CropOrPad (to the model's aspect)          float32 (H1, W1) in [0, 1]
       -> Resize    (to the model's input size)      float32 (H, W)   in [0, 1]  = ``display``
       -> Normalize ((x - mean) / std)               torch.float32 (1, 1, H, W)  = ``tensor``
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medcnn.preprocess.steps import CLAHE, STEPS, CropOrPad, Denoise, Invert, Normalize, Resize, Step, Window
+from medcnn.preprocess.steps import CLAHE, STEPS, BodyCrop, CropOrPad, Denoise, Invert, Normalize, Resize, Step, Window
 from medcnn.preprocess.voi import (
     CT_PRESETS,
     WindowSpec,
@@ -44,6 +45,7 @@ __all__ = [
     "Invert",
     "Denoise",
     "CLAHE",
+    "BodyCrop",
     "CropOrPad",
     "Resize",
     "Normalize",
@@ -186,15 +188,20 @@ def default_config(task: str = "CXR", size: int = 256) -> dict[str, Any]:
     """Default pipeline config for a task.
 
     ``CXR``: file window (or full range / auto), MONOCHROME1 inversion, pad to square,
-    resize. ``CT``: as CXR, but CT DICOM in HU gets the lung preset (-600/1500), matching
-    the lung-windowed 8-bit slices the CT model is trained on.
+    resize. ``CT``: as CXR, but CT DICOM in HU gets the lung preset (-600/1500) even when
+    the file has its own window, and ``body_crop`` cuts the slice to the patient's body
+    (table and surrounding air removed, black outside the body), matching the lung-windowed
+    8-bit body crops the CT model is trained on; on those crops it is close to the identity.
     """
     task = task.upper()
     if task not in ("CXR", "CT"):
         raise ValueError(f"task must be CXR or CT, got {task!r}")
+    body = [{"name": "body_crop", **BodyCrop().config()}] if task == "CT" else []
     return {"steps": [
-        {"name": "window", "window": "default", "ct_preset": "lung" if task == "CT" else None},
+        {"name": "window", "window": "default", "ct_preset": "lung" if task == "CT" else None,
+         **({"preset_first": True} if task == "CT" else {})},
         {"name": "invert", "mode": "monochrome1"},
+        *body,
         {"name": "crop_or_pad", "aspect": 1.0, "mode": "pad", "fill": 0.0},
         {"name": "resize", "size": [size, size]},
         {"name": "normalize", "mean": 0.5, "std": 0.25},

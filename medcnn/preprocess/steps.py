@@ -12,10 +12,11 @@ from typing import Any, Callable, ClassVar
 import cv2
 import numpy as np
 
+from medcnn.preprocess.body import body_mask
 from medcnn.preprocess.voi import CT_PRESETS, WindowSpec, _apply_voi_lut, apply_window, resolve_window
 from medcnn.io import ImageMeta
 
-__all__ = ["Step", "Window", "Invert", "Denoise", "CLAHE", "CropOrPad", "Resize", "Normalize", "STEPS"]
+__all__ = ["Step", "Window", "Invert", "Denoise", "CLAHE", "BodyCrop", "CropOrPad", "Resize", "Normalize", "STEPS"]
 
 class Step:
     """A preprocessing step: settings in ``__init__``, the work in ``__call__``.
@@ -42,28 +43,37 @@ class Step:
 
 
 class Window(Step):
-    """VOI transform to [0, 1]: file window / VOI LUT, CT preset, manual or automatic."""
+    """VOI transform to [0, 1]: file window / VOI LUT, CT preset, manual or automatic.
+
+    ``preset_first`` (see :func:`~medcnn.preprocess.resolve_window`) makes the default window
+    of CT DICOM the ``ct_preset`` even where the file has a window; it is only written to the
+    config when set, so pipelines stored without it rebuild with the same config.
+    """
 
     name = "window"
 
-    def __init__(self, window: WindowSpec = "default", ct_preset: str | None = None):
+    def __init__(self, window: WindowSpec = "default", ct_preset: str | None = None,
+                 preset_first: bool = False):
         if isinstance(window, list):
             window = tuple(window)
         self.window = window
         self.ct_preset = ct_preset
+        self.preset_first = bool(preset_first)
         if ct_preset is not None and ct_preset not in CT_PRESETS:
             raise ValueError(f"unknown CT preset {ct_preset!r}; accepted: {', '.join(CT_PRESETS)}")
 
     def config(self) -> dict[str, Any]:
         w = list(self.window) if isinstance(self.window, tuple) else self.window
-        return {"window": w, "ct_preset": self.ct_preset}
+        extra = {"preset_first": True} if self.preset_first else {}
+        return {"window": w, "ct_preset": self.ct_preset, **extra}
 
     def __call__(self, x: np.ndarray, meta: ImageMeta, window: WindowSpec = None) -> np.ndarray:
         return self.apply(x, meta, window)[0]
 
     def apply(self, x: np.ndarray, meta: ImageMeta,
               window: WindowSpec = None) -> tuple[np.ndarray, dict[str, Any]]:
-        spec = resolve_window(meta, x, self.window if window is None else window, self.ct_preset)
+        spec = resolve_window(meta, x, self.window if window is None else window, self.ct_preset,
+                              self.preset_first)
         if spec.get("lut"):
             out = _apply_voi_lut(x, meta.voi_lut)  # type: ignore[arg-type]
         else:
@@ -173,6 +183,60 @@ class CropOrPad(Step):
                                   cv2.BORDER_CONSTANT, value=self.fill), params
 
 
+class BodyCrop(Step):
+    """Crop a CT slice to the patient's body (table and surrounding air removed).
+
+    Runs on the windowed [0, 1] image; returns the body's bounding box plus a margin, with the
+    pixels outside the body set to 0 when ``mask_outside`` (the training slices are black there).
+    Deterministic; a few milliseconds at 512 x 512. Never raises on a valid image: when no
+    plausible body is found the input is returned unchanged and ``note`` in the parameters says
+    why. Algorithm and safeguards: :func:`medcnn.preprocess.body.body_mask`.
+    """
+
+    name = "body_crop"
+
+    def __init__(self, threshold: str | float = "otsu", margin: float = 0.02, mask_outside: bool = True,
+                 kernel: float = 0.02, min_area: float = 0.05):
+        if threshold != "otsu" and not (isinstance(threshold, (int, float)) and 0 < threshold < 1):
+            raise ValueError(f"body_crop threshold must be 'otsu' or a level in (0, 1), got {threshold!r}")
+        if not 0 <= margin < 0.5:
+            raise ValueError(f"body_crop margin must be a fraction in [0, 0.5), got {margin}")
+        if not 0 < kernel < 0.5 or not 0 < min_area < 1:
+            raise ValueError(f"body_crop needs kernel in (0, 0.5) and min_area in (0, 1), "
+                             f"got {kernel} and {min_area}")
+        self.threshold = threshold if threshold == "otsu" else float(threshold)
+        self.margin, self.mask_outside = float(margin), bool(mask_outside)
+        self.kernel, self.min_area = float(kernel), float(min_area)
+
+    def config(self) -> dict[str, Any]:
+        return {"threshold": self.threshold, "margin": self.margin, "mask_outside": self.mask_outside,
+                "kernel": self.kernel, "min_area": self.min_area}
+
+    def __call__(self, x: np.ndarray, meta: ImageMeta) -> np.ndarray:
+        return self.apply(x, meta)[0]
+
+    def apply(self, x: np.ndarray, meta: ImageMeta) -> tuple[np.ndarray, dict[str, Any]]:
+        """Returns the crop and ``{settings, level, body_fraction, from, to, offset[, note]}``.
+
+        ``level`` is the threshold used (on [0, 1]), ``body_fraction`` the body mask's share of
+        the input (absent when no body was found), ``offset`` where the input's (0, 0) lands
+        in the output, as in ``crop_or_pad`` (so it is <= 0 here: minus the crop's top, left).
+        """
+        h, w = x.shape
+        mask, info = body_mask(x, self.threshold, self.kernel, self.min_area)
+        params = {**self.config(), **info, "from": [h, w]}
+        if mask is None:
+            return x, {**params, "to": [h, w], "offset": [0, 0]}
+        left, top, bw, bh = cv2.boundingRect(mask)
+        pad = int(round(self.margin * max(h, w)))
+        y0, x0 = max(0, top - pad), max(0, left - pad)
+        y1, x1 = min(h, top + bh + pad), min(w, left + bw + pad)
+        out = x[y0:y1, x0:x1]
+        if self.mask_outside:
+            out = np.where(mask[y0:y1, x0:x1] > 0, out, np.float32(0.0)).astype(np.float32, copy=False)
+        return out, {**params, "to": [y1 - y0, x1 - x0], "offset": [-y0, -x0]}
+
+
 class Resize(Step):
     """Resize to the model input (H, W): area averaging when shrinking, bilinear when enlarging."""
 
@@ -216,5 +280,5 @@ class Normalize(Step):
 
 #: Step registry: config ``name`` -> class.
 STEPS: dict[str, Callable[..., Step]] = {
-    cls.name: cls for cls in (Window, Invert, Denoise, CLAHE, CropOrPad, Resize, Normalize)
+    cls.name: cls for cls in (Window, Invert, Denoise, CLAHE, BodyCrop, CropOrPad, Resize, Normalize)
 }

@@ -106,7 +106,7 @@ def auto_window(x: np.ndarray, low: float = 0.5, high: float = 99.5) -> tuple[fl
 
 
 def resolve_window(meta: ImageMeta, pixels: np.ndarray, window: WindowSpec = "default",
-                   ct_preset: str | None = None) -> dict[str, Any]:
+                   ct_preset: str | None = None, preset_first: bool = False) -> dict[str, Any]:
     """Decide which VOI transform to apply and describe it as plain data.
 
     Args:
@@ -118,6 +118,9 @@ def resolve_window(meta: ImageMeta, pixels: np.ndarray, window: WindowSpec = "de
             or ``{"center": c, "width": w}``.
         ct_preset: preset used by ``default`` for CT DICOM (the CT model was trained
             on lung-windowed slices, so its pipeline sets ``"lung"``).
+        preset_first: with ``default``, CT DICOM gets ``ct_preset`` even when the file has
+            a window of its own (a scanner stores the window its slices are read in, often
+            mediastinal 40/400, not the one a model was trained on).
 
     Returns:
         dict with ``source`` and either ``center``/``width``/``function`` or ``lut``.
@@ -161,6 +164,8 @@ def resolve_window(meta: ImageMeta, pixels: np.ndarray, window: WindowSpec = "de
         c, w = auto_window(pixels)
         return {"source": "auto:percentile_0.5_99.5", "center": c, "width": w, "function": "LINEAR_EXACT"}
     if name == "default":
+        if preset_first and ct_preset and meta.is_hounsfield:
+            return resolve_window(meta, pixels, ct_preset)
         if has_file:
             return resolve_window(meta, pixels, "file")
         if meta.voi_lut is not None:
