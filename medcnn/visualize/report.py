@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from medcnn.models.card import ModelCard
+from medcnn.visualize import findings as _findings
 from medcnn.visualize.layout import Flow
 
 __all__ = ["DISCLAIMER", "build_report", "card_sections", "card_summary", "decision_line", "group_metric_rows",
@@ -45,10 +46,12 @@ def card_summary(card: ModelCard) -> list[str]:
     """Short, human-readable lines describing a model card (for reports and the app)."""
     lines = [
         f"Model: {card.name} ({card.architecture}), {card.modality}, input {card.input_size[0]}x{card.input_size[1]}",
-        f"Classes: {', '.join(card.labels)}; positive class {card.positive_label}; "
-        f"threshold {card.threshold:.3f}; temperature {card.temperature:.3g}",
     ]
     dataset = card.training.get("dataset") if isinstance(card.training, dict) else None
+    if _findings.is_multilabel(card):  # findings, hidden ones, mean test AUC
+        return [*lines, *([f"Training data: {dataset}"] if dataset else []), *_findings.card_lines(card)]
+    lines.append(f"Classes: {', '.join(card.labels)}; positive class {card.positive_label}; "
+                 f"threshold {card.threshold:.3f}; temperature {card.temperature:.3g}")
     if dataset:
         lines.append(f"Training data: {dataset}")
     test = card.metrics.get("test") if isinstance(card.metrics, dict) else None
@@ -122,6 +125,9 @@ def model_rows(cards: list[ModelCard]) -> list[dict[str, Any]]:
     """Landing-page table: one row per model with its headline test (else val) metrics."""
     rows = []
     for card in cards:
+        if _findings.is_multilabel(card):
+            rows.append(_findings.model_row(card))
+            continue
         split = "test" if _is_metrics(card.metrics.get("test")) else "val"
         m = card.metrics.get(split) if _is_metrics(card.metrics.get(split)) else {}
         ci = m.get("ci") or {}
@@ -165,6 +171,8 @@ def decision_line(card: ModelCard, prediction: Any) -> str:
     out-of-distribution gate withholds the result (then no probability is given)."""
     if _withheld(prediction):
         return "Decision: NOT ANALYSED - this image is outside what the model reads (probabilities not shown)"
+    if _findings.is_multilabel(card):
+        return f"Decision: {_findings.decision_text(prediction)}"
     return (f"Decision: {prediction.label} (P({card.positive_label}) = {prediction.positive_prob:.3f} "
             f"{'>=' if prediction.above_threshold else '<'} threshold {prediction.threshold:.3f})")
 
@@ -242,7 +250,10 @@ def write_case(
                    image_height)
     flow.space(8)
     flow.text(decision_line(card, prediction), 10.5, weight="bold", color="#a00000" if withheld else "black")
-    if not withheld:
+    if not withheld and _findings.is_multilabel(card):
+        flow.space(4)
+        _findings.write_findings(flow, card, prediction, target if overlay is not None else None)
+    elif not withheld:
         flow.space(4)
         flow.bars(dict(prediction.probabilities), prediction.label, float(prediction.threshold),
                   f"calibrated probability (dashed: threshold {prediction.threshold:.3f} on "
@@ -259,7 +270,7 @@ def write_case(
         return
     expl = f"Explanation: {method or 'saliency map'}"
     if target:
-        expl += f", target class {target}"
+        expl += f", target {'finding' if _findings.is_multilabel(card) else 'class'} {target}"
     if explanation_seconds is not None:
         expl += f", computed in {explanation_seconds:.2f} s"
     flow.text(expl, 8.5)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from medcnn.models.card import ModelCard
+from medcnn.visualize.findings import decision_text, finding_rows, is_multilabel
 from medcnn.visualize.layout import Flow
 from medcnn.visualize.report import report_header, write_card, write_case
 
@@ -81,6 +82,10 @@ def summary_row(case: SeriesCase) -> dict[str, str]:
     row["Model"] = card.name
     if case.withheld:
         row["Decision / findings"] = "Not analysed: outside what the model reads"
+    elif is_multilabel(card):
+        row["Decision / findings"] = decision_text(pred)
+        top = finding_rows(pred)[:3]  # the highest relative to their operating points
+        row["Probability"] = "; ".join(f"P({r['finding']}) = {r['probability']:.3f}" for r in top) or "—"
     else:
         side = "at or above" if pred.above_threshold else "below"
         row["Decision / findings"] = f"{pred.label} ({side} the threshold {pred.threshold:.3f})"
