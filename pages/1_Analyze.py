@@ -11,6 +11,7 @@ from medcnn.app.auth import audit_analysis, audit_event
 from medcnn.app.forget import forget_button, forgotten_notice, uploader_key
 from medcnn.app.nav import page_setup
 from medcnn.app import display as app_display
+from medcnn.app import findings as app_findings
 from medcnn.app import state as appstate
 from medcnn.visualize import report
 from medcnn.preprocess import CT_PRESETS
@@ -118,6 +119,12 @@ if pred.ood.withheld:
     st.markdown("**Decision: not analysed** · this model's probabilities are not shown for this image.")
     st.caption(f"Model **{card.name}** ({card.architecture}, {how}) · {pred.seconds:.2f} s")
     chart_slot = None
+elif card.multilabel:  # one row per presented finding, by probability relative to its operating point
+    st.markdown(f"**Decision: {pred.label}** · {sum(r['above'] for r in pred.findings)} of {len(pred.findings)} "
+                "findings at or above their operating points")
+    app_findings.show_findings(card, pred, key=f"findings_{card.name}")
+    chart_slot = None
+    st.caption(f"Model **{card.name}** ({card.architecture}, multi-label, {how}) · {pred.seconds:.2f} s")
 else:
     st.markdown(f"**Decision: {pred.label}** · P({card.positive_label}) = {pred.positive_prob:.3f} "
                 f"{'≥' if pred.above_threshold else '<'} threshold {pred.threshold:.3f}")
@@ -140,8 +147,13 @@ if pred.ood.withheld:  # a map of an image the model cannot read would only look
 else:
     st.subheader("Explanation")
     with target_slot:
-        target = st.selectbox("Target class", card.labels, index=card.labels.index(pred.label),
-                              key=f"target_{card.name}", help="Default: the predicted class.")
+        if card.multilabel:  # a new image starts on its top finding
+            target = st.selectbox("Target finding", app_findings.explain_targets(card, pred), index=0,
+                                  key=f"target_{card.name}_{key[:12]}",
+                                  help="Any row of the findings table; default: the top row.")
+        else:
+            target = st.selectbox("Target class", card.labels, index=card.labels.index(pred.label),
+                                  key=f"target_{card.name}", help="Default: the predicted class.")
     try:
         with st.spinner(f"Computing {methods[method].label}..."):
             expl = appstate.explain_upload(key, data, card_path, frame, window, method, target)
@@ -152,14 +164,17 @@ else:
     heat = overlay(display, expl.heatmap, cmap=cmap, alpha=1.0, scale=scale)
     c1, c2, c3 = st.columns([16, 16, 17])
     c1.image(app_display.to_uint8(display), caption="Model input", width="stretch")
-    c2.image(over, caption=f"{methods[method].label} overlay · target {target}: {expl.params['objective']}"
+    explained = (app_findings.target_caption(target, expl) if card.multilabel
+                 else f"target {target}: {expl.params['objective']}")
+    c2.image(over, caption=f"{methods[method].label} overlay · {explained}"
              + (f" · scaled by P = {expl.probability:.2f}" if scale is not None else " · full contrast"),
              width="stretch")
     c3.image(app_display.with_colorbar(heat, cmap), caption="Heat map; colour bar: top 1 = most important, bottom 0",
              width="stretch")
     if expl.notice:
         st.info(expl.notice)
-    chart_slot.vega_lite_chart(app_display.probability_chart(pred, card.positive_label), key="prob_chart")
+    if chart_slot is not None:
+        chart_slot.vega_lite_chart(app_display.probability_chart(pred, card.positive_label), key="prob_chart")
     detail = f"{methods[method].label} computed in {expl.seconds:.2f} s (image {key[:8]})"
     if expl.delta is not None:
         detail += app_display.ig_convergence_text(expl.params)

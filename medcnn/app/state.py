@@ -290,6 +290,9 @@ def explain_upload(key: str, _data: bytes, card_path: str, frame: int | None, wi
         exp = explain(predictor.model, pred.pipeline_result.tensor, target_index, method=method,
                       layer=card.target_layer, pipeline=predictor.pipeline, labels=card.labels,
                       objective=objective)
+    if card.multilabel:  # each finding has its own operating point and is called on its own
+        op = float(card.finding_thresholds()[target_index])
+        return at_operating_point(exp, pred.probabilities[target], op, label=target)
     return at_operating_point(exp, pred.probabilities[target],
                               operating_point(card.labels, card.positive_label, card.threshold, target),
                               called=pred.label == target, label=target)

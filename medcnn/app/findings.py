@@ -1,0 +1,106 @@
+"""Multi-label (findings) models in the app: the findings table, the explanation target, batch columns.
+
+A sigmoid card's prediction holds one row per presented finding, sorted by its probability relative
+to its operating point (:attr:`medcnn.inference.Prediction.findings`). The Analyze page shows those
+rows as a table and lets the user pick any of them as the explanation target (default: the top row);
+the map then explains that finding's logit, which sets its probability
+(:mod:`medcnn.explain.objective`). The rows and their wording come from
+:mod:`medcnn.visualize.findings`, which the PDF report shares. Softmax cards keep the single-label
+display: every helper here answers as before for them (``explain_targets`` = the labels,
+``default_target`` = the predicted label).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from medcnn.visualize.findings import finding_metric_rows, finding_rows, hidden_note, is_multilabel
+
+__all__ = ["FINDINGS_COLUMN", "batch_columns", "default_target", "explain_targets", "is_multilabel",
+           "show_finding_metrics", "show_findings", "target_caption"]
+
+#: Batch column listing the findings at or above their operating points.
+FINDINGS_COLUMN = "findings_above_threshold"
+
+
+def explain_targets(card: Any, pred: Any) -> list[str]:
+    """What a map can explain, in menu order: a softmax card's labels; a multi-label card's presented
+    findings in the order of its findings table (highest relative to the operating point first)."""
+    if not is_multilabel(card):
+        return list(card.labels)
+    names = [row["name"] for row in getattr(pred, "findings", [])]
+    return names or list(card.shown_findings()) or [card.positive_label]
+
+
+def default_target(card: Any, pred: Any) -> str:
+    """The target a map explains unless the user picks another: the predicted label (softmax), or the
+    top row of the findings table (multi-label)."""
+    return explain_targets(card, pred)[0] if is_multilabel(card) else pred.label
+
+
+def show_findings(card: Any, pred: Any, key: str) -> None:
+    """The findings table of one image (finding, probability, operating point, relative as a bar, call)
+    and, under it, the note naming the findings the card does not present."""
+    st.dataframe(
+        finding_rows(pred), hide_index=True, key=key,
+        column_config={
+            "finding": st.column_config.TextColumn("finding"),
+            "probability": st.column_config.NumberColumn("probability", format="%.3f",
+                                                         help="Calibrated probability of the finding"),
+            "operating point": st.column_config.NumberColumn(
+                "operating point", format="%.3f",
+                help="The probability at which the model calls this finding (chosen on validation data)"),
+            "relative": st.column_config.ProgressColumn(
+                "relative to operating point", min_value=0.0, max_value=1.0, format="%.2f",
+                help="The probability rescaled so that the finding's operating point is 0.5: findings with "
+                     "different operating points compare on one scale. Rows are sorted by it."),
+            "call": st.column_config.TextColumn("call"),
+        })
+    note = hidden_note(card)
+    if note:
+        st.caption(note)
+
+
+def target_caption(target: str, expl: Any) -> str:
+    """What a multi-label map explains: ``"finding X: its logit, which sets P(X) = 0.62 (operating
+    point 0.40, above)"``; the numbers come from the explanation (:func:`medcnn.explain.at_operating_point`)."""
+    text = f"finding {target}: its logit, which sets P({target})"
+    p, op = getattr(expl, "probability", None), getattr(expl, "operating_point", None)
+    if p is not None:
+        text += f" = {p:.2f}"
+        if op is not None:
+            text += f" (operating point {op:.2f}, {'above' if getattr(expl, 'called', False) else 'below'})"
+    return text
+
+
+def batch_columns(card: Any, pred: Any = None) -> dict[str, Any]:
+    """Batch-table columns of a multi-label card: ``P(<finding>)`` per presented finding (label order,
+    so every row has the same columns) and :data:`FINDINGS_COLUMN` (names joined by ``"; "``, highest
+    relative first). ``pred=None`` (not analysed, or an error) leaves them empty. ``{}`` for softmax."""
+    if not is_multilabel(card):
+        return {}
+    cols: dict[str, Any] = {f"P({name})": None if pred is None else round(float(pred.probabilities[name]), 4)
+                            for name in card.shown_findings()}
+    above = [] if pred is None else [row["name"] for row in pred.findings if row["above"]]
+    cols[FINDINGS_COLUMN] = "; ".join(above)
+    return cols
+
+
+def show_finding_metrics(card: Any, key: str) -> None:
+    """The model card's per-finding metrics table (test set; validation when no test metrics are
+    recorded): AUC with 95% CI, positives, sensitivity and specificity at the operating point, ECE,
+    and whether the finding is presented, with the reason."""
+    split, rows = finding_metric_rows(card)
+    if split == "test":
+        st.markdown("**Per finding**, on the held-out test set (sensitivity and specificity at each "
+                    "finding's operating point)")
+    elif split == "val":
+        st.markdown("**Per finding**, on validation: no test metrics are recorded in this card yet, and "
+                    "validation chose the operating points, so these figures are optimistic")
+    else:
+        st.info("No per-finding metrics recorded in this card.")
+    st.dataframe(rows, hide_index=True, key=key,
+                 column_config={"reason": st.column_config.TextColumn("reason", width="large")})
+    st.caption("A finding marked shown = no stays in the model's output but is not presented on the Analyze "
+               "page, in the batch table or in the report: the reason says why.")
