@@ -47,7 +47,7 @@ progress.empty()
 
 rows = [r.row for r in results]
 n_err = sum(bool(r["error"]) for r in rows)
-n_flag = sum(bool(r["flag"]) for r in rows)
+n_flag = sum("⚑" in r["flag"] for r in rows)
 st.markdown(f"**{len(rows)} files** · {n_flag} above the operating threshold · {n_err} with errors")
 st.dataframe(
     rows, hide_index=True, key="batch_table",
@@ -56,18 +56,20 @@ st.dataframe(
         "error": st.column_config.TextColumn("error", width="large"),
         "probability": st.column_config.NumberColumn(
             "probability", help="Calibrated probability of the model's positive class", format="%.3f"),
-        "flag": st.column_config.TextColumn("flag", help="P(positive) at or above the model's threshold",
-                                            width="small"),
+        "flag": st.column_config.TextColumn(
+            "flag", width="small", help="P(positive) at or above the model's threshold; for a multi-label "
+                                        "model, a finding at or above its operating point"),
     },
 )
 st.download_button("Download CSV", app_batch.rows_to_csv(rows), file_name="medcnn_batch.csv",
                    mime="text/csv", key="batch_csv", on_click="ignore")
 
-st.subheader("Thumbnails (Grad-CAM for the predicted class)")
+st.subheader("Thumbnails (Grad-CAM for the predicted class; multi-label models: the top finding)")
 shown = [r for r in results if r.heatmap is not None]
 for start in range(0, len(shown), n_cols):
     cols = st.columns(n_cols)
     for col, r in zip(cols, shown[start:start + n_cols]):
         img = overlay(r.display, r.heatmap, cmap=cmap, alpha=alpha)
-        col.image(img, caption=f"{r.row['file']}: {r.row['predicted label']} "
-                               f"(P = {r.probability:.2f}){' ⚑' if r.row['flag'] else ''}", width="stretch")
+        target = "" if r.target == r.row["predicted label"] else f" · map: {r.target}"
+        col.image(img, caption=f"{r.row['file']}: {r.row['predicted label']}{target} "
+                               f"(P = {r.probability:.2f}){' ⚑' if '⚑' in r.row['flag'] else ''}", width="stretch")

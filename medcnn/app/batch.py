@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from medcnn.app.state import AUTO_MODEL, digest, explain_upload, predict_upload, read_upload, resolve_card_path
+from medcnn.app.findings import batch_columns, default_target, is_multilabel
+from medcnn.app.state import (AUTO_MODEL, digest, explain_upload, get_predictor, predict_upload, read_upload,
+                              resolve_card_path)
 
 __all__ = [
     "BatchItem",
@@ -102,16 +104,36 @@ def _zip_members(name: str, data: bytes, max_members: int, max_member_bytes: int
 # --------------------------------------------------------------------------- analysis
 @dataclass
 class BatchResult:
-    """Row of the batch table plus what the thumbnail needs (None after an error)."""
+    """Row of the batch table plus what the thumbnail needs (None after an error): the map's target
+    (the predicted class, or a multi-label model's top finding) and its probability."""
 
     row: dict[str, Any]
     display: np.ndarray | None = None
     heatmap: np.ndarray | None = None
     probability: float | None = None
+    target: str | None = None
+
+
+def _with_columns(row: dict[str, Any], columns: dict[str, Any], before: str = "ood level") -> dict[str, Any]:
+    """``row`` with ``columns`` inserted before the column ``before`` (the per-finding columns sit
+    next to the label and flag, not after the error)."""
+    if not columns:
+        return row
+    out: dict[str, Any] = {}
+    for k, v in row.items():
+        if k == before:
+            out.update(columns)
+        out[k] = v
+    return out
 
 
 def analyze_batch_item(item: BatchItem, model_choice: str = AUTO_MODEL, method: str = "gradcam") -> BatchResult:
-    """Predict and explain one batch item; any error is caught into the row's ``error``."""
+    """Predict and explain one batch item; any error is caught into the row's ``error``.
+
+    A multi-label card's row has no single ``probability``: it gets one ``P(<finding>)`` column per
+    presented finding and ``findings_above_threshold`` (:func:`medcnn.app.findings.batch_columns`),
+    and its thumbnail explains the top finding.
+    """
     row: dict[str, Any] = {"file": item.name, "modality": "", "model": "", "predicted label": "",
                            "probability": None, "flag": "", "ood level": "", "ood score": None,
                            "ood reasons": "", "error": item.error}
@@ -126,17 +148,22 @@ def analyze_batch_item(item: BatchItem, model_choice: str = AUTO_MODEL, method: 
         row.update({"model": pred.model, "ood level": pred.ood.level,
                     "ood score": None if pred.ood.score is None else round(pred.ood.score, 3),
                     "ood reasons": "; ".join(pred.ood.reasons)})
+        card = get_predictor(card_path).card
         if pred.ood.withheld:  # not what this model reads: no label, no probability, no map
             row.update({"predicted label": "not analysed", "flag": "⚠ outside the model's scope"})
-            return BatchResult(row, pred.pipeline_result.display)
-        row.update({"predicted label": pred.label, "probability": round(pred.positive_prob, 4),
-                    "flag": ("⚑ positive" if pred.above_threshold else "")
+            return BatchResult(_with_columns(row, batch_columns(card)), pred.pipeline_result.display)
+        multilabel = is_multilabel(card)
+        called = any(r["above"] for r in pred.findings) if multilabel else pred.above_threshold
+        row.update({"predicted label": pred.label, "probability": None if multilabel else round(pred.positive_prob, 4),
+                    "flag": (("⚑ finding" if multilabel else "⚑ positive") if called else "")
                     + (" ⚠ unusual image" if pred.ood.flagged else "")})
-        expl = explain_upload(key, item.data, card_path, None, None, method, pred.label)
+        row = _with_columns(row, batch_columns(card, pred))
+        target = default_target(card, pred)
+        expl = explain_upload(key, item.data, card_path, None, None, method, target)
     except Exception as e:  # noqa: BLE001 - one bad file must not stop the batch
         row["error"] = str(e) if isinstance(e, ValueError) else f"unexpected error ({type(e).__name__})"
         return BatchResult(row)
-    return BatchResult(row, pred.pipeline_result.display, expl.heatmap, pred.probabilities[pred.label])
+    return BatchResult(row, pred.pipeline_result.display, expl.heatmap, pred.probabilities[target], target)
 
 
 def rows_to_csv(rows: list[dict[str, Any]]) -> bytes:
