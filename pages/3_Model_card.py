@@ -8,6 +8,7 @@ Every field is a table or a chart (no JSON trees). Thin page: metric tables come
 import streamlit as st
 
 from medcnn.app import cards as app_cards
+from medcnn.app import findings as app_findings
 from medcnn.app import state as appstate
 from medcnn.app.nav import page_setup
 from medcnn.visualize import report
@@ -19,7 +20,7 @@ SHOWN = {"dataset", "citation", "licence", "license", "date", "command", "git_co
          "test_rows_excluded", "history", "finalize_commands"}
 #: Metric fields shown in the metrics tables (the rest are in the evaluation details).
 IN_TABLES = {"auc", "pr_auc", "recall", "specificity", "precision", "accuracy", "balanced_accuracy", "ece", "brier",
-             "n", "ci", "auc_ci", "per_class", "scores", "confusion_matrix", "model"}
+             "n", "ci", "auc_ci", "per_class", "scores", "confusion_matrix", "model", "findings", "mean_auc"}
 
 
 def tables(value: object, root: str, heading: str | None = None) -> None:
@@ -86,11 +87,13 @@ for tab, card in zip(st.tabs([c.name for c in cards]), cards):
             st.code(training["command"], language="bash", wrap_lines=True)
 
         st.subheader("Metrics (95% bootstrap confidence intervals)")
-        rows = report.metric_rows(card)
+        if card.multilabel:  # one row per finding instead of the single-label table
+            app_findings.show_finding_metrics(card, key=f"finding_metrics_{card.name}")
+        rows = [] if card.multilabel else report.metric_rows(card)
         if rows:
             st.dataframe(rows, hide_index=True, key=f"metrics_{card.name}")
             chart(app_cards.ci_chart(app_cards.ci_points(app_cards.metric_sets(card))), f"metrics_chart_{card.name}")
-        else:
+        elif not card.multilabel:
             st.info("No metrics recorded in this card.")
         per_class = app_cards.per_class_rows(card)
         if per_class:
@@ -115,7 +118,16 @@ for tab, card in zip(st.tabs([c.name for c in cards]), cards):
 
         st.subheader("Plots")
         splits = [name for name, m in card.metrics.items() if isinstance(m, dict) and "confusion_matrix" in m]
-        if splits:
+        finding_splits = app_cards.finding_score_splits(card) if card.multilabel else []
+        if finding_splits:  # one finding at a time, from the scores stored with its metrics
+            c1, c2 = st.columns(2)
+            split = c1.selectbox("Set", finding_splits, key=f"plot_split_{card.name}")
+            finding = c2.selectbox("Finding", card.labels, key=f"plot_finding_{card.name}")
+            for col, kind in zip(st.columns(3), ("roc", "pr", "reliability")):
+                col.image(app_cards.finding_figure_png(kind, card_path, mtime, split, finding), width="stretch")
+            st.caption("ROC, precision-recall and reliability of the chosen finding, from the per-image scores "
+                       "stored with the metrics (no images or identifiers); the marked point is its operating point.")
+        elif splits:
             split = st.selectbox("Set", splits, index=splits.index("test") if "test" in splits else 0,
                                  key=f"plot_split_{card.name}")
             cols = st.columns(4)

@@ -21,10 +21,14 @@ def fail(what: str, error: Exception) -> None:
     st.stop()
 
 
-cards = appstate.list_models()
+multilabel = [c.name for c in appstate.list_models() if c.multilabel]
+cards = [c for c in appstate.list_models() if not c.multilabel]  # one temperature and threshold per model
 with st.sidebar:
     st.header("Options")
     model_name = st.selectbox("Model to recalibrate", [c.name for c in cards], key="recal_model")
+    if multilabel:
+        st.caption(f"Not offered here: {', '.join(multilabel)} (multi-label: each finding has its own "
+                   "temperature and operating point, which this page does not refit).")
     min_per_class = st.number_input("Fewest images per class", min_value=5, max_value=100_000, value=20,
                                     step=5, key="recal_min_per_class",
                                     help="Fewer labelled images give an unreliable threshold.")

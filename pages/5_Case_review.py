@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 import streamlit as st
 
 from medcnn.app import display as app_display
+from medcnn.app import findings as app_findings
 from medcnn.app import review
 from medcnn.app import state as appstate
 from medcnn.app.auth import audit_event
@@ -97,12 +98,15 @@ with panel.container(key="review_panel"):
                 "\n\n".join([f"**{gate_title}**", *(f"- {r[0].upper()}{r[1:]}." for r in gate_reasons)]))
         if pred.ood.withheld:
             st.markdown("This model's probabilities and saliency map are not shown for this image.")
+        elif card.multilabel:  # the findings table, by probability relative to each operating point
+            app_findings.show_findings(card, pred, key="review_findings")
         else:
             st.markdown(f"**P({card.positive_label}) = {pred.positive_prob:.3f}** "
                         f"{'≥' if pred.above_threshold else '<'} threshold {pred.threshold:.3f} (dashed line)")
             st.vega_lite_chart(review.probability_bars(pred), key="review_prob_chart")
         how = "auto-chosen by modality" if model_choice == appstate.AUTO_MODEL else "chosen in the sidebar"
-        st.caption(f"Model **{card.name}** ({card.architecture}, {how}) · target of the map: the predicted class.")
+        explained = "the top finding" if card.multilabel else "the predicted class"
+        st.caption(f"Model **{card.name}** ({card.architecture}, {how}) · target of the map: {explained}.")
 
     show_map = result.explainable
     method = st.selectbox("Explanation method", list(methods), format_func=lambda m: methods[m].label,
@@ -139,7 +143,8 @@ with image_area.container(key="review_image"):
                 col.error(expl.error)
             else:
                 col.image(overlay(result.display, expl.heatmap, cmap=cmap, alpha=alpha), width="stretch",
-                          caption=f"{methods[m].label} overlay · target {expl.target} (predicted class)")
+                          caption=f"{methods[m].label} overlay · target {expl.target} "
+                                  f"({'top finding' if result.card.multilabel else 'predicted class'})")
 
 if not result.error:
     with st.expander("Preprocessing: every step up to the model's input", key="review_steps"):

@@ -20,7 +20,8 @@ from medcnn.app.compute import compute_slot
 from medcnn.app.state import _mtime
 from medcnn.models.card import ModelCard
 
-__all__ = ["card_figure_png", "card_mtime", "ci_chart", "ci_points", "experiment_rows", "flatten", "fmt",
+__all__ = ["card_figure_png", "card_mtime", "ci_chart", "ci_points", "experiment_rows", "finding_figure_png",
+           "finding_score_splits", "flatten", "fmt",
            "group_sets", "has_stored_scores", "history_chart", "metric_sets", "model_fields", "nested_tables",
            "ood_summary", "per_class_rows", "preprocessing_rows", "score_split", "split_count_chart",
            "split_count_rows"]
@@ -82,6 +83,31 @@ def card_figure_png(kind: str, card_path: str, mtime: float, split: str) -> byte
         fig = {"roc": lambda: plots.roc_figure(y, p, card.threshold, f"{title}: ROC"),
                "pr": lambda: plots.pr_figure(y, p, card.threshold, f"{title}: precision-recall"),
                "reliability": lambda: plots.reliability_figure(y, p, title=f"{title}: reliability")}[kind]()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def finding_score_splits(card: ModelCard) -> list[str]:
+    """Metrics sets of a multi-label card holding per-image scores for every finding (test first)."""
+    splits = [name for name, m in card.metrics.items() if isinstance(m, dict) and isinstance(m.get("scores"), dict)
+              and card.labels and all(isinstance(m["scores"].get(n), dict) for n in card.labels)]
+    return sorted(splits, key=lambda name: name != "test")
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def finding_figure_png(kind: str, card_path: str, mtime: float, split: str, finding: str) -> bytes:
+    """PNG of ``roc`` / ``pr`` / ``reliability`` of one finding of a multi-label card, from the per-image
+    scores stored with its metrics, at the finding's operating point."""
+    from medcnn.visualize import plots
+
+    card = ModelCard.load(card_path)
+    stored = card.metrics[split]["scores"][finding]
+    y, p = np.asarray(stored["y"], dtype=np.int64), np.asarray(stored["prob"], dtype=np.float64)
+    threshold, title = float(card.findings[finding].get("threshold", 0.5)), f"{finding} ({split})"
+    fig = {"roc": lambda: plots.roc_figure(y, p, threshold, f"{title}: ROC"),
+           "pr": lambda: plots.pr_figure(y, p, threshold, f"{title}: precision-recall"),
+           "reliability": lambda: plots.reliability_figure(y, p, title=f"{title}: reliability")}[kind]()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
@@ -215,6 +241,11 @@ def model_fields(card: ModelCard) -> list[dict[str, str]]:
             ("Positive class", card.positive_label), ("Input size", f"{card.input_size[0]} x {card.input_size[1]}"),
             ("Operating threshold", card.threshold), ("Temperature", card.temperature),
             ("Explained layer", card.target_layer), ("DICOM modalities", card.dicom_modalities or "any")]
+    if card.multilabel:  # each finding has its own operating point and temperature (findings table)
+        rows[2:7] = [("Head", "sigmoid (multi-label: one probability per finding)"), ("Findings", card.labels),
+                     ("Presented findings", card.shown_findings() or "none"),
+                     ("Input size", f"{card.input_size[0]} x {card.input_size[1]}"),
+                     ("Operating points, temperatures", "per finding (see the per-finding metrics)")]
     return [{"field": k, "value": fmt(v)} for k, v in rows]
 
 

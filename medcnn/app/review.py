@@ -27,6 +27,7 @@ import streamlit as st
 
 from medcnn.app import state as appstate
 from medcnn.app.batch import expand_uploads
+from medcnn.app.findings import default_target
 from medcnn.visualize.series import SeriesCase
 
 __all__ = [
@@ -270,7 +271,7 @@ def case_explanation(case: Case, result: CaseResult, method: str) -> CaseExplana
     """
     if not result.explainable or case.data is None:
         raise ValueError("this case has no explanation: it was not analysed")
-    target = result.prediction.label
+    target = default_target(result.card, result.prediction)  # a multi-label model's top finding
     store = _store("explanations")
     key = (case.key, result.card_path, method, target)
     if key not in store:
