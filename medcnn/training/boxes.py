@@ -55,8 +55,9 @@ def display_geometry(steps: Sequence[Any], image_shape: tuple[int, int]) -> dict
     """Affine map from original-image pixels to display pixels, from a pipeline's steps.
 
     Args:
-        steps: ``PipelineResult.steps`` (needs ``crop_or_pad`` params ``offset``/``to``
-            when present, and ``resize`` params ``size``).
+        steps: ``PipelineResult.steps`` (needs the ``offset``/``to`` params of the cropping
+            steps, ``body_crop`` and ``crop_or_pad``, when present, and ``resize`` params ``size``).
+            Crop offsets compose: each says where its input's corner lands in its output.
         image_shape: (H0, W0) of the decoded image.
 
     Returns:
@@ -65,8 +66,9 @@ def display_geometry(steps: Sequence[Any], image_shape: tuple[int, int]) -> dict
     h, w = (float(v) for v in image_shape)
     off_y = off_x = 0.0
     for st in steps:
-        if st.name == "crop_or_pad" and "offset" in st.params:
-            off_y, off_x = (float(v) for v in st.params["offset"])
+        if st.name in ("body_crop", "crop_or_pad") and "offset" in st.params:
+            dy, dx = (float(v) for v in st.params["offset"])
+            off_y, off_x = off_y + dy, off_x + dx
             h, w = (float(v) for v in st.params["to"])
         elif st.name == "resize":
             th, tw = (float(v) for v in st.params["size"])
