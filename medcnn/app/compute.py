@@ -28,10 +28,12 @@ admission instead. The results of a computation do not depend on whether it
 waited or on how many others run (tested).
 
 Why these defaults: one analysis at a time with every core gives a single user, the usual case
-for this app, the lowest latency, and under load the work queues instead of thrashing. Whether
-several one-thread computations would give more total throughput depends on the model (small
-CNNs parallelise imperfectly inside one call) and is the operator's trade: a server for many
-simultaneous users can set ``MEDCNN_TORCH_THREADS=1`` (then ``S`` defaults to one per core). On a GPU, kernels queue on the device anyway; the bound then also caps GPU
+for this app, the whole machine, and under load the work queues instead of thrashing. Small CNNs
+parallelise imperfectly inside one call, so several one-thread computations can give more total
+throughput: with 4 browser sessions on 2 shared cores, 1 thread x 2 slots matched the throughput
+of unbounded computation and 2 threads x 1 slot lost 8 to 13 % (BENCHMARKS.md, soak test). That
+is the operator's trade: a server for many simultaneous users sets ``MEDCNN_TORCH_THREADS=1``
+(then ``S`` defaults to one per core). On a GPU, kernels queue on the device anyway; the bound then also caps GPU
 memory, and ``MEDCNN_MAX_CONCURRENT`` can be raised.
 
 Where the slot is held: around the library call only (``Predictor.predict``, ``explain``, the
