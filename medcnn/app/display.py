@@ -228,13 +228,12 @@ def ig_convergence_text(params: dict) -> str:
     ``rel_local_error`` is the same without cancellation between path segments, the more
     cautious figure (see ``medcnn/explain/ig.py``).
     """
+    from medcnn.explain.ig import completeness_text
+
     if "rel_delta" not in params:
         return ""
-    text = (f" · {params['steps']} path steps; attributions add up to the logit change "
-            f"within {params['rel_delta']:.1%}")
-    if "rel_local_error" in params:
-        text += f" (segment errors without cancellation: {params['rel_local_error']:.1%})"
-    if params.get("converged") is False and params.get("tol") is not None:
+    text = " · " + completeness_text(params)
+    if params.get("rule") != "fixed" and params.get("converged") is False and params.get("tol") is not None:
         text += (f" · NOT within the {params['tol']:.0%} tolerance after {params['steps']} steps: "
                  "read fine detail with caution")
     return text

@@ -39,8 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline", default="black", choices=("black", "blur", "mean"),
                         help="IG / occlusion baseline (default: black, a black image after the "
                              "model's normalisation)")
-    parser.add_argument("--tol", type=float, default=0.01,
-                        help="IG completeness tolerance relative to |f(x) - f(baseline)|")
+    parser.add_argument("--steps", type=int, default=None, metavar="N",
+                        help="IG: Gauss-Legendre nodes (default 50, the rule of Captum's default call)")
+    parser.add_argument("--tol", type=float, default=None,
+                        help="IG: use the adaptive rule instead, refining until the completeness delta is "
+                             "within this fraction of |f(x) - f(baseline)| (faster, but its map is coarser)")
     parser.add_argument("--alpha", type=float, default=0.4, help="overlay opacity (default 0.4)")
     parser.add_argument("--cmap", default="jet", help="matplotlib colormap (default jet)")
     parser.add_argument("--contour", type=float, default=None, metavar="PCT",
@@ -56,7 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _options(args: argparse.Namespace, method: str) -> dict[str, Any]:
     """Method options given on the command line (the baseline value comes from the pipeline)."""
     if method == "integrated_gradients":
-        return {"baseline": args.baseline, "tol": args.tol}
+        if args.tol is not None and args.steps is not None:
+            raise ValueError("give --steps (a fixed rule) or --tol (the adaptive rule), not both")
+        if args.tol is not None:
+            return {"baseline": args.baseline, "tol": args.tol, "n_steps": None}
+        return {"baseline": args.baseline, **({"n_steps": args.steps} if args.steps is not None else {})}
     if method == "occlusion":
         return {"baseline": args.baseline}
     return {}
@@ -71,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     """
     from medcnn.cli.predict import resolve_card_path
     from medcnn.explain import METHODS, at_operating_point, explain, operating_point
+    from medcnn.explain.ig import completeness_text
     from medcnn.inference import Predictor, choose_model
     from medcnn.io import read_image
     from medcnn.visualize import overlay, to_png_bytes
@@ -92,9 +100,13 @@ def run(args: argparse.Namespace) -> int:
     layer = (args.layer or card.target_layer) if spec.needs_layer else None
     exp = explain(predictor.model, x, target, args.method, layer=layer, pipeline=predictor.pipeline,
                   labels=card.labels, objective=args.objective, **opts)
-    exp = at_operating_point(exp, pred.probabilities[label],
-                             operating_point(card.labels, card.positive_label, card.threshold, label),
-                             called=pred.label == label, label=label)
+    if card.multilabel:  # each finding has its own operating point; "called" = above it
+        op = float(card.findings[label]["threshold"])
+        called = pred.probabilities[label] >= op
+    else:
+        op = operating_point(card.labels, card.positive_label, card.threshold, label)
+        called = pred.label == label
+    exp = at_operating_point(exp, pred.probabilities[label], op, called=called, label=label)
     rgb = overlay(res.display, exp.heatmap, cmap=args.cmap, alpha=args.alpha,
                   contour_top_percent=args.contour,
                   scale=pred.probabilities[label] if args.scale_by_prob else None)
@@ -108,6 +120,11 @@ def run(args: argparse.Namespace) -> int:
         "operating_point": exp.operating_point, "called": exp.called, "notice": exp.notice,
         "seconds": exp.seconds, "delta": exp.delta, "params": exp.params, "out": args.out,
     }
+    if exp.delta is not None:  # what the page's caption says about the map's quadrature error
+        result["completeness"] = {"rel_delta": exp.params.get("rel_delta"),
+                                  "rel_local_error": exp.params.get("rel_local_error"),
+                                  "steps": exp.params.get("steps"), "rule": exp.params.get("rule"),
+                                  "text": completeness_text(exp.params)}
     if args.sanity:
         from medcnn.explain.sanity import deletion_insertion, randomisation_test
 

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["BASELINES", "make_baseline", "adaptive_ig", "gaussian_blur", "gauss_legendre"]
+__all__ = ["BASELINES", "completeness_text", "make_baseline", "adaptive_ig", "gaussian_blur", "gauss_legendre"]
 
 #: Named baselines of :func:`make_baseline`.
 BASELINES = ("black", "blur", "mean")
@@ -261,7 +261,7 @@ def adaptive_ig(
 
     Returns:
         (attribution (1, C, H, W), info dict with ``delta``, ``rel_delta``,
-        ``rel_local_error``, ``steps``, ``converged``, ``f_x``, ``f_baseline``, ``panels``,
+        ``rel_local_error``, ``steps``, ``rule`` (``"fixed"`` / ``"adaptive"``), ``converged``, ``f_x``, ``f_baseline``, ``panels``,
         ``nodes_per_panel``, ``tol``, ``precision_floor``).
 
     Raises:
@@ -292,6 +292,7 @@ def adaptive_ig(
         "rel_delta": abs(delta) / ref if ref > 0 else 0.0,
         "rel_local_error": sum(abs(e) for _, e in rule.panels.values()) / ref if ref > 0 else 0.0,
         "steps": rule.steps,
+        "rule": "fixed" if n_steps is not None else "adaptive",
         "converged": bool(converged),
         "f_x": f1,
         "f_baseline": f0,
@@ -300,3 +301,19 @@ def adaptive_ig(
         "tol": tol,
         "precision_floor": floor,
     }
+
+
+def completeness_text(params: dict[str, Any]) -> str:
+    """How exactly an IG map adds up, in words (the app caption and ``explain --json`` share it).
+
+    ``rel_delta`` is |sum of attributions - (f(x) - f(baseline))| / |f(x) - f(baseline)|;
+    ``rel_local_error`` is the same without cancellation between path segments, the more
+    cautious figure of the map's quadrature error. Empty for params without them.
+    """
+    if "rel_delta" not in params:
+        return ""
+    text = (f"{params['steps']} path steps; attributions add up to the logit change "
+            f"within {params['rel_delta']:.1%}")
+    if "rel_local_error" in params:
+        text += f" (segment errors without cancellation: {params['rel_local_error']:.1%})"
+    return text

@@ -55,6 +55,21 @@ def test_command_writes_overlay_and_json(tiny_checkpoint, tmp_path, capsys, meth
         assert r["delta"] is not None and r["params"]["baseline_value"] == pytest.approx(-2.0)
         # The CLI passes no baseline value: explain's default (the pipeline's black) is used.
         assert r["params"]["black_from"] == "pipeline"
+        # default: the 50-node rule of Captum's default call; the page's map-error wording is reported
+        c = r["completeness"]
+        assert c["steps"] == 50 and c["rule"] == "fixed" and 0 <= c["rel_delta"] <= c["rel_local_error"] + 1e-9
+        assert "attributions add up to the logit change within" in c["text"] and "without cancellation" in c["text"]
+
+
+def test_command_tol_selects_the_adaptive_rule(tiny_checkpoint, capsys):
+    card_path, png = tiny_checkpoint
+    assert main(["explain", str(png), "--method", "integrated_gradients", "--model", str(card_path),
+                 "--json", "--tol", "0.05"]) == 0
+    c = json.loads(capsys.readouterr().out)["completeness"]
+    assert c["rule"] == "adaptive" and c["steps"] >= 16
+    assert main(["explain", str(png), "--method", "integrated_gradients", "--model", str(card_path),
+                 "--steps", "8", "--tol", "0.05"]) == 2
+    assert "not both" in capsys.readouterr().err
 
 
 def test_command_reports_the_predictors_calibrated_probabilities(tiny_checkpoint, capsys):

@@ -128,7 +128,7 @@ def test_gradcam_matches_hand_computation():
 def test_ig_completeness(baseline, n_classes, target):
     model = TinyCNN(n_classes=n_classes).eval()
     x = _image(1)
-    e = explain(model, x, target, "integrated_gradients", baseline=baseline, tol=0.01, objective="logit")
+    e = explain(model, x, target, "integrated_gradients", baseline=baseline, tol=0.01, n_steps=None, objective="logit")
     b = {"black": torch.full_like(x, float(x.min())), "mean": torch.zeros_like(x)}.get(baseline)
     if b is None:
         from medcnn.explain.ig import gaussian_blur
@@ -144,7 +144,8 @@ def test_ig_completeness(baseline, n_classes, target):
 def test_ig_linear_model_is_exact():
     lin = nn.Sequential(nn.Flatten(), nn.Linear(64, 2))
     x = _image(2, size=8)
-    e = explain(lin, x, 1, "integrated_gradients", baseline="mean", baseline_value=0.5, objective="logit")
+    e = explain(lin, x, 1, "integrated_gradients", baseline="mean", baseline_value=0.5, n_steps=None,
+                objective="logit")
     expected = ((x - 0.5).view(-1) * lin[1].weight[1].detach()).view(8, 8).numpy()
     np.testing.assert_allclose(e.attribution, expected, atol=1e-5)
     assert abs(e.delta) < 1e-4 and e.params["steps"] == 16  # converged on the first panels (4 x 4 nodes)
@@ -166,8 +167,8 @@ def test_ig_fixed_steps_equals_captum():
 def test_ig_adaptive_refines_until_tolerance():
     model = TinyCNN(width=8).eval()
     x = _image(5) * 3
-    loose = explain(model, x, 1, "integrated_gradients", tol=0.2)
-    tight = explain(model, x, 1, "integrated_gradients", tol=1e-3, max_steps=512)
+    loose = explain(model, x, 1, "integrated_gradients", tol=0.2, n_steps=None)
+    tight = explain(model, x, 1, "integrated_gradients", tol=1e-3, max_steps=512, n_steps=None)
     assert tight.params["rel_delta"] <= 1e-3
     assert tight.params["steps"] >= loose.params["steps"]
 
@@ -175,7 +176,7 @@ def test_ig_adaptive_refines_until_tolerance():
 def test_ig_warns_when_budget_too_small():
     model = TinyCNN(width=8).eval()
     with pytest.warns(UserWarning, match="did not reach tol"):
-        e = explain(model, _image(5) * 3, 1, "integrated_gradients", tol=1e-9, max_steps=8)
+        e = explain(model, _image(5) * 3, 1, "integrated_gradients", tol=1e-9, max_steps=8, n_steps=None)
     assert not e.params["converged"]
 
 

@@ -96,7 +96,7 @@ def test_untraceable_model_falls_back_to_the_isolated_copy():
     x = _x(3)
     iso = isolated_copy(model)
     assert fast_copy(model, iso, x) is iso
-    e = explain(model, x, 1, "integrated_gradients")
+    e = explain(model, x, 1, "integrated_gradients", n_steps=None)
     assert e.params["converged"] and e.heatmap.shape == (20, 20)
 
 

@@ -215,7 +215,7 @@ def test_pipeline_is_accepted_by_every_method(pipeline):
 
 def test_ig_warning_points_at_the_caller_of_explain():
     with pytest.warns(UserWarning, match="did not reach tol") as record:
-        explain(Small().eval(), _image(2) * 3, 1, "integrated_gradients", tol=1e-9, max_steps=8)
+        explain(Small().eval(), _image(2) * 3, 1, "integrated_gradients", tol=1e-9, max_steps=8, n_steps=None)
     assert [Path(w.filename) for w in record if "did not reach tol" in str(w.message)] == [Path(__file__)]
 
 
