@@ -8,6 +8,9 @@ URLs: ``/`` (Home), ``/Analyze``, ``/Case_review``, ``/Batch``, ``/Model_card``,
 """
 import streamlit as st
 
+from medcnn.app.compute import limit_malloc_arenas
 from medcnn.app.nav import router_pages
+
+limit_malloc_arenas()  # server memory stays flat under many sessions (glibc; see medcnn.app.compute)
 
 st.navigation(router_pages(), position="hidden").run()

@@ -210,3 +210,15 @@ def test_app_computations_each_take_a_slot_and_never_nest(predictor, monkeypatch
     state.explain_upload(key, data, card, None, None, "gradcam", pred.label)
     assert pool.admitted == 2  # a cache hit takes no slot
     assert pool.peak == 1 and notices.count == 0
+
+
+def test_malloc_arenas_are_capped_once_unless_the_user_set_them():
+    import platform
+
+    from medcnn.app import compute
+
+    assert compute.limit_malloc_arenas(environ={"MALLOC_ARENA_MAX": "4"}) is True  # the user's setting wins
+    first = compute.limit_malloc_arenas(environ={})
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert first is True
+    assert compute.limit_malloc_arenas(environ={}) is first  # applied once, then remembered
