@@ -19,7 +19,7 @@ import numpy as np
 from medcnn.audit.dataset import CONFOUND_CI_LOW, _best, _ci_low, _cross_validate, _feature_ranking, _feature_sets
 from medcnn.audit.features import extract_features
 from medcnn.evaluation.finding_labels import finding_targets, prepare_rows, specs_from_card
-from medcnn.evaluation.labels import read_labels
+from medcnn.evaluation.labels import STANDARD_SPLITS, read_labels
 
 __all__ = ["audit_findings", "format_findings_audit"]
 
@@ -44,6 +44,7 @@ def audit_findings(card_path: str | Path, data: Sequence[str | Path], *, split: 
         raise ValueError(f"model {card.name!r} is single-label: use the dataset audit")
     specs, column, exclude, dedupe_by = specs_from_card(card.training)
     df = read_labels([str(p) for p in data], split=split)
+    df = df[df["split"].isin(STANDARD_SPLITS)]  # e.g. full-resolution copies of test films are not new films
     df, _, _ = prepare_rows(df, exclude, dedupe_by)
     targets = finding_targets(df, specs, column)
     raw, ok, _errors = extract_features(df, progress=progress)
