@@ -95,8 +95,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "for the map of the positive minus the other logit (what the app explains)")
     m.add_argument("--box-ref-size", type=float, default=1024, help="side of the box coordinate grid (default 1024)")
     m.add_argument("--patience", type=int, default=10, help="early-stopping patience in epochs (0: off)")
-    m.add_argument("--monitor", choices=("auc", "loss", "min_group_auc"), default="auc",
-                   help="early-stopping criterion on val; min_group_auc = worst AUC over --val-by groups")
+    m.add_argument("--monitor", choices=("auc", "loss", "min_group_auc", "last"), default="auc",
+                   help="early-stopping criterion on val; min_group_auc = worst AUC over --val-by groups; last = "
+                        "keep the final epoch (an epoch count chosen by cross-validation; use with --patience 0)")
     m.add_argument("--seed", type=int, default=0)
 
     a = p.add_argument_group("augmentation (in [0,1] display space; all off by default)")

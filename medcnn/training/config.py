@@ -6,8 +6,9 @@ from typing import Any
 
 __all__ = ["MONITORS", "TrainConfig"]
 
-#: Early-stopping criteria on validation (``TrainConfig.monitor``).
-MONITORS = ("auc", "loss", "min_group_auc")
+#: Early-stopping criteria on validation (``TrainConfig.monitor``); ``last`` keeps the final epoch (a fixed
+#: epoch count chosen by cross-validation, with no choice on the validation split).
+MONITORS = ("auc", "loss", "min_group_auc", "last")
 
 
 @dataclass

@@ -228,7 +228,9 @@ def _val_metrics(logits: np.ndarray, ds: ImageDataset, pos: int, val_by: str | N
 
 
 def _score(m: dict[str, Any], monitor: str) -> float:
-    """Early-stopping score of one epoch's validation metrics (higher is better)."""
+    """Early-stopping score of one epoch's validation metrics (higher is better; ``last``: the latest epoch)."""
+    if monitor == "last":
+        return float(m["epoch"])
     if monitor == "loss":
         return -m["val_loss"]
     if monitor == "min_group_auc" and m.get("val_auc_by"):

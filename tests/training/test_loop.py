@@ -128,3 +128,9 @@ def test_cli_train_and_errors(blobs, tmp_path, capsys):
     assert "valid names" in capsys.readouterr().err
     assert main(["train", "--data", str(tmp_path / "missing.csv"), "--out", str(out), "--quiet"]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_monitor_last_keeps_the_final_epoch(blobs, tmp_path):
+    """An epoch count chosen by cross-validation: no choice on the validation split."""
+    res = train(_cfg(blobs, tmp_path, epochs=3, monitor="last", patience=0, out=None))
+    assert res.best_epoch == 3 and len(res.history) == 3
