@@ -119,6 +119,12 @@ def _run_findings(args: argparse.Namespace) -> int:
         if args.split:
             parts += ["--split", args.split]
         card.audit[key] = _clean({"command": shlex.join(parts) + " --write-card", **report})
+        if key == "shortcut_findings" and "per_finding" in card.metrics.get("test", {}):
+            from medcnn.evaluation.findings import finding_visibility
+
+            for name, v in finding_visibility(card.metrics["test"]["per_finding"],
+                                              shortcut=report["findings"]).items():
+                card.findings[name].update(v)
         card.save(card.path)
         report["card_key"] = key
     if args.json:

@@ -113,7 +113,8 @@ def evaluate_findings_card(card_path: str | Path, csv_paths: Sequence[str | Path
     m = finding_scores_metrics(scores, by=by, n_boot=n_boot)
     m["scores"] = stored_finding_scores(scores)
     card.metrics["test"] = m
-    for name, v in finding_visibility(m["per_finding"], min_lower).items():
+    shortcut = (card.audit.get("shortcut_findings") or {}).get("findings")
+    for name, v in finding_visibility(m["per_finding"], min_lower, shortcut).items():
         card.findings[name].update(v)
     if write:
         card.save(card.path)

@@ -55,11 +55,25 @@ def finding_metrics(prob: np.ndarray, targets: np.ndarray, names: Sequence[str],
     return out
 
 
-def finding_visibility(test_metrics: dict[str, dict[str, Any]],
-                       min_lower: float = MIN_AUC_LOWER) -> dict[str, dict[str, Any]]:
-    """``{finding: {"shown": bool, "reason": str}}`` from test metrics (CI lower bound of the AUC)."""
+def finding_visibility(test_metrics: dict[str, dict[str, Any]], min_lower: float = MIN_AUC_LOWER,
+                       shortcut: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """``{finding: {"shown": bool, "reason": str}}`` from test metrics (CI lower bound of the AUC).
+
+    With ``shortcut`` (the per-finding shortcut audit, ``audit.shortcut_findings["findings"]``), a
+    finding whose labels non-anatomical features alone predict at least as well as the model does
+    (a confounded finding with a feature AUC >= the model's test AUC) is not shown either: the model
+    cannot be shown to read the finding rather than how the film was taken.
+    """
     out = {}
     for name, m in test_metrics.items():
+        s = (shortcut or {}).get(name) or {}
+        feat = (s.get("best") or {}).get("auc")
+        if s.get("confounded") and feat is not None and m.get("auc") is not None and feat >= m["auc"]:
+            out[name] = {"shown": False,
+                         "reason": (f"test AUC {m['auc']:.2f}, but non-anatomical features alone (view, file, "
+                                    f"border and intensity statistics) predict its labels with AUC {feat:.2f}: "
+                                    f"the model cannot be shown to read the finding itself")}
+            continue
         ci = m.get("auc_ci") or (m.get("ci") or {}).get("auc")
         auc = m.get("auc")
         if auc is None or not ci:

@@ -10,7 +10,10 @@ import pytest
 from medcnn.models import ModelCard
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
-DATASET = {"cxr_pneumonia": "rsna_cxr_pneumonia", "ct_covid": "sarscov2_ct"}
+DATASET = {"cxr_pneumonia": "rsna_cxr_pneumonia", "cxr_findings": "rsna_cxr_pneumonia", "ct_covid": "sarscov2_ct"}
+#: Out-of-distribution categories each family must NOT withhold as a whole: real chest CT slices in Hounsfield
+#: units are what the CT pipeline brings to its training look (lung window, body crop).
+READS = {"CT": {"chest_ct_dicom"}, "CXR": set()}
 
 
 @pytest.fixture(params=sorted(DATASET), scope="module")
@@ -28,6 +31,8 @@ def test_every_shipped_model_has_an_intact_gate(card):
     test = next(r for name, r in ood["measured"]["in_distribution"].items() if name.endswith(" test"))
     assert test["flagged"] <= 0.05  # the target: <= 5% of its own test split flagged
     for name, r in ood["measured"]["outside"].items():
+        if name.split("/")[-1] in READS[card.modality]:
+            continue
         if name.startswith("ood_samples/") or name.startswith("synthetic") or "films" in name and "180" not in name:
             assert r["flagged"] >= 0.95, (card.name, name, r)
 
@@ -45,4 +50,6 @@ def test_recorded_rates_hold_on_the_real_sets(card, shared_data):
     test = read_table_images(shared_data / DATASET[card.name] / "labels.csv", "test")["all"]
     assert _flag_rate(predictor, test) <= 0.05
     for category, images in read_table_images(shared_data / "ood_samples" / "labels.csv", group="category").items():
+        if category in READS[card.modality]:
+            continue
         assert _flag_rate(predictor, images) >= 0.95, (card.name, category)

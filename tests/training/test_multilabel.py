@@ -100,6 +100,11 @@ def test_per_finding_metrics_match_sklearn():
     assert val["val_auc_findings"]["A"] == pytest.approx(m["A"]["auc"])
     shown = finding_visibility({"A": {"auc": 0.8, "auc_ci": [0.7, 0.9]}, "B": {"auc": 0.7, "auc_ci": [0.55, 0.8]}})
     assert shown["A"]["shown"] and not shown["B"]["shown"] and "below 0.6" in shown["B"]["reason"]
+    # a finding that acquisition features predict as well as the model does is not shown either
+    audit = {"A": {"confounded": True, "best": {"auc": 0.85}}}
+    assert not finding_visibility({"A": {"auc": 0.8, "auc_ci": [0.7, 0.9]}}, shortcut=audit)["A"]["shown"]
+    audit["A"]["best"]["auc"] = 0.7
+    assert finding_visibility({"A": {"auc": 0.8, "auc_ci": [0.7, 0.9]}}, shortcut=audit)["A"]["shown"]
 
 
 def test_relative_to_threshold():
