@@ -185,6 +185,8 @@ def _command_line(args: argparse.Namespace) -> str:
         v = getattr(args, act.dest, None)
         if v is None or v is False or act.dest in ("quiet",):
             continue
+        if act.dest == "findings_column" and not args.findings:  # only read for multi-label runs
+            continue
         opt = act.option_strings[-1]
         if isinstance(act, argparse._StoreTrueAction):
             parts.append(opt)

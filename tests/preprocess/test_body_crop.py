@@ -166,13 +166,26 @@ def test_ct_pipeline_shows_body_crop_step_and_lung_window_over_file_window():
     assert res.tensor.shape == (1, 1, 96, 96)
 
 
-def test_shipped_ct_card_keeps_its_stored_pipeline():
-    stored = json.loads((REPO / "weights" / "ct_covid.json").read_text())["preprocessing"]
-    pipe = Pipeline.from_config(stored)
-    assert pipe.config == stored
+#: The pipeline stored by CT cards made before the body crop (the first shipped CT model's).
+LEGACY_CT = {"steps": [{"name": "window", "window": "default", "ct_preset": "lung"},
+                       {"name": "invert", "mode": "monochrome1"},
+                       {"name": "crop_or_pad", "aspect": 1.0, "mode": "pad", "fill": 0.0},
+                       {"name": "resize", "size": [384, 384]}, {"name": "normalize", "mean": 0.5, "std": 0.25}]}
+
+
+def test_a_stored_pipeline_from_before_the_body_crop_rebuilds_as_it_was():
+    pipe = Pipeline.from_config(LEGACY_CT)
+    assert pipe.config == LEGACY_CT
     assert [s.name for s in pipe.steps] == ["window", "invert", "crop_or_pad", "resize", "normalize"]
     assert pipe(_hu_slice()).window["source"] == "file"  # as before: the file's window wins there
     assert pipe(_hu_slice(None)).window["source"] == "preset:lung"
+
+
+def test_the_shipped_ct_card_reads_hu_slices_through_the_body_crop():
+    stored = json.loads((REPO / "weights" / "ct_covid.json").read_text())["preprocessing"]
+    pipe = Pipeline.from_config(stored)
+    assert [s.name for s in pipe.steps][:4] == ["window", "invert", "body_crop", "crop_or_pad"]
+    assert pipe(_hu_slice()).window["source"] == "preset:lung"  # the lung preset over the file's window
 
 
 # ------------------------------------------------------------------------- real data
@@ -213,7 +226,7 @@ def test_real_hu_slices_reach_the_training_range_without_table(shared_data, trai
     paths = sorted((shared_data / "ood_samples" / "chest_ct_dicom").glob("*.dcm"))
     assert len(paths) == 16
     pipe = Pipeline.from_config(default_config("CT", 384))
-    shipped = Pipeline.from_config(json.loads((REPO / "weights" / "ct_covid.json").read_text())["preprocessing"])
+    shipped = Pipeline.from_config(LEGACY_CT)
     means, stds, air, old_means, kept = [], [], [], [], []
     for p in paths:
         image = read_image(p)
@@ -236,7 +249,7 @@ def test_real_hu_slices_reach_the_training_range_without_table(shared_data, trai
     # the training images' means, its contrast within 25 % of theirs ...
     assert lo < np.mean(means) < hi, (np.mean(means), lo, hi)
     assert abs(np.mean(stds) / tr_std.mean() - 1) < 0.25, (np.mean(stds), tr_std.mean())
-    # ... which the shipped card's pipeline (the file's mediastinal window: black lungs) is not
+    # ... which the pipeline of the earlier CT card (the file's mediastinal window: black lungs) is not
     assert np.mean(old_means) < lo
     # the grey air around the body is gone (training slices are black there)
     assert np.median(air) < 0.05 and np.median(air) <= np.median(tr_air) + 0.02
