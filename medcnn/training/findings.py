@@ -9,7 +9,6 @@ labels are read, after excluded rows and duplicate images are removed from every
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -90,7 +89,7 @@ def train_findings(cfg: TrainConfig, device: torch.device) -> Any:
     Returns:
         :class:`medcnn.training.loop.TrainResult`.
     """
-    from medcnn.training.loop import TrainResult, _pipeline
+    from medcnn.training.loop import TrainResult, _pipeline, state_path
 
     data = load_findings_data(cfg)
     names = data.names
@@ -110,11 +109,7 @@ def train_findings(cfg: TrainConfig, device: torch.device) -> Any:
            f"{data.duplicates} duplicate images and {sum(data.excluded.values())} excluded rows dropped); "
            f"findings {names}; {cfg.arch} on {device}")
     cache.fill(train_ds.paths + val_ds.paths, progress=cfg.progress)
-    state_path = None
-    if cfg.out and cfg.save_state:
-        state_path = Path(cfg.out).with_suffix("").with_suffix(".state.pt")
-        state_path.parent.mkdir(parents=True, exist_ok=True)
-    result = fit(cfg, train_ds, val_ds, pos, device, state_path)
+    result = fit(cfg, train_ds, val_ds, pos, device, state_path(cfg))
     cal = calibrate_findings(result["val_logits"], val_ds.targets, names, enabled=cfg.calibrate)
     temps = np.array([cal[n]["temperature"] for n in names])
     thresholds = np.array([cal[n]["threshold"] for n in names])

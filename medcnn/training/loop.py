@@ -87,6 +87,15 @@ def load_training_data(cfg: TrainConfig) -> tuple[pd.DataFrame, list[str], str, 
     return df, classes, positive, n_test
 
 
+def state_path(cfg: TrainConfig) -> Path | None:
+    """Where a run writes its resumable state (``<out>.state.pt``, folder created), or None."""
+    if not (cfg.out and cfg.save_state):
+        return None
+    path = Path(cfg.out).with_suffix("").with_suffix(".state.pt")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def _pipeline(cfg: TrainConfig) -> Pipeline:
     from medcnn.preprocess import Pipeline, default_config
 
@@ -150,11 +159,7 @@ def _train(cfg: TrainConfig) -> TrainResult:
     _print(f"train {len(train_ds)} / val {len(val_ds)} images ({n_test} test rows left out); "
            f"classes {classes}, positive {positive!r}; {cfg.arch} on {device}")
     cache.fill(train_ds.paths + val_ds.paths, progress=cfg.progress and main)
-    state_path = None
-    if cfg.out and cfg.save_state:
-        state_path = Path(cfg.out).with_suffix("").with_suffix(".state.pt")
-        state_path.parent.mkdir(parents=True, exist_ok=True)
-    result = fit(cfg, train_ds, val_ds, pos, device, state_path)
+    result = fit(cfg, train_ds, val_ds, pos, device, state_path(cfg))
     cal = calibrate(result["val_logits"], val_ds.targets, pos, enabled=cfg.calibrate)
     metrics = final_metrics(result["val_logits"], val_ds, pos, cal, cfg.val_by, cfg.n_boot, cfg.seed)
     card = build_card(cfg, classes, positive, pipe, df, n_test, result, cal, metrics, device)
