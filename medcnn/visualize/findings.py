@@ -16,7 +16,7 @@ from typing import Any
 
 from medcnn.visualize.layout import Flow
 
-__all__ = ["HIDDEN_REASON", "call_text", "card_lines", "decision_text", "finding_metric_rows", "finding_rows",
+__all__ = ["HIDDEN_REASON", "call_text", "ci_text", "card_lines", "decision_text", "finding_metric_rows", "finding_rows",
            "hidden_findings", "hidden_note", "is_multilabel", "model_row", "write_findings"]
 
 #: Why hidden findings are not presented (the card's per-finding ``reason`` says more).
@@ -73,7 +73,8 @@ def _num(value: Any) -> str:
     return "—" if value is None else f"{float(value):.3f}"
 
 
-def _ci_text(value: Any, ci: Any) -> str:
+def ci_text(value: Any, ci: Any) -> str:
+    """``0.812 (95% CI 0.700-0.900)``, the value alone without a CI, ``n/a`` without a value."""
     if value is None:
         return "n/a"
     if ci and len(ci) == 2 and None not in ci:
@@ -112,11 +113,11 @@ def finding_metric_rows(card: Any) -> tuple[str | None, list[dict[str, str]]]:
         f = card.findings.get(name, {})
         n_pos, n_neg = s.get("n_pos"), s.get("n_neg")
         rows.append({
-            "finding": name, "AUC (95% CI)": _ci_text(s.get("auc"), s.get("auc_ci") or ci.get("auc")),
+            "finding": name, "AUC (95% CI)": ci_text(s.get("auc"), s.get("auc_ci") or ci.get("auc")),
             "positives": "—" if n_pos is None else str(n_pos), "negatives": "—" if n_neg is None else str(n_neg),
             "operating point": _num(f.get("threshold", 0.5)),
-            "sensitivity": _ci_text(s.get("sensitivity"), ci.get("recall")),
-            "specificity": _ci_text(s.get("specificity"), ci.get("specificity")),
+            "sensitivity": ci_text(s.get("sensitivity"), ci.get("recall")),
+            "specificity": ci_text(s.get("specificity"), ci.get("specificity")),
             "ECE": _num(s.get("ece")), "temperature": f"{float(f.get('temperature', 1.0)):.3g}",
             "shown": "yes" if f.get("shown", True) else "no", "reason": str(f.get("reason") or "—"),
         })

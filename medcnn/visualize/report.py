@@ -34,14 +34,6 @@ DISCLAIMER = (
     "must not be used for patient care."
 )
 
-def _fmt_ci(value: Any, ci: Any) -> str:
-    if value is None:
-        return "n/a"
-    if ci and len(ci) == 2 and None not in ci:
-        return f"{value:.3f} (95% CI {ci[0]:.3f}-{ci[1]:.3f})"
-    return f"{value:.3f}"
-
-
 def card_summary(card: ModelCard) -> list[str]:
     """Short, human-readable lines describing a model card (for reports and the app)."""
     lines = [
@@ -58,9 +50,9 @@ def card_summary(card: ModelCard) -> list[str]:
     if isinstance(test, dict) and test.get("auc") is not None:
         ci = test.get("ci") or {}
         lines.append(
-            f"Test (n={test.get('n', '?')}): AUC {_fmt_ci(test.get('auc'), test.get('auc_ci') or ci.get('auc'))}; "
-            f"sensitivity {_fmt_ci(test.get('recall'), ci.get('recall'))}; "
-            f"specificity {_fmt_ci(test.get('specificity'), ci.get('specificity'))}"
+            f"Test (n={test.get('n', '?')}): AUC {_findings.ci_text(test.get('auc'), test.get('auc_ci') or ci.get('auc'))}; "
+            f"sensitivity {_findings.ci_text(test.get('recall'), ci.get('recall'))}; "
+            f"specificity {_findings.ci_text(test.get('specificity'), ci.get('specificity'))}"
         )
     else:
         lines.append("Test metrics: not recorded in the model card")
@@ -84,7 +76,7 @@ def _row(m: dict[str, Any], keys: tuple[tuple[str, str], ...] = _TABLE_METRICS) 
     row: dict[str, Any] = {"n": m.get("n")}
     for key, title in keys:
         if key in m:
-            row[title] = _fmt_ci(m.get(key), (m.get("auc_ci") if key == "auc" else None) or ci.get(key))
+            row[title] = _findings.ci_text(m.get(key), (m.get("auc_ci") if key == "auc" else None) or ci.get(key))
     return row
 
 
@@ -134,9 +126,9 @@ def model_rows(cards: list[ModelCard]) -> list[dict[str, Any]]:
         rows.append({
             "model": card.name, "modality": card.modality, "architecture": card.architecture,
             "classes": ", ".join(card.labels), "metrics on": f"{split} (n={m['n']})" if m else "none recorded",
-            "AUC (95% CI)": _fmt_ci(m.get("auc"), m.get("auc_ci") or ci.get("auc")) if m else "n/a",
-            "sensitivity": _fmt_ci(m.get("recall"), ci.get("recall")) if m else "n/a",
-            "specificity": _fmt_ci(m.get("specificity"), ci.get("specificity")) if m else "n/a",
+            "AUC (95% CI)": _findings.ci_text(m.get("auc"), m.get("auc_ci") or ci.get("auc")) if m else "n/a",
+            "sensitivity": _findings.ci_text(m.get("recall"), ci.get("recall")) if m else "n/a",
+            "specificity": _findings.ci_text(m.get("specificity"), ci.get("specificity")) if m else "n/a",
         })
     return rows
 

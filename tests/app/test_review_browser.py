@@ -11,20 +11,15 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from browser_helpers import REPO, chromium_page, free_port, require_browser, shipped_weights
+from browser_helpers import chromium_page, require_browser, shipped_weights, streamlit_server
 
-PAGE = "pages/5_Case_review.py"
 SIZES = ((1920, 1080), (1280, 720))
 IMAGE = ".st-key-review_image img"
 
@@ -51,42 +46,9 @@ LAYOUT_JS = """() => {
 
 @contextmanager
 def review_server(weights_dir: Path, timeout: float = 90) -> Iterator[str]:
-    """``streamlit run`` of the router (when it names the page) or of the page; yields the page URL."""
-    routed = any("5_Case_review.py" in p.read_text() for p in (REPO / "app.py", REPO / "medcnn/app/nav.py")
-                 if p.is_file())
-    port = free_port()
-    cmd = [sys.executable, "-m", "streamlit", "run", "app.py" if routed else PAGE, "--server.port", str(port),
-           "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
-           "--server.fileWatcherType", "none"]
-    log = tempfile.TemporaryFile()
-    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "MEDCNN_WEIGHTS_DIR": str(weights_dir)},
-                            stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                tail = log.read()[-2000:].decode(errors="replace")
-                raise RuntimeError(f"streamlit exited with {proc.returncode}: {tail}")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"streamlit did not answer on {url} within {timeout} s")
-            time.sleep(0.3)
-        yield f"{url}/Case_review" if routed else url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    """``streamlit run app.py`` (the router names the page); yields the Case review page's URL."""
+    with streamlit_server(weights_dir, timeout=timeout) as url:
+        yield f"{url}/Case_review"
 
 
 @pytest.fixture(scope="module")
