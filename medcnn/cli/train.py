@@ -69,6 +69,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--init", type=Path, metavar="WEIGHTS.pt",
                    help="start from another checkpoint's weights (tensors of matching name and shape; a head "
                         "of another size starts fresh)")
+    m.add_argument("--head-bias", type=float, metavar="VALUE",
+                   help="fix the final layer's bias at VALUE (e.g. -6) and do not train it: every output above "
+                        "its operating point then rests on positive evidence, so its Grad-CAM map is never empty")
     m.add_argument("--epochs", type=int, default=30)
     m.add_argument("--batch-size", type=int, default=32)
     m.add_argument("--optimizer", choices=_OPTIMIZERS, default="adamw")
@@ -169,6 +172,7 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         calibrate=not args.no_calibrate, progress=not args.quiet, n_boot=args.n_boot,
         command=_command_line(args), findings=args.findings, findings_column=args.findings_column,
         dedupe_by=list(args.dedupe_by), exclude=list(args.exclude), init=str(args.init) if args.init else None,
+        head_bias=args.head_bias,
     )
 
 

@@ -66,3 +66,4 @@ class TrainConfig:
     dedupe_by: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
     init: str | None = None
+    head_bias: float | None = None

@@ -88,6 +88,27 @@ def _box_supervision(cfg: TrainConfig, model: nn.Module, train_ds: ImageDataset,
     return bsup, masks
 
 
+def freeze_head_bias(model: nn.Module, value: float) -> nn.Linear:
+    """Fix the bias of the model's last linear layer at ``value`` and leave it out of training.
+
+    With a global-pool + linear head the logit is ``mean(CAM) + bias``. A bias below every operating
+    point's logit means no film reaches the operating point without positive evidence, so its
+    Grad-CAM map on the layer before the pooling cannot be empty (the map's mean is ``logit - bias``
+    > 0). Trained freely, the bias settles near 0, above the thresholds of rare findings, and the
+    network can call a finding by "too little normal evidence" with an all-negative map.
+
+    Raises:
+        ValueError: the model has no linear layer with a bias.
+    """
+    fc = next((m for m in reversed(list(model.modules())) if isinstance(m, nn.Linear)), None)
+    if fc is None or fc.bias is None:
+        raise ValueError("--head-bias needs a model whose last layer is a linear layer with a bias")
+    with torch.no_grad():
+        fc.bias.fill_(float(value))
+    fc.bias.requires_grad_(False)
+    return fc
+
+
 def _build_run(cfg: TrainConfig, train_ds: ImageDataset, pos: int, device: torch.device, tag: str) -> _Run:
     """Seeded model, loss, optimiser, schedule, sampler and augmentation of one run."""
     torch.manual_seed(cfg.seed)
@@ -97,6 +118,8 @@ def _build_run(cfg: TrainConfig, train_ds: ImageDataset, pos: int, device: torch
     model = create_model(cfg.arch, len(train_ds.labels))
     if cfg.init:
         init_weights(model, cfg.init)
+    if cfg.head_bias is not None:
+        freeze_head_bias(model, cfg.head_bias)
     model = prepare_for_device(model, device)
     channels_last = use_channels_last(cfg, device)
     if channels_last:
@@ -109,7 +132,7 @@ def _build_run(cfg: TrainConfig, train_ds: ImageDataset, pos: int, device: torch
     else:
         loss_fn = losses.make_loss(cfg.imbalance, train_ds.targets, len(train_ds.labels), cfg.focal_gamma).to(device)
     bsup, masks = _box_supervision(cfg, model, train_ds, pos, tag)
-    params = list(model.parameters()) + (list(bsup.parameters()) if bsup is not None else [])
+    params = [q for q in model.parameters() if q.requires_grad] + (list(bsup.parameters()) if bsup is not None else [])
     opt = losses.make_optimizer(cfg.optimizer, params, cfg.lr, cfg.weight_decay, cfg.momentum)
     n = len(train_ds)
     bs = min(cfg.batch_size, n)

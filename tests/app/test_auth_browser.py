@@ -107,6 +107,9 @@ def test_wrong_password_keeps_the_uploader_away_right_password_shows_it(signed_i
 
         sign_in(page, PASSWORD)
         page.get_by_text("Upload an image to start").wait_for(timeout=90_000)
+        # the uploader is drawn before that text, but its widget can mount a moment after it
+        page.locator(UPLOADER).first.wait_for(timeout=60_000)
+        page.wait_for_function(IDLE_JS, timeout=60_000)
         assert page.locator(UPLOADER).count() == 1 and page.locator(FILE_INPUT).count() >= 1
         assert page.get_by_role("button", name="Sign out").is_visible()
         assert page.locator(OUTPUT).count() > 0  # the selector of what the signed-out pages lack works

@@ -226,3 +226,34 @@ def test_per_finding_shortcut_audit(shapes, tmp_path, capsys):
     assert isinstance(bar["confounded"], bool) and bar["top_features"]
     card = ModelCard.load(out.with_suffix(".json"))
     assert card.audit["shortcut_findings"]["findings"]["Blob"]["n_positive"] == 24
+
+
+def test_head_bias_keeps_maps_of_positive_calls_non_empty(shapes, tmp_path, capsys):
+    """--head-bias fixes the final bias and leaves it untrained; with a global-pool + linear head, every
+    output whose logit exceeds that bias has a non-empty Grad-CAM map (its mean is logit - bias > 0), so
+    no film above an operating point (whose logit is above the bias) can show an empty map."""
+    from medcnn.explain import explain
+    from medcnn.inference import Predictor
+    from medcnn.io import read_image
+
+    out = tmp_path / "hb.pt"
+    assert main(["train", "--data", str(shapes), "--findings", "Blob,Bar=bar", "--findings-column", "findings",
+                 "--arch", "tinyresnet", "--size", "32", "--epochs", "3", "--batch-size", "8", "--lr", "3e-3",
+                 "--schedule", "fixed", "--head-bias", "-3", "--n-boot", "10", "--out", str(out), "--quiet",
+                 "--threads", "1"]) == 0
+    capsys.readouterr()
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert "--head-bias -3" in card["training"]["command"]
+    pred = Predictor(out.with_suffix(".json"), check=False)
+    assert torch.equal(pred.model.fc.bias.detach(), torch.full((2,), -3.0))  # stayed where it was fixed
+    checked = 0
+    for i in range(0, 48, 3):
+        tensor = pred.pipeline(read_image(shapes.parent / f"{i}.png")).tensor
+        with torch.no_grad():
+            logits = pred.model(tensor)[0]
+        for k, name in enumerate(card["labels"]):
+            exp = explain(pred.model, tensor, k, "gradcam", layer=card["target_layer"])
+            if float(logits[k]) > -3.0:
+                assert not exp.empty, f"image {i}, {name}: logit {float(logits[k]):.2f} above the bias, empty map"
+                checked += 1
+    assert checked > 0
