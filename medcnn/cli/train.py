@@ -92,9 +92,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "--box-ref-size pixel coordinates, e.g. rsna_boxes_1024): an auxiliary mask loss on the "
                         "Grad-CAM layer during training only (see medcnn.training.boxsup)")
     m.add_argument("--box-weight", type=float, default=1.0, help="weight of the box loss (default 1.0)")
-    m.add_argument("--box-mode", choices=("mask", "cam", "cam_difference"), default="mask",
+    m.add_argument("--box-mode", choices=("mask", "cam", "cam_positive", "cam_difference"), default="mask",
                    help="mask: auxiliary mask head on the layer's features; cam: train the positive class "
-                        "activation map to match the boxes (directly shapes Grad-CAM); cam_difference: the same "
+                        "activation map to match the boxes (directly shapes Grad-CAM); cam_positive: the same, "
+                        "with the map required to be positive inside the boxes (so Grad-CAM is not empty on "
+                        "them); cam_difference: the same "
                         "for the map of the positive minus the other logit (what the app explains)")
     m.add_argument("--box-ref-size", type=float, default=1024, help="side of the box coordinate grid (default 1024)")
     m.add_argument("--patience", type=int, default=10, help="early-stopping patience in epochs (0: off)")

@@ -15,6 +15,7 @@ supervision", CVPR 2018 (a small set of box annotations guiding a CNN's patch sc
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,7 +29,10 @@ from medcnn.io import read_image
 from medcnn.preprocess import Pipeline
 from medcnn.training.boxes import boxes_mask, boxes_to_display, parse_boxes
 
-__all__ = ["box_masks", "BoxSupervision"]
+__all__ = ["BOX_MODES", "box_masks", "BoxSupervision"]
+
+#: Box-supervision modes (``--box-mode``); see :class:`BoxSupervision`.
+BOX_MODES = ("mask", "cam", "cam_positive", "cam_difference")
 
 
 def box_masks(df: pd.DataFrame, column: str, pipeline: Pipeline, ref_size: float = 1024) -> np.ndarray:
@@ -90,9 +94,13 @@ class BoxSupervision:
         model: the network being trained.
         layer: dotted name of the supervised layer (the card's Grad-CAM target layer).
         weight: weight of the auxiliary loss added to the classification loss.
-        mode: ``"mask"``, ``"cam"`` or ``"cam_difference"`` (the map of the positive logit minus
-            the mean of the others: for a 2-logit softmax head, the quantity the probability depends
-            on, which is what the app explains).
+        mode: ``"mask"``, ``"cam"``, ``"cam_positive"`` or ``"cam_difference"`` (the map of the
+            positive logit minus the mean of the others: for a 2-logit softmax head, the quantity the
+            probability depends on, which is what the app explains). ``"cam_positive"`` is ``"cam"``
+            with the offset kept at or below 0 (``c = -softplus(r)``): with a free offset the mask can
+            be matched by a map that is negative everywhere, boxes included (``c > 0`` lifts it), and
+            Grad-CAM, which keeps only the positive part, is then empty on films with boxes. With
+            ``c <= 0`` a box can only be predicted by a positive map inside it.
         classifier: dotted name of the final linear layer (``"cam"`` mode).
         target: class index whose CAM is supervised (``"cam"`` mode; the positive label).
     """
@@ -101,11 +109,11 @@ class BoxSupervision:
                  classifier: str = "fc", target: int = 1):
         if weight < 0:
             raise ValueError(f"box loss weight must be >= 0, got {weight}")
-        if mode not in ("mask", "cam", "cam_difference"):
-            raise ValueError(f"box supervision mode must be 'mask' or 'cam' (or 'cam_difference'), got {mode!r}")
+        if mode not in BOX_MODES:
+            raise ValueError(f"box supervision mode must be one of {', '.join(BOX_MODES)}, got {mode!r}")
         self.model, self.layer, self.weight, self.mode = model, layer, float(weight), mode
         self.target = int(target)
-        if mode in ("cam", "cam_difference"):
+        if mode != "mask":
             try:
                 fc = model.get_submodule(classifier)
             except AttributeError:
@@ -114,7 +122,8 @@ class BoxSupervision:
                 raise ValueError(f"'cam' box supervision needs a global-pool + linear head; {classifier!r} is "
                                  f"not an nn.Linear of this model (use mode 'mask')")
             self.fc = fc
-            self.offset = nn.Parameter(torch.tensor(-2.0))
+            # c = -2 at the start in every mode; "cam_positive" stores r with c = -softplus(r)
+            self.offset = nn.Parameter(torch.tensor(-2.0 if mode != "cam_positive" else math.log(math.expm1(2.0))))
         self.module = model.get_submodule(layer)
         self._features: torch.Tensor | None = None
         self._handle: Any = None
@@ -176,7 +185,7 @@ class BoxSupervision:
             if not bool(known.any()):
                 return feats.sum() * 0.0
             feats, masks = feats[known], masks[known.to(masks.device)]
-        if self.mode in ("cam", "cam_difference"):
+        if self.mode != "mask":
             return self._cam_loss(feats, masks)
         self.head.to(feats.device)
         pred = self.head(feats)  # (N, 1, h, w)
@@ -194,4 +203,7 @@ class BoxSupervision:
             weights = weights - w[others].mean(0)
         cam = torch.einsum("nkhw,k->nhw", feats, weights)
         target = F.adaptive_avg_pool2d(masks[:, None].to(feats.device), cam.shape[-2:])[:, 0]
-        return self.weight * F.binary_cross_entropy_with_logits(cam + self.offset.to(cam.device), target)
+        offset = self.offset.to(cam.device)
+        if self.mode == "cam_positive":
+            offset = -F.softplus(offset)
+        return self.weight * F.binary_cross_entropy_with_logits(cam + offset, target)

@@ -132,7 +132,7 @@ def test_cam_mode_makes_the_positive_cam_the_box_mask():
     assert (cam[:, 0, 0] > cam[:, 1, 1]).all()
     with pytest.raises(ValueError, match="nn.Linear"):
         BoxSupervision(model, "layer4", mode="cam", classifier="layer4")
-    with pytest.raises(ValueError, match="'mask' or 'cam'"):
+    with pytest.raises(ValueError, match="mask, cam"):
         BoxSupervision(model, "layer4", mode="attention")
 
 
@@ -192,3 +192,39 @@ def test_boxes_follow_the_body_crop_and_the_pad():
     mask = boxes_mask(res.display.shape, box)
     inside = res.display[mask > 0]
     assert inside.size and inside.mean() > 0.95  # the box covers the lesion in the display image
+
+
+def test_cam_positive_mode_keeps_the_offset_at_or_below_zero_so_boxes_get_a_positive_map():
+    """With a free offset c, ``CAM + c`` can match the mask while the CAM is negative inside the boxes
+    too (c > 0), and Grad-CAM (the positive part) is empty; "cam_positive" uses c = -softplus(r) <= 0."""
+    torch.manual_seed(0)
+    model = create_model("smallresnet", 2).train()
+    feats = torch.rand(2, model.fc.in_features, 4, 4)
+    masks = torch.zeros(2, 16, 16)
+    masks[:, :8] = 1.0
+    sup = BoxSupervision(model, "layer4", mode="cam_positive", target=1)
+    free = BoxSupervision(model, "layer4", mode="cam", target=1)
+    assert sup._cam_loss(feats, masks).item() == pytest.approx(free._cam_loss(feats, masks).item(), rel=1e-5)  # c = -2
+    cam = torch.einsum("nkhw,k->nhw", feats, model.fc.weight.detach()[1])
+    target = torch.nn.functional.adaptive_avg_pool2d(masks[:, None], (4, 4))[:, 0]
+    with torch.no_grad():
+        sup.offset.fill_(10.0)  # however far training pushes r, c stays <= 0
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(cam - torch.nn.functional.softplus(
+        torch.tensor(10.0)), target)
+    assert sup._cam_loss(feats, masks).item() == pytest.approx(expected.item(), rel=1e-5)
+
+    x = torch.randn(4, 1, 64, 64)
+    big = torch.zeros(4, 64, 64)
+    big[:, :32, :32] = 1.0
+    sup = BoxSupervision(model, "layer4", weight=1.0, mode="cam_positive", target=1)
+    losses = _fit_box_loss(model, sup, x, big, steps=25, lr=3e-3)
+    assert losses[-1] < 0.5 * losses[0]
+    assert -torch.nn.functional.softplus(sup.offset).item() <= 0.0
+    with torch.no_grad():
+        model.eval()
+        out = {}
+        h = model.layer4.register_forward_hook(lambda m, i, o: out.setdefault("a", o))
+        model(x)
+        h.remove()
+        cam = torch.einsum("nkhw,k->nhw", out["a"], model.fc.weight[1])
+    assert (cam[:, 0, 0] > 0).all() and (cam[:, 0, 0] > cam[:, 1, 1]).all()  # positive inside the box
