@@ -44,7 +44,7 @@ NO_FINDING = "no finding above its operating point"
 #: DICOM Modality -> model family (card.modality). "OT" is what io reports for PNG/JPEG.
 CARD_FAMILIES: dict[str, str] = {"CT": "CT", "CR": "CXR", "DX": "CXR", "OT": "CXR"}
 #: Preferred card of each family in the weights folder.
-DEFAULT_CARDS: dict[str, str] = {"CXR": "cxr_pneumonia", "CT": "ct_covid"}
+DEFAULT_CARDS: dict[str, str] = {"CXR": "cxr_findings", "CT": "ct_covid"}
 
 
 def predict_logits(model: torch.nn.Module, tensor: torch.Tensor, device: Any = None) -> torch.Tensor:
@@ -319,7 +319,7 @@ def choose_model(meta: ImageMeta, weights_dir: str | Path | None = None) -> Path
     """Card path of the model for an image, from its modality.
 
     CT -> the CT model; CR, DX and PNG/JPEG (``"OT"``) -> the chest X-ray model. Within a
-    family, the default card (``cxr_pneumonia`` / ``ct_covid``) is preferred, else the
+    family, the default card (``cxr_findings`` / ``ct_covid``) is preferred, else the
     first by name.
 
     Raises:

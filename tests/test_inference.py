@@ -127,16 +127,17 @@ def weights_dir(tmp_path) -> Path:
     w = tmp_path / "weights"
     save_card(w, "aaa_cxr")  # another CXR card, sorted first
     save_card(w, "cxr_pneumonia")
+    save_card(w, "cxr_findings")  # the default chest X-ray card, preferred over the others
     save_card(w, "ct_covid", modality="CT", labels=("NonCOVID", "COVID"), dicom=("CT",))
     return w
 
 
 @pytest.mark.parametrize("modality, fmt, expected", [
     ("CT", "dicom", "ct_covid"),
-    ("CR", "dicom", "cxr_pneumonia"),
-    ("DX", "dicom", "cxr_pneumonia"),
-    ("OT", "png", "cxr_pneumonia"),
-    ("OT", "jpeg", "cxr_pneumonia"),
+    ("CR", "dicom", "cxr_findings"),
+    ("DX", "dicom", "cxr_findings"),
+    ("OT", "png", "cxr_findings"),
+    ("OT", "jpeg", "cxr_findings"),
 ])
 def test_choose_model_by_modality(weights_dir, modality, fmt, expected):
     assert choose_model(image(modality=modality, fmt=fmt).meta, weights_dir).stem == expected
@@ -162,4 +163,4 @@ def test_list_cards_skips_broken_and_weightless(weights_dir):
     orphan.with_suffix(".pt").unlink()
     with pytest.warns(UserWarning, match="broken"):
         names = [c.name for c in list_cards(weights_dir)]
-    assert names == ["aaa_cxr", "ct_covid", "cxr_pneumonia"]
+    assert names == ["aaa_cxr", "ct_covid", "cxr_findings", "cxr_pneumonia"]

@@ -1,7 +1,7 @@
 """``python -m medcnn explain FILE``: saliency map of one image, optionally with sanity checks.
 
 The model is the one ``predict`` would use (``--model`` or chosen from the image's
-modality: CT -> ``ct_covid``, CR/DX/PNG/JPEG -> ``cxr_pneumonia``), loaded as a
+modality: CT -> ``ct_covid``, CR/DX/PNG/JPEG -> ``cxr_findings``), loaded as a
 :class:`medcnn.inference.Predictor`, so the probabilities printed are the card's
 calibrated ones. The map explains ``--target`` (default: the card's positive label)
 through ``--objective`` (default ``auto``: the logit difference that sets a softmax head's
@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, metavar="PNG", help="write the overlay here (PNG)")
     parser.add_argument("--model", default=None, metavar="NAME|PATH",
                         help="card name in --weights-dir or path of <name>.json "
-                             "(default: cxr_pneumonia, or ct_covid for CT images)")
+                             "(default: cxr_findings, or ct_covid for CT images)")
     parser.add_argument("--weights-dir", default="weights", metavar="DIR", help="default: weights")
     parser.add_argument("--target", default=None, metavar="LABEL",
                         help="label to explain (default: the card's positive label)")

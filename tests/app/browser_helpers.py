@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-SHIPPED = ("cxr_pneumonia", "ct_covid")
+SHIPPED = ("cxr_findings", "cxr_pneumonia", "ct_covid")
 
 # The overlay image of the current run is in the page and decoded (not a stale element).
 OVERLAY_LOADED_JS = """() => {

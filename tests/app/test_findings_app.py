@@ -116,10 +116,15 @@ def test_designed_prediction(predictor):
 
 
 # ----------------------------------------------------------------------------- analyze
-def test_model_choice_offers_the_findings_model_and_auto_keeps_the_softmax_one(weights):
+def test_auto_picks_the_findings_model_and_the_pneumonia_model_stays_one_choice_away(weights):
     at = page("pages/1_Analyze.py")
-    assert "cxr_findings" in at.selectbox(key="model_choice").options
-    upload(at, ("chest.png", png_bytes(), "image/png"))  # auto: the default chest X-ray model
+    assert {"cxr_findings", "cxr_pneumonia"} <= set(at.selectbox(key="model_choice").options)
+    upload(at, ("chest.png", png_bytes(seed=12), "image/png"))  # auto: the default chest X-ray model
+    assert not at.error
+    assert list(table_with(at, "finding")["finding"]) == ORDER and not at.metric
+    assert any(s.label == "Target finding" for s in at.sidebar.selectbox)
+
+    at.selectbox(key="model_choice").set_value("cxr_pneumonia").run()  # the single pneumonia decision
     body = texts(at)
     assert "cxr_pneumonia" in body and "P(PNEUMONIA)" in body and len(at.metric) == 2
     assert not [d for d in at.dataframe if "finding" in d.value.columns]
@@ -183,7 +188,7 @@ def test_batch_csv_has_a_column_per_finding(weights):
     assert header[header.index("flag") + 1:header.index("ood level")] == [
         "P(Effusion)", "P(Nodule)", "P(Pneumothorax)", "findings_above_threshold"]
 
-    softmax = analyze_batch_item(BatchItem("b.png", png_bytes(seed=15))).row  # auto: cxr_pneumonia
+    softmax = analyze_batch_item(BatchItem("b.png", png_bytes(seed=15)), "cxr_pneumonia").row
     assert list(softmax) == ["file", "modality", "model", "predicted label", "probability", "flag", "ood level",
                              "ood score", "ood reasons", "error"]
 

@@ -57,7 +57,7 @@ def check_outcome(rows: list[dict], folder) -> None:
     assert "notes.txt" not in by_name and "scan.dat" in by_name
     assert "truncated or corrupt PNG" in by_name["broken.png"]["error"] and not by_name["broken.png"]["ok"]
     assert "no model for modality MR" in by_name["MR_small.dcm"]["error"]
-    assert by_name["CT_small.dcm"]["model"] == "ct_covid" and by_name["g0.png"]["model"] == "cxr_pneumonia"
+    assert by_name["CT_small.dcm"]["model"] == "ct_covid" and by_name["g0.png"]["model"] == "cxr_findings"
     assert sum(not r["ok"] for r in rows) == 2
 
 
