@@ -193,13 +193,17 @@ def main() -> int:
     rows = {name: measure(name, {**first, "map_out": str(tmp / f"{name}.npy")})
             for name in ("ours_gradcam", "pgc_gradcam", "smoothgrad", "occlusion", "guided_gradcam")}
     ours, pgc = np.load(tmp / "ours_gradcam.npy"), np.load(tmp / "pgc_gradcam.npy")
-    r_cam = float(np.corrcoef(ours.ravel(), pgc.ravel())[0, 1])
+    if ours.std() == 0 or pgc.std() == 0:  # an empty (constant) map: Pearson is undefined, compare directly
+        same = bool(np.allclose(ours, pgc, atol=1e-6))
+        agreement = f"both maps empty: {'identical' if same else 'NOT identical'}"
+    else:
+        agreement = f"map Pearson {float(np.corrcoef(ours.ravel(), pgc.ravel())[0, 1]):.4f}"
     print(f"\nother methods on {Path(images[0]).name if images[0] else 'a synthetic image'}:")
     print(f"{'method':<18}{'seconds':>9}{'peak MB':>9}")
     for name, r in rows.items():
         print(f"{name:<18}{r['seconds']:>9.3f}{r['peak_mb']:>9.0f}")
     print(f"Grad-CAM time ratio pytorch-grad-cam / ours: "
-          f"{rows['pgc_gradcam']['seconds'] / rows['ours_gradcam']['seconds']:.2f}x; map Pearson {r_cam:.4f}")
+          f"{rows['pgc_gradcam']['seconds'] / rows['ours_gradcam']['seconds']:.2f}x; {agreement}")
 
     print(f"\nIntegrated Gradients (zero baseline); error = relative L2 distance of the map to a "
           f"{args.reference_steps}-node reference")
