@@ -7,8 +7,9 @@ what the model reads is printed as NOT ANALYSED (its probabilities stay in ``--j
 record, with ``"decision": "not analysed"``). A file that cannot be read or predicted gets an
 error entry and the others still run; the exit status is 1 if any file failed. Nothing identifying is printed.
 
-With ``--engine`` each SOURCE may also be a folder (searched recursively; images recognised by
-content), a glob or a manifest CSV with a ``path`` column (:mod:`medcnn.distributed.sources`).
+A FILE may be a folder: it is searched recursively and its images are recognised by content.
+With ``--engine`` each SOURCE may also be a glob or a manifest CSV with a ``path`` column
+(:mod:`medcnn.distributed.sources`).
 ``--engine local`` scores them in this process; ``--engine ray`` on a Ray cluster (a local one,
 or the one at ``--address`` / ``$RAY_ADDRESS``; needs ``pip install -r requirements-scale.txt``).
 With ``--out`` the results go to a Parquet file, one row per image (the columns of
@@ -28,7 +29,7 @@ from typing import Any
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="+", metavar="FILE",
-                        help="DICOM, PNG or JPEG images (with --engine also folders, globs and manifest CSVs)")
+                        help="DICOM, PNG or JPEG images or folders of them (with --engine also globs and manifest CSVs)")
     parser.add_argument("--model", default=None, metavar="NAME|PATH",
                         help="card name in --weights-dir (e.g. ct_covid) or path of <name>.json; "
                              "default: chosen from each image's modality (PNG/JPEG CT slices "
@@ -133,17 +134,28 @@ def _run_ray(args: argparse.Namespace, files: list[str], fixed: Path | None) -> 
     return _summary(args, summary.to_dict())
 
 
+def _expand_folders(files: list[str]) -> list[str]:
+    """Folders replaced by the images found in them (recursively, by content); other names kept as given."""
+    from medcnn.distributed.sources import expand_sources
+
+    out: list[str] = []
+    for f in files:
+        out.extend(expand_sources([f]) if Path(f).is_dir() else [f])
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     engine = getattr(args, "engine", None)
     if engine != "ray" and (getattr(args, "workers", None) or getattr(args, "address", None)):
         raise ValueError("--workers and --address are options of --engine ray")
     files = list(args.files)
-    if engine is not None:
+    if engine is not None or any(Path(f).is_dir() for f in files):
         from medcnn.distributed.sources import expand_sources
 
-        files = expand_sources(files)
+        files = expand_sources(files) if engine is not None else _expand_folders(files)
         if not files:
-            raise ValueError("no image files in the given sources")
+            raise ValueError("no image files in the given sources (folders are searched recursively; "
+                             "images are recognised by content: DICOM, PNG, JPEG)")
     fixed = resolve_card_path(args.model, args.weights_dir) if args.model else None
     if engine == "ray":
         return _run_ray(args, files, fixed)

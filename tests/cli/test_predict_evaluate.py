@@ -242,3 +242,22 @@ def _img(pixels):
 
     return MedImage(np.ascontiguousarray(pixels, dtype=np.float32),
                     ImageMeta(source_format="png", rows=pixels.shape[0], columns=pixels.shape[1]))
+
+
+def test_predict_a_folder_scores_the_images_in_it(project, capsys):
+    """A folder is searched recursively and its images are found by content (no --engine needed);
+    a folder without images is one clear error."""
+    sub = project["root"] / "img" / "nested"
+    sub.mkdir()
+    (sub / "scan").write_bytes(project["good"].read_bytes())  # no extension: found by content
+    (sub / "readme.txt").write_text("not an image\n")
+    rc, out = run_json(capsys, ["predict", str(project["root"] / "img"), "--json",
+                                "--weights-dir", str(project["weights"]), "--device", "cpu"])
+    assert rc == 0
+    files = [r["file"] for r in out["results"]]
+    assert len(files) == 25 and all(r["ok"] for r in out["results"])
+    assert any(f.endswith("nested/scan") for f in files) and not any(f.endswith(".txt") for f in files)
+    empty = project["root"] / "empty"
+    empty.mkdir()
+    assert main(["predict", str(empty), "--weights-dir", str(project["weights"])]) == 2
+    assert "no image files" in capsys.readouterr().err
