@@ -72,6 +72,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--head-bias", type=float, metavar="VALUE",
                    help="fix the final layer's bias at VALUE (e.g. -6) and do not train it: every output above "
                         "its operating point then rests on positive evidence, so its Grad-CAM map is never empty")
+    m.add_argument("--nonneg-head", action="store_true",
+                   help="keep the final layer's weights >= 0 (projected after every step): a score can only be "
+                        "raised by image features, so a film's Grad-CAM map is empty only when its score is at "
+                        "its floor, and never on a film above an operating point set above that floor")
     m.add_argument("--epochs", type=int, default=30)
     m.add_argument("--batch-size", type=int, default=32)
     m.add_argument("--optimizer", choices=_OPTIMIZERS, default="adamw")
@@ -174,7 +178,7 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         calibrate=not args.no_calibrate, progress=not args.quiet, n_boot=args.n_boot,
         command=_command_line(args), findings=args.findings, findings_column=args.findings_column,
         dedupe_by=list(args.dedupe_by), exclude=list(args.exclude), init=str(args.init) if args.init else None,
-        head_bias=args.head_bias,
+        head_bias=args.head_bias, nonneg_head=args.nonneg_head,
     )
 
 

@@ -67,3 +67,4 @@ class TrainConfig:
     exclude: list[str] = field(default_factory=list)
     init: str | None = None
     head_bias: float | None = None
+    nonneg_head: bool = False

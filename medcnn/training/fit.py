@@ -59,6 +59,7 @@ class _Run:
     world: World = World()
     net: nn.Module | None = None  # what the training forward pass calls: the DDP wrapper, or None for `model`
     plan: ShardPlan | None = None  # this rank's rows of the global batch (data-parallel runs)
+    nonneg: nn.Linear | None = None  # final layer whose weights are projected onto >= 0 after every step
 
 
 def use_channels_last(cfg: TrainConfig, device: torch.device) -> bool:
@@ -88,6 +89,33 @@ def _box_supervision(cfg: TrainConfig, model: nn.Module, train_ds: ImageDataset,
     return bsup, masks
 
 
+def head_layer(model: nn.Module, option: str) -> nn.Linear:
+    """The model's last linear layer (with a bias); ``option`` names the setting that needs it.
+
+    Raises:
+        ValueError: the model has no linear layer with a bias.
+    """
+    fc = next((m for m in reversed(list(model.modules())) if isinstance(m, nn.Linear)), None)
+    if fc is None or fc.bias is None:
+        raise ValueError(f"{option} needs a model whose last layer is a linear layer with a bias")
+    return fc
+
+
+def nonneg_head(model: nn.Module) -> nn.Linear:
+    """Project the final layer's weights onto >= 0 (``train --nonneg-head``); call again after every step.
+
+    On a global-pool + linear head over non-negative (post-ReLU) features, every class activation map
+    is then >= 0: an output can only be raised by image features, never lowered, so "normal" is the
+    absence of evidence, not negative evidence. A film's Grad-CAM map is empty only when its score is
+    at its floor (the bias), so no film above an operating point set above the bias has an empty map,
+    and the map holds all of the evidence for the score.
+    """
+    fc = head_layer(model, "--nonneg-head")
+    with torch.no_grad():
+        fc.weight.clamp_(min=0.0)
+    return fc
+
+
 def freeze_head_bias(model: nn.Module, value: float) -> nn.Linear:
     """Fix the bias of the model's last linear layer at ``value`` and leave it out of training.
 
@@ -100,9 +128,7 @@ def freeze_head_bias(model: nn.Module, value: float) -> nn.Linear:
     Raises:
         ValueError: the model has no linear layer with a bias.
     """
-    fc = next((m for m in reversed(list(model.modules())) if isinstance(m, nn.Linear)), None)
-    if fc is None or fc.bias is None:
-        raise ValueError("--head-bias needs a model whose last layer is a linear layer with a bias")
+    fc = head_layer(model, "--head-bias")
     with torch.no_grad():
         fc.bias.fill_(float(value))
     fc.bias.requires_grad_(False)
@@ -120,6 +146,8 @@ def _build_run(cfg: TrainConfig, train_ds: ImageDataset, pos: int, device: torch
         init_weights(model, cfg.init)
     if cfg.head_bias is not None:
         freeze_head_bias(model, cfg.head_bias)
+    if cfg.nonneg_head:
+        nonneg_head(model)
     model = prepare_for_device(model, device)
     channels_last = use_channels_last(cfg, device)
     if channels_last:
@@ -157,6 +185,7 @@ def _build_run(cfg: TrainConfig, train_ds: ImageDataset, pos: int, device: torch
         scaler=(torch.amp.GradScaler("cuda") if device.type == "cuda" and not torch.cuda.is_bf16_supported()
                 else None),
         bsup=bsup, masks=masks, world=world, net=net, plan=plan,
+        nonneg=head_layer(model, "--nonneg-head") if cfg.nonneg_head else None,
     )
 
 
@@ -181,6 +210,9 @@ def _step(run: _Run, loss: torch.Tensor) -> None:
     else:
         loss.backward()
         run.opt.step()
+    if run.nonneg is not None:  # projected gradient step: the head's weights stay >= 0
+        with torch.no_grad():
+            run.nonneg.weight.clamp_(min=0.0)
     run.sched.step()
 
 

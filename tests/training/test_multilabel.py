@@ -257,3 +257,31 @@ def test_head_bias_keeps_maps_of_positive_calls_non_empty(shapes, tmp_path, caps
                 assert not exp.empty, f"image {i}, {name}: logit {float(logits[k]):.2f} above the bias, empty map"
                 checked += 1
     assert checked > 0
+
+
+def test_nonneg_head_makes_every_map_the_whole_evidence(shapes, tmp_path, capsys):
+    """--nonneg-head keeps the final weights >= 0 through training; on post-ReLU features every class
+    activation map is then >= 0, so Grad-CAM is empty only for a film whose logit sits at the bias."""
+    from medcnn.explain import explain
+    from medcnn.inference import Predictor
+    from medcnn.io import read_image
+
+    out = tmp_path / "nn.pt"
+    assert main(["train", "--data", str(shapes), "--findings", "Blob,Bar=bar", "--findings-column", "findings",
+                 "--arch", "tinyresnet", "--size", "32", "--epochs", "3", "--batch-size", "8", "--lr", "3e-3",
+                 "--schedule", "fixed", "--nonneg-head", "--n-boot", "10", "--out", str(out), "--quiet",
+                 "--threads", "1"]) == 0
+    capsys.readouterr()
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert "--nonneg-head" in card["training"]["command"]
+    pred = Predictor(out.with_suffix(".json"), check=False)
+    w, b = pred.model.fc.weight.detach(), pred.model.fc.bias.detach()
+    assert (w >= 0).all() and (w > 0).any()  # projected, not collapsed to zero
+    for i in range(0, 48, 4):
+        tensor = pred.pipeline(read_image(shapes.parent / f"{i}.png")).tensor
+        with torch.no_grad():
+            logits = pred.model(tensor)[0]
+        for k in range(2):
+            exp = explain(pred.model, tensor, k, "gradcam", layer=card["target_layer"])
+            assert exp.attribution.min() >= -1e-6  # no negative evidence anywhere
+            assert exp.empty == bool(abs(float(logits[k] - b[k])) < 1e-5), (i, k)
