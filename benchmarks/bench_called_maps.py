@@ -83,10 +83,11 @@ def measure(card_path: str, df: pd.DataFrame, box_column: str) -> None:
     if card.multilabel:
         f = card.findings[card.positive_label]
         temp, thr = f["temperature"], f["threshold"]
-        b = float(fc.bias[pos])
+        b = float(fc.bias[pos].detach())
     else:
         temp, thr = card.temperature, card.threshold
-        b = float(fc.bias[pos] - fc.bias[1 - pos]) if len(card.labels) == 2 else float(fc.bias[pos])
+        bias = fc.bias.detach()
+        b = float(bias[pos] - bias[1 - pos]) if len(card.labels) == 2 else float(bias[pos])
     t = temp * math.log(thr / (1 - thr))
     called = np.array([r["called"] for r in rows])
     empty = np.array([r["cam"].max() <= 0 for r in rows])

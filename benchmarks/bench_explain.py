@@ -207,8 +207,9 @@ def main() -> int:
 
     print(f"\nIntegrated Gradients (zero baseline); error = relative L2 distance of the map to a "
           f"{args.reference_steps}-node reference")
-    print("ours = default (tolerance 0.01 on |delta|/gap); loc = sum of |local errors| / gap; "
-          "50 = ours with Captum's 50 nodes (same rule, so the same map)")
+    print("ours = the interactive default (Captum's 50 Gauss-Legendre nodes: the same map); loc = sum of |local "
+          "errors| / gap; 50 = an explicit n_steps=50 call, a second timing of the same computation (the gap "
+          "between the two columns is timing noise)")
     print(f"{'image':<14}{'captum s':>9}{'ours s':>8}{'speed-up':>9}{'capt |d|':>10}{'ours |d|':>10}"
           f"{'ours loc':>10}{'steps':>6}{'capt err':>10}{'ours err':>10}{'ours MB':>8}{'capt MB':>8}"
           f"{'50 s':>7}{'50 x':>7}{'50 err':>8}")
@@ -234,7 +235,7 @@ def main() -> int:
     print(f"\nmedian over {len(images)}: speed-up {med[0]:.2f}x (min {s[:, 0].min():.2f}x), "
           f"|delta|/gap Captum {med[1]:.1e} vs ours {med[2]:.1e}, map error Captum {med[3]:.3f} vs ours {med[4]:.3f}; "
           f"ours delta <= Captum's on {int((s[:, 2] <= s[:, 1]).sum())}/{len(images)}, "
-          f"map error <= Captum's on {int((s[:, 4] <= s[:, 3]).sum())}/{len(images)}; "
+          f"map error <= Captum's (+1e-3, float rounding) on {int((s[:, 4] <= s[:, 3] + 1e-3).sum())}/{len(images)}; "
           f"at Captum's 50 nodes (equal map) ours is {med[5]:.2f}x faster (min {s[:, 5].min():.2f}x)")
     return 0
 
