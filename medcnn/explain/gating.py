@@ -57,7 +57,8 @@ def _notice(exp: Explanation, label: str, p: float, op: float | None, called: bo
                 f"raises the {score} here; it is not a finding.")
     if exp.empty:
         return (f"The model calls {label} (P({label}) = {p:.3f}), but this map is empty: no region "
-                f"raises the {score}. Try Integrated Gradients or occlusion.")
+                f"raises the {score}, so the call rests on the image as a whole rather than on a region "
+                f"this method can show. Try Integrated Gradients or occlusion.")
     return None
 
 

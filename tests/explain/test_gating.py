@@ -42,7 +42,7 @@ def test_below_the_operating_point_says_so():
 def test_called_with_a_map_needs_no_notice_and_an_empty_map_does():
     assert at_operating_point(_exp(), 0.9, 0.27, label="PNEUMONIA").notice is None
     empty = at_operating_point(_exp(0.0), 0.9, 0.27, label="PNEUMONIA")
-    assert empty.called and "but this map is empty" in empty.notice
+    assert empty.called and "but this map is empty" in empty.notice and "as a whole" in empty.notice
     both = at_operating_point(_exp(0.0), 0.1, 0.27, label="PNEUMONIA")
     assert "does not call" in both.notice and "the map is empty" in both.notice
 
