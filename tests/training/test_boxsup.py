@@ -109,6 +109,19 @@ def test_augment_moves_masks_with_images():
         full(img, None, masks=torch.zeros(2, 48, 48))
 
 
+def _positive_cam(model, x):
+    """Class activation map of class 1 on layer4 (eval mode): (N, h, w)."""
+    feats = {}
+    with torch.no_grad():
+        model.eval()
+        h = model.layer4.register_forward_hook(lambda m, i, o: feats.setdefault("a", o))
+        try:
+            model(x)
+        finally:
+            h.remove()
+        return torch.einsum("nkhw,k->nhw", feats["a"], model.fc.weight[1])
+
+
 def test_cam_mode_makes_the_positive_cam_the_box_mask():
     torch.manual_seed(0)
     model = create_model("smallresnet", 2)
@@ -122,13 +135,7 @@ def test_cam_mode_makes_the_positive_cam_the_box_mask():
     losses = _fit_box_loss(model, sup, x, masks, steps=25, lr=3e-3)
     assert 0.0 <= losses[-1] < 0.5 * losses[0]
     # the positive class's CAM is now higher inside the box than outside
-    with torch.no_grad():
-        model.eval()
-        feats = {}
-        h = model.layer4.register_forward_hook(lambda m, i, o: feats.setdefault("a", o))
-        model(x)
-        h.remove()
-        cam = torch.einsum("nkhw,k->nhw", feats["a"], model.fc.weight[1])
+    cam = _positive_cam(model, x)
     assert (cam[:, 0, 0] > cam[:, 1, 1]).all()
     with pytest.raises(ValueError, match="nn.Linear"):
         BoxSupervision(model, "layer4", mode="cam", classifier="layer4")
@@ -220,11 +227,5 @@ def test_cam_positive_mode_keeps_the_offset_at_or_below_zero_so_boxes_get_a_posi
     losses = _fit_box_loss(model, sup, x, big, steps=25, lr=3e-3)
     assert losses[-1] < 0.5 * losses[0]
     assert -torch.nn.functional.softplus(sup.offset).item() <= 0.0
-    with torch.no_grad():
-        model.eval()
-        out = {}
-        h = model.layer4.register_forward_hook(lambda m, i, o: out.setdefault("a", o))
-        model(x)
-        h.remove()
-        cam = torch.einsum("nkhw,k->nhw", out["a"], model.fc.weight[1])
+    cam = _positive_cam(model, x)
     assert (cam[:, 0, 0] > 0).all() and (cam[:, 0, 0] > cam[:, 1, 1]).all()  # positive inside the box
