@@ -58,9 +58,8 @@ def measure(card_path: str, df: pd.DataFrame, box_column: str) -> None:
     try:
         for path, mask in zip(df["path"], masks):
             res = pred.predict(read_image(path), keep_steps=False)
-            x = pred.pipeline(read_image(path)).tensor.to(pred.device)
-            with torch.no_grad():
-                z = model(x)[0].float()
+            with torch.no_grad():  # the prediction's own input tensor, once more for the layer's features
+                z = model(res.pipeline_result.tensor.to(pred.device))[0].float()
             row = {"p": res.positive_prob, "called": res.above_threshold, "mask": mask}
             if isinstance(fc, torch.nn.Linear):
                 w = fc.weight[pos] - (fc.weight[1 - pos] if not card.multilabel and len(card.labels) == 2 else 0)
