@@ -49,6 +49,8 @@ def measure(card_path: str, df: pd.DataFrame, box_column: str) -> None:
     pred = Predictor(card_path, check=False)
     model, card = pred.model.eval(), pred.card
     pos = card.positive_index
+    # the displayed map of a 2-logit softmax head is that of the logit difference; of a sigmoid head, the logit
+    other = 1 - pos if not card.multilabel and len(card.labels) == 2 else None
     fc = model.get_submodule("fc") if hasattr(model, "fc") else None
     layer = model.get_submodule(card.target_layer)
     masks = box_masks(df, box_column, pred.pipeline)
@@ -59,14 +61,13 @@ def measure(card_path: str, df: pd.DataFrame, box_column: str) -> None:
         for path, mask in zip(df["path"], masks):
             res = pred.predict(read_image(path), keep_steps=False)
             with torch.no_grad():  # the prediction's own input tensor, once more for the layer's features
-                z = model(res.pipeline_result.tensor.to(pred.device))[0].float()
+                model(res.pipeline_result.tensor.to(pred.device))
             row = {"p": res.positive_prob, "called": res.above_threshold, "mask": mask}
             if isinstance(fc, torch.nn.Linear):
-                w = fc.weight[pos] - (fc.weight[1 - pos] if not card.multilabel and len(card.labels) == 2 else 0)
+                w = fc.weight[pos] - (fc.weight[other] if other is not None else 0)
                 cam = torch.einsum("nkhw,k->nhw", feats["a"].float(), w.detach().float())[0]
                 row["cam"] = F.interpolate(cam[None, None], size=mask.shape, mode="bilinear",
                                            align_corners=False)[0, 0].cpu().numpy()
-                row["z"] = float(z[pos] - (z[1 - pos] if not card.multilabel and len(card.labels) == 2 else 0))
             rows.append(row)
     finally:
         hook.remove()
@@ -79,14 +80,10 @@ def measure(card_path: str, df: pd.DataFrame, box_column: str) -> None:
     if "cam" not in rows[0]:
         print("  (no global-pool + linear head: the bias analysis does not apply)")
         return
-    if card.multilabel:
-        f = card.findings[card.positive_label]
-        temp, thr = f["temperature"], f["threshold"]
-        b = float(fc.bias[pos].detach())
-    else:
-        temp, thr = card.temperature, card.threshold
-        bias = fc.bias.detach()
-        b = float(bias[pos] - bias[1 - pos]) if len(card.labels) == 2 else float(bias[pos])
+    f = card.findings[card.positive_label] if card.multilabel else {}
+    temp, thr = f.get("temperature", card.temperature), f.get("threshold", card.threshold)
+    bias = fc.bias.detach()
+    b = float(bias[pos] - (bias[other] if other is not None else 0))
     t = temp * math.log(thr / (1 - thr))
     called = np.array([r["called"] for r in rows])
     empty = np.array([r["cam"].max() <= 0 for r in rows])

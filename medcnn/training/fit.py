@@ -101,8 +101,16 @@ def head_layer(model: nn.Module, option: str) -> nn.Linear:
     return fc
 
 
+def project_nonneg(fc: nn.Linear) -> nn.Linear:
+    """Clamp ``fc``'s weights to >= 0 in place (the projection of ``train --nonneg-head``)."""
+    with torch.no_grad():
+        fc.weight.clamp_(min=0.0)
+    return fc
+
+
 def nonneg_head(model: nn.Module) -> nn.Linear:
-    """Project the final layer's weights onto >= 0 (``train --nonneg-head``); call again after every step.
+    """Project the final layer's weights onto >= 0 (``train --nonneg-head``); returns that layer, which
+    :func:`project_nonneg` projects again after every step.
 
     On a global-pool + linear head over non-negative (post-ReLU) features, every class activation map
     is then >= 0: an output can only be raised by image features, never lowered, so "normal" is the
@@ -110,10 +118,7 @@ def nonneg_head(model: nn.Module) -> nn.Linear:
     at its floor (the bias), so no film above an operating point set above the bias has an empty map,
     and the map holds all of the evidence for the score.
     """
-    fc = head_layer(model, "--nonneg-head")
-    with torch.no_grad():
-        fc.weight.clamp_(min=0.0)
-    return fc
+    return project_nonneg(head_layer(model, "--nonneg-head"))
 
 
 def freeze_head_bias(model: nn.Module, value: float) -> nn.Linear:
@@ -146,9 +151,8 @@ def _build_run(cfg: TrainConfig, train_ds: ImageDataset, pos: int, device: torch
         init_weights(model, cfg.init)
     if cfg.head_bias is not None:
         freeze_head_bias(model, cfg.head_bias)
-    if cfg.nonneg_head:
-        nonneg_head(model)
-    model = prepare_for_device(model, device)
+    nonneg = nonneg_head(model) if cfg.nonneg_head else None
+    model = prepare_for_device(model, device)  # in place: ``nonneg`` stays the model's layer
     channels_last = use_channels_last(cfg, device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -185,7 +189,7 @@ def _build_run(cfg: TrainConfig, train_ds: ImageDataset, pos: int, device: torch
         scaler=(torch.amp.GradScaler("cuda") if device.type == "cuda" and not torch.cuda.is_bf16_supported()
                 else None),
         bsup=bsup, masks=masks, world=world, net=net, plan=plan,
-        nonneg=head_layer(model, "--nonneg-head") if cfg.nonneg_head else None,
+        nonneg=nonneg,
     )
 
 
@@ -211,8 +215,7 @@ def _step(run: _Run, loss: torch.Tensor) -> None:
         loss.backward()
         run.opt.step()
     if run.nonneg is not None:  # projected gradient step: the head's weights stay >= 0
-        with torch.no_grad():
-            run.nonneg.weight.clamp_(min=0.0)
+        project_nonneg(run.nonneg)
     run.sched.step()
 
 
