@@ -228,23 +228,26 @@ def test_per_finding_shortcut_audit(shapes, tmp_path, capsys):
     assert card.audit["shortcut_findings"]["findings"]["Blob"]["n_positive"] == 24
 
 
+def _train_tiny_resnet(shapes, out, capsys, *flags):
+    """A 3-epoch tinyresnet findings model on the shapes set with extra ``flags``: (its card as JSON, Predictor)."""
+    from medcnn.inference import Predictor
+
+    assert main(["train", "--data", str(shapes), "--findings", "Blob,Bar=bar", "--findings-column", "findings",
+                 "--arch", "tinyresnet", "--size", "32", "--epochs", "3", "--batch-size", "8", "--lr", "3e-3",
+                 "--schedule", "fixed", *flags, "--n-boot", "10", "--out", str(out), "--quiet", "--threads", "1"]) == 0
+    capsys.readouterr()
+    return json.loads(out.with_suffix(".json").read_text()), Predictor(out.with_suffix(".json"), check=False)
+
+
 def test_head_bias_keeps_maps_of_positive_calls_non_empty(shapes, tmp_path, capsys):
     """--head-bias fixes the final bias and leaves it untrained; with a global-pool + linear head, every
     output whose logit exceeds that bias has a non-empty Grad-CAM map (its mean is logit - bias > 0), so
     no film above an operating point (whose logit is above the bias) can show an empty map."""
     from medcnn.explain import explain
-    from medcnn.inference import Predictor
     from medcnn.io import read_image
 
-    out = tmp_path / "hb.pt"
-    assert main(["train", "--data", str(shapes), "--findings", "Blob,Bar=bar", "--findings-column", "findings",
-                 "--arch", "tinyresnet", "--size", "32", "--epochs", "3", "--batch-size", "8", "--lr", "3e-3",
-                 "--schedule", "fixed", "--head-bias", "-3", "--n-boot", "10", "--out", str(out), "--quiet",
-                 "--threads", "1"]) == 0
-    capsys.readouterr()
-    card = json.loads(out.with_suffix(".json").read_text())
+    card, pred = _train_tiny_resnet(shapes, tmp_path / "hb.pt", capsys, "--head-bias", "-3")
     assert "--head-bias -3" in card["training"]["command"]
-    pred = Predictor(out.with_suffix(".json"), check=False)
     assert torch.equal(pred.model.fc.bias.detach(), torch.full((2,), -3.0))  # stayed where it was fixed
     checked = 0
     for i in range(0, 48, 3):
@@ -263,18 +266,10 @@ def test_nonneg_head_makes_every_map_the_whole_evidence(shapes, tmp_path, capsys
     """--nonneg-head keeps the final weights >= 0 through training; on post-ReLU features every class
     activation map is then >= 0, so Grad-CAM is empty only for a film whose logit sits at the bias."""
     from medcnn.explain import explain
-    from medcnn.inference import Predictor
     from medcnn.io import read_image
 
-    out = tmp_path / "nn.pt"
-    assert main(["train", "--data", str(shapes), "--findings", "Blob,Bar=bar", "--findings-column", "findings",
-                 "--arch", "tinyresnet", "--size", "32", "--epochs", "3", "--batch-size", "8", "--lr", "3e-3",
-                 "--schedule", "fixed", "--nonneg-head", "--n-boot", "10", "--out", str(out), "--quiet",
-                 "--threads", "1"]) == 0
-    capsys.readouterr()
-    card = json.loads(out.with_suffix(".json").read_text())
+    card, pred = _train_tiny_resnet(shapes, tmp_path / "nn.pt", capsys, "--nonneg-head")
     assert "--nonneg-head" in card["training"]["command"]
-    pred = Predictor(out.with_suffix(".json"), check=False)
     w, b = pred.model.fc.weight.detach(), pred.model.fc.bias.detach()
     assert (w >= 0).all() and (w > 0).any()  # projected, not collapsed to zero
     for i in range(0, 48, 4):
