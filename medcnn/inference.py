@@ -110,6 +110,17 @@ class Prediction:
         """What to present: the label, or ``"not analysed"`` when the gate withholds it."""
         return "not analysed" if self.ood.withheld else self.label
 
+    @property
+    def decided(self) -> list[str] | None:
+        """The labels the decision names, as data: ``None`` when the gate withholds the result;
+        for a multi-label card the findings at or above their operating points (in the order of
+        ``findings``, possibly none); else ``[label]``."""
+        if self.ood.withheld:
+            return None
+        if self.findings or self.label == NO_FINDING:
+            return [row["name"] for row in self.findings if row["above"]]
+        return [self.label]
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (without the pipeline result)."""
         return {

@@ -134,7 +134,7 @@ else:
     chart_slot = metric_cols[-1].empty()  # filled after the images: they are what the user waits for
     st.caption(f"Model **{card.name}** ({card.architecture}, {how}) · {pred.seconds:.2f} s")
 
-audit_analysis(key, card.name, method, "not analysed" if pred.ood.withheld else pred.label, pred.ood.level)
+audit_analysis(key, card.name, method, pred.decided, pred.ood.level, card.labels)
 
 # ----------------------------------------------------------------------------- explanation
 display = pred.pipeline_result.display

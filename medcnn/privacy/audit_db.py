@@ -10,24 +10,29 @@ action     ``"analysis"`` for an analysis, else a sign-in / export action (:data
 image      the full hex SHA-256 of the uploaded bytes (or empty for sign-in events)
 model      model card name (analyses only)
 method     explanation method (analyses only)
-decision   the label shown, or ``"not analysed"`` when the out-of-distribution gate withheld it
+decision   ``"not analysed"`` when the out-of-distribution gate withheld the result, else the
+           labels the decision names as a JSON list: ``["PNEUMONIA"]`` for a single-label model,
+           the findings at or above their operating points for a multi-label one
+           (``["Effusion", "Pneumothorax"]``, ``[]`` for none)
 ood_level  ``"ok"``, ``"unusual"`` or ``"outside"`` (:data:`medcnn.ood.gate.LEVELS`)
 ========== ==================================================================================
 
-Free-text fields (model, method, decision) are checked against a short safe pattern, and values
-that look like a file name or contain a run of 6+ digits (an ID or a date) are refused with
-:class:`ValueError`. The database is created with mode 0600 and written in WAL mode with a
+Free-text fields (model, method, each decided label) are checked against a short safe pattern,
+and values that look like a file name or contain a run of 6+ digits (an ID or a date) are refused
+with :class:`ValueError`; each decided label must also be one of the model card's labels, so the
+decision is structured data rather than text a page composed. The database is created with mode 0600 and written in WAL mode with a
 busy timeout, so several threads and processes (Streamlit sessions, server workers) can write at
 once; within one process a lock serialises writers as well.
 """
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import TextIO
@@ -35,8 +40,8 @@ from typing import TextIO
 from medcnn.privacy.audit_log import AUDIT_ACTIONS
 
 __all__ = [
-    "ANALYSIS", "AuditDBError", "COLUMNS", "DB_ACTIONS", "OOD_LEVELS", "read_audit", "record_analysis",
-    "record_event", "write_csv",
+    "ANALYSIS", "AuditDBError", "COLUMNS", "DB_ACTIONS", "NOT_ANALYSED", "OOD_LEVELS", "decided_labels",
+    "decision_text", "read_audit", "record_analysis", "record_event", "write_csv",
 ]
 
 #: The action of an analysis row.
@@ -44,6 +49,8 @@ ANALYSIS = "analysis"
 #: Actions a row may record: the JSON-lines log's, the page's export actions, and analyses.
 DB_ACTIONS = (*AUDIT_ACTIONS, ANALYSIS, "export report", "export overlay", "export de-identified DICOM",
               "export case series")
+#: The decision of an analysis whose result the out-of-distribution gate withheld.
+NOT_ANALYSED = "not analysed"
 #: Out-of-distribution levels (the same as :data:`medcnn.ood.gate.LEVELS`; a test keeps them equal).
 OOD_LEVELS = ("ok", "unusual", "outside")
 #: The columns of a row, in order (also the CSV header).
@@ -82,6 +89,51 @@ def _check_text(name: str, value: str) -> str:
             "' _.()+-', at most 64 characters, no file names or long numbers); the audit database "
             "never stores identifiers")
     return text
+
+
+def decision_text(decided: Sequence[str] | None, labels: Sequence[str]) -> str:
+    """The ``decision`` column of an analysis.
+
+    Args:
+        decided: the labels the decision names, in the order shown (``None`` when the gate
+            withheld the result).
+        labels: the model card's labels; every decided label must be one of them.
+
+    Returns:
+        :data:`NOT_ANALYSED`, or the decided labels as a JSON list (``'["Effusion", "Mass"]'``).
+
+    Raises:
+        ValueError: a decided label that is not one of ``labels`` or not a short safe name.
+    """
+    if decided is None:
+        return NOT_ANALYSED
+    if isinstance(decided, str):
+        raise ValueError("decided must be a sequence of label names (or None), not one string")
+    known = {str(label) for label in labels}
+    names = [_check_text("decided label", name) for name in decided]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(f"decided label {unknown[0][:64]!r} is not one of the model's labels "
+                         f"({', '.join(sorted(known))})")
+    return json.dumps(names)
+
+
+def decided_labels(decision: str) -> list[str] | None:
+    """Read a ``decision`` column back: the decided labels, or ``None`` for :data:`NOT_ANALYSED`.
+
+    Raises:
+        ValueError: text that :func:`decision_text` does not write.
+    """
+    if decision == NOT_ANALYSED:
+        return None
+    try:
+        names = json.loads(decision)
+    except json.JSONDecodeError:
+        names = None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{decision[:40]!r} is not an audit decision (a JSON list of labels or "
+                         f"{NOT_ANALYSED!r})")
+    return names
 
 
 def _check_user(user: str) -> str:
@@ -165,7 +217,8 @@ def record_event(path: str | os.PathLike, action: str, *, user: str, image_hash:
 
 
 def record_analysis(path: str | os.PathLike, *, user: str, image_hash: str, model: str, method: str,
-                    decision: str, ood_level: str, now: datetime | None = None) -> dict[str, str]:
+                    decided: Sequence[str] | None, labels: Sequence[str], ood_level: str,
+                    now: datetime | None = None) -> dict[str, str]:
     """Add one analysis row (the only fields: see the module docstring).
 
     Args:
@@ -174,7 +227,9 @@ def record_analysis(path: str | os.PathLike, *, user: str, image_hash: str, mode
         image_hash: full hex SHA-256 of the uploaded bytes.
         model: model card name, e.g. ``"cxr_pneumonia"``.
         method: explanation method, e.g. ``"gradcam"``.
-        decision: the label shown, or ``"not analysed"``.
+        decided: the labels the decision names (:attr:`medcnn.inference.Prediction.decided`),
+            ``None`` when the gate withheld the result.
+        labels: the model card's labels (each decided label must be one of them).
         ood_level: one of :data:`OOD_LEVELS`.
         now: the time (default now, UTC).
 
@@ -182,14 +237,15 @@ def record_analysis(path: str | os.PathLike, *, user: str, image_hash: str, mode
         the row as written.
 
     Raises:
-        ValueError: a value that is not what its field takes (e.g. a file name as the model).
+        ValueError: a value that is not what its field takes (e.g. a file name as the model, a
+            decided label the card does not have).
         AuditDBError: the database cannot be written.
     """
     if ood_level not in OOD_LEVELS:
         raise ValueError(f"ood_level must be one of {', '.join(OOD_LEVELS)}, not {str(ood_level)[:20]!r}")
     row = {"time": _utc(now), "user": _check_user(user), "action": ANALYSIS, "image": _check_hash(image_hash),
            "model": _check_text("model", model), "method": _check_text("method", method),
-           "decision": _check_text("decision", decision), "ood_level": ood_level}
+           "decision": decision_text(decided, labels), "ood_level": ood_level}
     return _insert(path, row)
 
 

@@ -147,7 +147,7 @@ def test_analyze_page_leaves_no_identifier_or_pixel_bytes_behind(weights, audit_
         key = __import__("hashlib").sha256(data).hexdigest()
         AppTest.from_string(
             f"from medcnn.app.auth import audit_analysis\n"
-            f"audit_analysis({key!r}, 'ct_covid', 'integrated_gradients', 'COVID', 'ok')\n",
+            f"audit_analysis({key!r}, 'ct_covid', 'integrated_gradients', ['COVID'], 'ok', ['COVID', 'NonCOVID'])\n",
             default_timeout=TIMEOUT).run()
     finally:
         for lg, level in zip(loggers, old_levels):

@@ -18,7 +18,9 @@ import pytest
 from medcnn.privacy.audit_db import (
     COLUMNS,
     OOD_LEVELS,
+    NOT_ANALYSED,
     AuditDBError,
+    decided_labels,
     read_audit,
     record_analysis,
     record_event,
@@ -27,11 +29,13 @@ from medcnn.privacy.audit_db import (
 
 DIGEST = hashlib.sha256(b"image bytes").hexdigest()
 WHEN = datetime(2026, 5, 1, 9, 30, 12, tzinfo=timezone.utc)
+LABELS = ["NORMAL", "PNEUMONIA"]
+FINDINGS = ["Lung Opacity", "Effusion", "Pneumothorax", "Edema"]
 
 
 def _analysis(db: Path, **kw) -> dict[str, str]:
     args = dict(user="password user", image_hash=DIGEST, model="cxr_pneumonia", method="gradcam",
-                decision="PNEUMONIA", ood_level="ok", now=WHEN)
+                decided=["PNEUMONIA"], labels=LABELS, ood_level="ok", now=WHEN)
     args.update(kw)
     return record_analysis(db, **args)
 
@@ -42,7 +46,7 @@ def test_one_row_per_analysis_with_exactly_the_audited_fields(tmp_path):
     record_event(db, "sign-in ok", user="password user", now=WHEN)
     rows = read_audit(db)
     assert rows[0] == {"time": "2026-05-01T09:30:12Z", "user": "password user", "action": "analysis",
-                       "image": DIGEST, "model": "cxr_pneumonia", "method": "gradcam", "decision": "PNEUMONIA",
+                       "image": DIGEST, "model": "cxr_pneumonia", "method": "gradcam", "decision": '["PNEUMONIA"]',
                        "ood_level": "ok"}
     assert rows[1]["action"] == "sign-in ok" and rows[1]["image"] == ""
     assert stat.S_IMODE(db.stat().st_mode) == 0o600
@@ -52,14 +56,35 @@ def test_one_row_per_analysis_with_exactly_the_audited_fields(tmp_path):
 
 
 @pytest.mark.parametrize("field, value", [
-    ("model", "chest_DOE_JOHN.dcm"), ("model", "../weights/x"), ("decision", "DOE^JOHN 19800101"),
-    ("method", "12345678"), ("decision", ""), ("image_hash", "chest.dcm"), ("image_hash", DIGEST[:12]),
+    ("model", "chest_DOE_JOHN.dcm"), ("model", "../weights/x"), ("decided", ["DOE^JOHN 19800101"]),
+    ("method", "12345678"), ("decided", [""]), ("decided", "PNEUMONIA"), ("decided", ["COVID"]),
+    ("image_hash", "chest.dcm"), ("image_hash", DIGEST[:12]),
     ("ood_level", "fine"), ("user", "a\nb"),
 ])
 def test_identifiers_and_file_names_have_no_field_to_go_into(tmp_path, field, value):
     with pytest.raises(ValueError):
         _analysis(tmp_path / "a.sqlite", **{field: value})
     assert not (tmp_path / "a.sqlite").exists() or read_audit(tmp_path / "a.sqlite") == []
+
+
+@pytest.mark.parametrize("decided, stored", [
+    (["Effusion", "Pneumothorax"], '["Effusion", "Pneumothorax"]'),  # a comma between findings is data
+    (["Lung Opacity", "Effusion", "Pneumothorax"], '["Lung Opacity", "Effusion", "Pneumothorax"]'),
+    ([], "[]"),  # no finding at or above its operating point
+    (None, NOT_ANALYSED),  # the gate withheld the result
+])
+def test_multi_finding_decisions_are_stored_as_a_list_of_the_cards_labels(tmp_path, decided, stored):
+    db = tmp_path / "a.sqlite"
+    row = _analysis(db, model="cxr_findings", decided=decided, labels=FINDINGS)
+    assert row["decision"] == stored and read_audit(db)[0]["decision"] == stored
+    assert decided_labels(stored) == decided
+
+
+def test_a_decided_label_the_card_does_not_have_is_refused_with_the_cards_labels(tmp_path):
+    with pytest.raises(ValueError, match="'Mass' is not one of the model's labels .*Effusion"):
+        _analysis(tmp_path / "a.sqlite", model="cxr_findings", decided=["Effusion", "Mass"], labels=FINDINGS)
+    with pytest.raises(ValueError, match="not an audit decision"):
+        decided_labels("Effusion, Pneumothorax")
 
 
 def test_api_takes_only_the_listed_fields(tmp_path):
@@ -91,7 +116,7 @@ def test_threads_write_every_row(tmp_path):
 
     def worker(i: int) -> None:
         for j in range(25):
-            _analysis(db, user=f"user{i}", decision="NORMAL" if j % 2 else "PNEUMONIA")
+            _analysis(db, user=f"user{i}", decided=["NORMAL" if j % 2 else "PNEUMONIA"])
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
     for t in threads:
@@ -163,8 +188,8 @@ PAGE = """
 from medcnn.app.auth import audit_analysis, audit_event, require_sign_in
 require_sign_in()
 audit_event("analyse", image_hash="%s")
-audit_analysis("%s", "cxr_pneumonia", "gradcam", "not analysed", "outside")
-audit_analysis("%s", "cxr_pneumonia", "gradcam", "not analysed", "outside")  # a rerun: recorded once
+audit_analysis("%s", "cxr_pneumonia", "gradcam", None, "outside", ["NORMAL", "PNEUMONIA"])
+audit_analysis("%s", "cxr_pneumonia", "gradcam", None, "outside", ["NORMAL", "PNEUMONIA"])  # a rerun: once
 audit_event("export report", image_hash="%s")
 """ % ((DIGEST,) * 4)
 
@@ -188,7 +213,7 @@ def test_app_writes_the_database_named_by_the_environment_and_the_json_log(monke
     _run_page(monkeypatch, tmp_path, MEDCNN_AUDIT_DB=str(db), MEDCNN_AUDIT_LOG=str(log))
     rows = read_audit(db)
     assert [r["action"] for r in rows] == ["analyse", "analysis", "export report"]
-    assert rows[1]["user"] == "anonymous" and rows[1]["decision"] == "not analysed"
+    assert rows[1]["user"] == "anonymous" and rows[1]["decision"] == NOT_ANALYSED
     assert [line.count('"export"') for line in log.read_text().splitlines()] == [0, 1]
 
 
@@ -217,3 +242,32 @@ def test_app_database_off(monkeypatch, tmp_path):
 
     _run_page(monkeypatch, tmp_path, MEDCNN_AUDIT_DB="off", MEDCNN_PASSWORD_HASH=hash_password("pw", params=(10, 8, 1)))
     assert list(tmp_path.iterdir()) == []
+
+
+FAILING_PAGE = """
+import streamlit as st
+from medcnn.app.auth import audit_analysis, audit_event
+audit_event("analyse", image_hash="%s")
+audit_analysis("%s", "cxr_findings", "gradcam", DECIDED, "ok", ["Lung Opacity", "Effusion", "Pneumothorax"])
+st.markdown("the result is still shown")
+"""
+
+
+@pytest.mark.parametrize("where, decided, expected", [
+    ("missing/a.sqlite", ["Effusion", "Pneumothorax"], "cannot be written on the server"),  # unwritable trail
+    ("a.sqlite", ["Effusion", "Mass"], "'Mass' is not one of the model's labels"),  # a value it refuses
+])
+def test_an_audit_failure_is_shown_and_the_page_goes_on(monkeypatch, tmp_path, where, decided, expected):
+    pytest.importorskip("streamlit")
+    from streamlit.testing.v1 import AppTest
+
+    for key in ("MEDCNN_AUDIT_LOG", "MEDCNN_PASSWORD_HASH"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MEDCNN_AUDIT_DB", str(tmp_path / where))
+    page = FAILING_PAGE.replace("DECIDED", repr(decided)) % (DIGEST, DIGEST)
+    at = AppTest.from_string(page, default_timeout=30).run()
+    assert not at.exception
+    assert [m.value for m in at.markdown] == ["the result is still shown"]
+    errors = " ".join(e.value for e in at.error)
+    assert "could not be recorded in the audit trail" in errors and expected in errors
+    assert "Traceback" not in errors and str(tmp_path) not in errors  # no server paths on the page
