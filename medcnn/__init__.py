@@ -15,10 +15,6 @@ command line starts fast; ``from medcnn import read_image`` works as usual.
 from __future__ import annotations
 
 import importlib
-import importlib.abc
-import importlib.util
-import sys
-import warnings
 from typing import Any
 
 __version__ = "0.1.0"
@@ -56,54 +52,6 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
-
-
-# Module paths of the flat first layout -> their home now. ``import medcnn.card`` keeps working
-# (the same module object, with a DeprecationWarning naming the new path).
-_MOVED = {
-    "medcnn.card": "medcnn.models.card",
-    "medcnn.metrics": "medcnn.evaluation.metrics",
-    "medcnn.evaluate": "medcnn.evaluation.evaluate",
-    "medcnn.sanity": "medcnn.explain.sanity",
-    "medcnn.plots": "medcnn.visualize.plots",
-    "medcnn.report": "medcnn.visualize.report",
-    "medcnn.data": "medcnn.training.data",
-    "medcnn.augment": "medcnn.training.augment",
-    "medcnn.boxsup": "medcnn.training.boxsup",
-    "medcnn.train": "medcnn.training.loop",
-    "medcnn.saliency_audit": "medcnn.audit.saliency",
-    "medcnn.saliency_regions": "medcnn.audit.regions",
-    "medcnn.audit_features": "medcnn.audit.features",
-    "medcnn.audit_balance": "medcnn.audit.balance",
-    "medcnn.audit_table": "medcnn.audit.table",
-    "medcnn.appstate": "medcnn.app.state",
-    "medcnn.app_display": "medcnn.app.display",
-    "medcnn.app_batch": "medcnn.app.batch",
-    "medcnn.app_cards": "medcnn.app.cards",
-    "medcnn.commands": "medcnn.cli",
-}
-
-
-class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Resolve an old module path to the module at its new path (one object, two names)."""
-
-    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
-        if fullname in _MOVED or fullname.rpartition(".")[0] == "medcnn.commands":
-            return importlib.util.spec_from_loader(fullname, self)
-        return None
-
-    def create_module(self, spec: Any) -> Any:
-        name = spec.name
-        new = _MOVED.get(name) or "medcnn.cli." + name.rpartition(".")[2]
-        warnings.warn(f"{name} moved to {new}; import it from there", DeprecationWarning, stacklevel=2)
-        return importlib.import_module(new)
-
-    def exec_module(self, module: Any) -> None:
-        """The module was executed under its new name already."""
-
-
-if not any(isinstance(f, _MovedModuleFinder) for f in sys.meta_path):
-    sys.meta_path.append(_MovedModuleFinder())
 
 
 def __getattr__(name: str) -> Any:

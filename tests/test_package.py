@@ -64,3 +64,14 @@ def test_cli_help_exits_zero(command):
     assert "error" not in out.stderr.lower()
     if command is None:
         assert all(name in out.stdout for name in COMMANDS)
+
+
+def test_import_medcnn_leaves_the_import_system_alone():
+    # The flat first layout's module paths (``medcnn.card``, ``medcnn.commands.x``) are gone:
+    # no finder is added to ``sys.meta_path`` to serve them.
+    code = ("import sys; before = list(sys.meta_path); import medcnn\n"
+            "print(sys.meta_path == before)\n"
+            "try:\n    import medcnn.card\nexcept ModuleNotFoundError as e:\n    print(e.name)\n")
+    out = _python("-c", code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "medcnn.card"]
