@@ -47,11 +47,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import logging
 import math
 import os
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,6 +83,7 @@ _SESSION_USER, _SESSION_CONFIG = "medcnn_auth_user", "medcnn_auth_config"
 _SESSION_BACKOFF, _SESSION_OIDC_LOGGED = "medcnn_auth_backoff", "medcnn_auth_oidc_logged"
 _SESSION_LOGIN_ERROR = "medcnn_auth_login_error"
 _SHARED_BACKOFF = Backoff()  # per user name, shared by every session of this server
+_LOG = logging.getLogger(__name__)
 _DUMMY_HASH: list[str] = []  # verified against for unknown user names (equal timing)
 
 
@@ -179,10 +181,21 @@ def _audit_user() -> str:
     return current_user() or ("anonymous" if auth_config().mode == "off" else _UNKNOWN_USER)
 
 
-def _stop_on(e: OSError) -> None:
-    """An audit trail that was asked for is never skipped silently: show why and stop the page."""
-    st.error(str(e))
-    st.stop()
+def _show_failure(what: str, e: Exception) -> None:
+    """An audit trail that was asked for is never skipped silently: say on the page that it failed.
+
+    Never fatal: the analysis the clinician is looking at stays on the page (an error in the trail
+    is the server's problem, to be fixed by its administrator, not a reason to hide the result).
+    The page does not show where the trail is on the server; the server's log gets the full message
+    (which holds no patient data: the trail takes none).
+    """
+    if isinstance(e, OSError):
+        _LOG.error("audit trail: %s", e)
+        reason = "the audit trail cannot be written on the server"
+    else:
+        reason = str(e)
+    st.error(f"{what} could not be recorded in the audit trail ({reason}). The page works on; tell the "
+             "server's administrator.")
 
 
 def audit_event(action: str, image_hash: str | None = None) -> None:
@@ -193,39 +206,42 @@ def audit_event(action: str, image_hash: str | None = None) -> None:
         image_hash: the image's hex SHA-256 (``medcnn.privacy.image_sha256(data)``); the database
             keeps all of it, the JSON log a prefix.
 
-    A trail that cannot be written shows an error and stops the page.
+    A trail that cannot be written shows an error on the page, which goes on.
     """
     _write_event(action, _audit_user(), image_hash)
 
 
-def audit_analysis(image_hash: str, model: str, method: str, decision: str, ood_level: str) -> None:
+def audit_analysis(image_hash: str, model: str, method: str, decided: Sequence[str] | None, ood_level: str,
+                   labels: Sequence[str]) -> None:
     """Record one analysis (a row in the audit database; no-op when it is off).
 
     Repeats of the same analysis by the same session (Streamlit reruns the page on every widget
-    change) are recorded once.
+    change) are recorded once. A row that cannot be written (the database is unwritable, or a
+    value is not what its field takes) shows an error on the page and is tried again on the next
+    rerun; the analysis itself is never stopped by its audit trail.
 
     Args:
         image_hash: full hex SHA-256 of the uploaded bytes.
         model: the model card's name.
         method: the explanation method's name.
-        decision: the label shown, or ``"not analysed"`` when the gate withheld the result.
+        decided: the labels the decision names (:attr:`medcnn.inference.Prediction.decided`),
+            ``None`` when the gate withheld the result.
         ood_level: ``"ok"``, ``"unusual"`` or ``"outside"``.
-
-    Raises:
-        ValueError: a field is not what it takes (a programming error: e.g. a file name).
+        labels: the model card's labels.
     """
     path = audit_db_path()
     if path is None:
         return
     seen = st.session_state.setdefault(_SESSION_AUDITED, [])
-    fingerprint = "|".join((image_hash, model, method, decision, ood_level))
+    fingerprint = "|".join((image_hash, model, method, repr(decided), ood_level))
     if fingerprint in seen:
         return
     try:
         record_analysis(path, user=_audit_user(), image_hash=image_hash, model=model, method=method,
-                        decision=decision, ood_level=ood_level)
-    except AuditDBError as e:
-        _stop_on(e)
+                        decided=decided, labels=labels, ood_level=ood_level)
+    except (AuditDBError, ValueError) as e:
+        _show_failure("This analysis", e)
+        return
     seen.append(fingerprint)
     del seen[:-256]  # bounded: only recent analyses are remembered
 
@@ -240,8 +256,8 @@ def _write_event(action: str, user: str, image_hash: str | None = None) -> None:
         if log:  # the JSON-lines log knows one "export" action for every kind of export
             write_audit_event(log, "export" if action.startswith("export") else action, user=user,
                               image_hash=image_hash)
-    except (AuditDBError, AuditLogError) as e:
-        _stop_on(e)
+    except (AuditDBError, AuditLogError, ValueError) as e:
+        _show_failure(f"The event {action!r}", e)
 
 
 def _log(action: str, user: str) -> None:
