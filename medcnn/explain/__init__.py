@@ -6,7 +6,8 @@ method fulfils (:class:`~medcnn.explain.base.AttributionMethod`), ``methods`` ho
 class per method and the registry, ``objective`` what is explained (by default the logit
 difference that sets a softmax head's probability; ``objective="logit"`` for the single
 logit), ``gating`` the probability-aware display data (:func:`at_operating_point`),
-``ig`` the adaptive Integrated Gradients integrator, ``sanity`` the randomisation and
+``ig`` the adaptive Integrated Gradients integrator, ``normalize`` the one heat-map
+convention (:func:`normalize_heatmap`, numpy only), ``sanity`` the randomisation and
 deletion/insertion checks.
 
 Names are imported lazily (PEP 562): ``from medcnn.explain.methods import METHODS``, which
@@ -19,7 +20,7 @@ import importlib
 from typing import Any
 
 __all__ = ["Explanation", "explain", "METHODS", "OBJECTIVES", "at_operating_point", "operating_point",
-           "resolve_target", "black_value", "DEFAULT_MEMORY_BUDGET"]
+           "resolve_target", "black_value", "DEFAULT_MEMORY_BUDGET", "evidence", "normalize_heatmap"]
 
 _HOME = {
     "Explanation": "medcnn.explain.core",
@@ -31,6 +32,8 @@ _HOME = {
     "at_operating_point": "medcnn.explain.gating",
     "operating_point": "medcnn.explain.gating",
     "DEFAULT_MEMORY_BUDGET": "medcnn.explain.isolate",
+    "evidence": "medcnn.explain.normalize",
+    "normalize_heatmap": "medcnn.explain.normalize",
 }
 
 

@@ -41,7 +41,7 @@ class Display(str, enum.Enum):
     * ``MAGNITUDE``: the absolute value ``|a|``, evidence for or against the class both
       count (the usual display of gradient and path methods).
 
-    :func:`medcnn.visualize.normalize_heatmap` implements both (``signed=True`` is the
+    :func:`medcnn.explain.normalize.normalize_heatmap` implements both (``signed=True`` is the
     positive part); :attr:`keeps_positive_part` is the argument to pass it.
     """
 
@@ -50,7 +50,7 @@ class Display(str, enum.Enum):
 
     @property
     def keeps_positive_part(self) -> bool:
-        """The ``signed`` argument of :func:`medcnn.visualize.normalize_heatmap`."""
+        """The ``signed`` argument of :func:`medcnn.explain.normalize.normalize_heatmap`."""
         return self is Display.POSITIVE
 
 

@@ -16,7 +16,7 @@ Conventions (the same for every method)
   important. The method's declared :class:`~medcnn.explain.base.Display` picks the part
   shown (positive part or absolute value), taken at the method's own resolution and then
   upsampled (Grad-CAM: ReLU before upsampling, Selvaraju et al. 2017, eq. 2), and
-  :func:`medcnn.visualize.normalize_heatmap` scales it: the sign convention and the
+  :func:`medcnn.explain.normalize.normalize_heatmap` scales it: the sign convention and the
   scaling live there and nowhere else.
 
 Safety on a shared model
@@ -65,9 +65,8 @@ from torch import nn
 from medcnn.explain.base import AttributionMethod, Context, Display
 from medcnn.explain.isolate import DEFAULT_MEMORY_BUDGET, fast_copy, isolated_copy, probe
 from medcnn.explain.methods import METHODS
+from medcnn.explain.normalize import evidence, normalize_heatmap
 from medcnn.explain.objective import ObjectiveHead, describe_objective, resolve_objective
-from medcnn.visualize import normalize_heatmap
-from medcnn.visualize.heatmap import evidence
 
 if TYPE_CHECKING:
     from medcnn.preprocess import Pipeline
@@ -255,7 +254,7 @@ def explain(
             default ``"black"`` baseline (IG, occlusion) exactly a black image
             (:func:`black_value`); without it the darkest pixel of ``x`` is used.
         memory_budget: Bytes allowed for batched passes (IG, SmoothGrad, occlusion).
-        clip_percentile: Passed to :func:`medcnn.visualize.normalize_heatmap`.
+        clip_percentile: Passed to :func:`medcnn.explain.normalize.normalize_heatmap`.
         objective: ``"auto"`` (default: ``"difference"`` for softmax heads, ``"logit"``
             for heads declaring ``output_activation = "sigmoid"``), ``"difference"`` or
             ``"logit"`` (the raw single-logit map).

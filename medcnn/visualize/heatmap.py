@@ -1,16 +1,8 @@
-"""Heat-map normalisation, overlays, colour bars and figures.
+"""Overlays, colour bars and figures of heat maps.
 
-Normalisation convention (the ONE place it happens: :func:`normalize_heatmap`)
-------------------------------------------------------------------------------
-1. Sign (:func:`evidence`): ``signed=False`` uses the magnitude ``|a|`` (evidence for or
-   against the class both count as "important", the usual IG / SmoothGrad display);
-   ``signed=True`` keeps only the positive part ``max(a, 0)`` (evidence *for* the class:
-   Grad-CAM, occlusion). Each attribution method declares which one it uses
-   (``medcnn.explain.base.Display``).
-2. Scale: divide by the ``clip_percentile``-th percentile of the values (99.5 by
-   default) and clip to [0, 1], so a handful of extreme pixels cannot make the rest of the
-   map invisible. No minimum is subtracted: 0 always means "no evidence". If the
-   percentile is 0 (sparse map) the maximum is used; an all-zero map stays all zero.
+Heat maps follow the one convention of :mod:`medcnn.explain.normalize` (float32, H x W,
+[0, 1], 1 = most important); :func:`normalize_heatmap` and :func:`evidence` are defined there,
+next to the explanations that produce the maps, and re-exported here.
 
 Library code never uses ``pyplot`` (global state, not thread-safe): figures are built on
 ``matplotlib.figure.Figure`` with the Agg canvas.
@@ -26,7 +18,10 @@ from matplotlib.figure import Figure
 from PIL import Image
 from scipy import ndimage
 
-__all__ = ["to_uint8", 
+from medcnn.explain.normalize import evidence, normalize_heatmap  # re-exported: public here too
+
+__all__ = [
+    "to_uint8",
     "evidence",
     "normalize_heatmap",
     "overlay",
@@ -34,50 +29,6 @@ __all__ = ["to_uint8",
     "figure_side_by_side",
     "to_png_bytes",
 ]
-
-
-def evidence(attr: np.ndarray, *, signed: bool = False) -> np.ndarray:
-    """Step 1 of the convention: the part of a signed attribution that a heat map shows.
-
-    Args:
-        attr: (H, W) raw attribution (any real dtype).
-        signed: False: magnitude ``|attr|``; True: positive part ``max(attr, 0)``.
-
-    Returns:
-        float64 array of the same shape, >= 0.
-
-    Raises:
-        ValueError: non-finite values.
-    """
-    a = np.asarray(attr, dtype=np.float64)
-    if not np.isfinite(a).all():
-        raise ValueError("attribution contains NaN or infinite values")
-    return np.maximum(a, 0.0) if signed else np.abs(a)
-
-
-def normalize_heatmap(attr: np.ndarray, *, signed: bool = False, clip_percentile: float | None = 99.5) -> np.ndarray:
-    """Map a raw attribution to the heat-map convention: float32, [0, 1], 1 = most important.
-
-    Args:
-        attr: (H, W) raw attribution (any real dtype).
-        signed: False: magnitude ``|attr|``; True: positive part only (:func:`evidence`).
-        clip_percentile: Percentile used as the value of 1.0 (None or 100: the maximum).
-
-    Returns:
-        float32 array of the same shape in [0, 1].
-
-    Raises:
-        ValueError: non-finite values or a percentile outside (0, 100].
-    """
-    a = evidence(attr, signed=signed)
-    if clip_percentile is not None and not 0 < clip_percentile <= 100:
-        raise ValueError(f"clip_percentile must be in (0, 100], got {clip_percentile}")
-    hi = float(np.percentile(a, clip_percentile)) if clip_percentile is not None and a.size else 0.0
-    if hi <= 0:
-        hi = float(a.max()) if a.size else 0.0
-    if hi <= 0:
-        return np.zeros(a.shape, dtype=np.float32)
-    return np.clip(a / hi, 0.0, 1.0).astype(np.float32)
 
 
 def _check_unit(name: str, a: np.ndarray) -> np.ndarray:

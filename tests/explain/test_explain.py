@@ -12,7 +12,7 @@ from torch import nn
 
 from medcnn import models
 from medcnn.explain import METHODS, Explanation, explain
-from medcnn.visualize import normalize_heatmap
+from medcnn.explain.normalize import normalize_heatmap
 
 pytestmark = pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU")
 

@@ -20,8 +20,8 @@ from medcnn.explain import METHODS, black_value, explain
 from medcnn.explain.base import DECLARATIONS, AttributionMethod, Context, Display, SignedMap, check_declaration
 from medcnn.explain.ig import adaptive_ig, gauss_legendre
 from medcnn.explain.methods import _registry
+from medcnn.explain.normalize import normalize_heatmap
 from medcnn.preprocess import Pipeline, default_config
-from medcnn.visualize import normalize_heatmap
 
 pytestmark = pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU")
 REPO = Path(__file__).resolve().parents[2]
