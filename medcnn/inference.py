@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from medcnn.models.card import CardError, ModelCard
+from medcnn.models.checkpoint import predict_logits  # re-exported: the serving path's batch primitive
 from medcnn.io import ImageMeta, MedImage
 from medcnn.models.outputs import relative_to_threshold, sigmoid_t, softmax_t
 from medcnn.ood import OODGate, OODResult, check_scope, resolve_scope
@@ -45,26 +46,6 @@ NO_FINDING = "no finding above its operating point"
 CARD_FAMILIES: dict[str, str] = {"CT": "CT", "CR": "CXR", "DX": "CXR", "OT": "CXR"}
 #: Preferred card of each family in the weights folder.
 DEFAULT_CARDS: dict[str, str] = {"CXR": "cxr_findings", "CT": "ct_covid"}
-
-
-def predict_logits(model: torch.nn.Module, tensor: torch.Tensor, device: Any = None) -> torch.Tensor:
-    """Raw logits of a batch, computed under ``torch.inference_mode``.
-
-    Args:
-        model: Network in eval mode, ``(N, 1, H, W) -> (N, C)``.
-        tensor: float32 (N, 1, H, W) pipeline output.
-        device: Device to run on (default: the model's).
-
-    Returns:
-        float32 (N, C) tensor on the CPU.
-    """
-    if device is None:
-        device = next(model.parameters()).device
-    with torch.inference_mode():
-        x = tensor.to(device, non_blocking=True)
-        if torch.device(device).type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        return model(x).float().cpu()
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 It lives here rather than in :mod:`medcnn.training` because training already depends on
 evaluation (metrics, calibration) and evaluation must not depend on training; every batch goes
-through :func:`medcnn.inference.predict_logits`, the serving path's batch primitive.
+through :func:`medcnn.models.checkpoint.predict_logits`, the batch primitive the serving path
+(:mod:`medcnn.inference`) uses too.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ class TensorBatches(Protocol):
 def predict_dataset(model: Any, dataset: TensorBatches, batch_size: int = 32, device: Any = None) -> np.ndarray:
     """Logits of ``model`` on every row of ``dataset``, in row order: the one dataset loop.
 
-    Each batch goes through :func:`medcnn.inference.predict_logits`, the serving path's
+    Each batch goes through :func:`medcnn.models.checkpoint.predict_logits`, the serving path's
     batch primitive (``torch.inference_mode``, channels-last input on CUDA), so training's
     validation, ``evaluate`` and the app compute logits the same way.
 
@@ -47,7 +48,7 @@ def predict_dataset(model: Any, dataset: TensorBatches, batch_size: int = 32, de
     Raises:
         ValueError: the dataset is empty, or ``batch_size < 1``.
     """
-    from medcnn.inference import predict_logits
+    from medcnn.models.checkpoint import predict_logits
 
     n = len(dataset)
     if n == 0:

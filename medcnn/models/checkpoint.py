@@ -1,4 +1,4 @@
-"""Devices and the checkpoint format.
+"""Devices, the batch forward pass and the checkpoint format.
 
 A checkpoint is two files: ``<name>.pt`` (a ``state_dict`` only, loaded with
 ``torch.load(..., weights_only=True)``) and ``<name>.json`` (the
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -16,7 +17,7 @@ from torch import nn
 from medcnn.models.card import CardError, ModelCard
 from medcnn.models.registry import create_model
 
-__all__ = ["get_device", "prepare_for_device", "save_checkpoint", "load_model"]
+__all__ = ["get_device", "prepare_for_device", "predict_logits", "save_checkpoint", "load_model"]
 
 
 # --------------------------------------------------------------------------- devices
@@ -49,6 +50,26 @@ def prepare_for_device(model: nn.Module, device: torch.device) -> nn.Module:
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     return model
+
+
+def predict_logits(model: nn.Module, tensor: torch.Tensor, device: Any = None) -> torch.Tensor:
+    """Raw logits of a batch, computed under ``torch.inference_mode``.
+
+    Args:
+        model: Network in eval mode, ``(N, 1, H, W) -> (N, C)``.
+        tensor: float32 (N, 1, H, W) pipeline output.
+        device: Device to run on (default: the model's).
+
+    Returns:
+        float32 (N, C) tensor on the CPU.
+    """
+    if device is None:
+        device = next(model.parameters()).device
+    with torch.inference_mode():
+        x = tensor.to(device, non_blocking=True)
+        if torch.device(device).type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        return model(x).float().cpu()
 
 
 # --------------------------------------------------------------------------- checkpoints

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from medcnn.evaluation.predict import CardRows, predict_dataset
-from medcnn.inference import predict_logits
 from medcnn.models import create_model
+from medcnn.models.checkpoint import predict_logits
 from medcnn.preprocess import Pipeline, default_config
 from medcnn.training.data import ImageDataset, read_labels
 
@@ -70,3 +70,12 @@ def test_training_dataset_and_card_rows_give_the_same_logits(csv_set):
     cached = predict_dataset(model, ImageDataset(df, pipe, ["NORMAL", "PNEUMONIA"]), batch_size=3)
     direct = predict_dataset(model, CardRows(df["path"].tolist(), pipe), batch_size=3)
     np.testing.assert_allclose(cached, direct, atol=1e-3)
+
+
+def test_the_batch_primitive_lives_in_models_and_serving_re_exports_it():
+    # evaluation takes it from models (below it), never from the serving path above it
+    import medcnn.inference
+
+    assert medcnn.inference.predict_logits is predict_logits
+    assert "predict_logits" in medcnn.inference.__all__
+
