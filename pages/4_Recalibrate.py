@@ -100,7 +100,7 @@ cols[2].image(result.figures["roc"], caption="Square: old operating point; circl
 st.subheader("Recalibrated model card")
 name = st.text_input("Name of the new card", value=f"{card.name}_site", key="recal_name")
 try:
-    data = app_recal.card_json(card, result, name, site.source)
+    data = app_recal.card_json(card, result, name, site.key)
 except Exception as e:  # noqa: BLE001
     fail("making the card", e)
 st.download_button("Download recalibrated card (JSON)", data, file_name=f"{name}.json",

@@ -15,7 +15,6 @@ so the new card is offered as a download together with how to install it.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import re
@@ -29,7 +28,9 @@ import streamlit as st
 from medcnn.app.batch import expand_uploads
 from medcnn.app.compute import slotted
 from medcnn.app.state import get_predictor
-from medcnn.evaluation.site import RecalibrationError, file_sha256, recalibrate, recalibrated_card, summary_rows
+from medcnn.evaluation.site import (
+    RecalibrationError, file_sha256, recalibrate, recalibrated_card, site_data_sha256, summary_rows,
+)
 from medcnn.models.card import ModelCard
 
 __all__ = ["SiteImages", "SiteResult", "card_json", "collect_site", "install_instructions", "read_site_csv",
@@ -50,15 +51,15 @@ class SiteImages:
         labels: Class name of each row (one of the model's labels).
         groups: Patient id of each row, or None (the bootstrap then resamples images).
         skipped: Reason -> count of uploaded files left out before scoring.
-        source: Names of the uploaded files (no member names), for the card.
-        key: SHA-256 over the rows, labels and groups (the cache key of the results).
+        key: SHA-256 over the rows, labels and groups (:func:`medcnn.evaluation.site.site_data_sha256`):
+            the cache key of the results, and what the card records of the site data (never a
+            file name).
     """
 
     data: list[bytes]
     labels: list[str]
     groups: list[str] | None
     skipped: dict[str, int] = field(default_factory=dict)
-    source: str = ""
     key: str = ""
 
 
@@ -182,10 +183,7 @@ def collect_site(files: Sequence[tuple[str, bytes]], labels: Sequence[str], grou
         groups = None
     else:
         data, classes, groups = _by_csv(members, df, labels, group_column, split, skipped)
-    h = hashlib.sha256()
-    for content, label, group in zip(data, classes, groups or [""] * len(data)):
-        h.update(hashlib.sha256(content).digest() + label.encode() + b"\0" + group.encode() + b"\0")
-    return SiteImages(data, classes, groups, dict(skipped), " + ".join(n for n, _ in files), h.hexdigest())
+    return SiteImages(data, classes, groups, dict(skipped), site_data_sha256(data, classes, groups))
 
 
 def _figures(y_pos: np.ndarray, p_old: np.ndarray, thr_old: float, p_new: np.ndarray, thr_new: float) -> dict[str, bytes]:
@@ -242,7 +240,7 @@ def recalibrate_site(key: str, _site: SiteImages, card_path: str, mtime: float, 
                       len(_site.data) + sum(_site.skipped.values()), figures, file_sha256(card.weights_path))
 
 
-def card_json(card: ModelCard, result: SiteResult, name: str, source: str) -> bytes:
+def card_json(card: ModelCard, result: SiteResult, name: str, data_sha256: str) -> bytes:
     """The recalibrated card as JSON bytes (the download), named ``name``.
 
     Raises:
@@ -251,7 +249,7 @@ def card_json(card: ModelCard, result: SiteResult, name: str, source: str) -> by
     if not _NAME.match(name or ""):
         raise RecalibrationError(f"{name!r} is not a usable card name: letters, digits, '_', '-' and '.' only")
     new = recalibrated_card(card, result.fields, result.report, name, weights_sha256=result.weights_sha256,
-                            source=source, command="medcnn app, Recalibrate page", skipped=result.skipped,
+                            data_sha256=data_sha256, command="medcnn app, Recalibrate page", skipped=result.skipped,
                             extra={"n_listed": result.n_listed})
     return (json.dumps(new.to_dict(), indent=2) + "\n").encode()
 

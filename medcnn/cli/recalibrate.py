@@ -160,7 +160,9 @@ def _short(path: str | Path) -> str:
 
 
 def _command(args: argparse.Namespace, model_path: Path) -> str:
-    parts = ["python -m medcnn recalibrate", "--model", _short(model_path), "--data", _short(args.data)]
+    # The site's CSV is named by a placeholder: its folder or file name can name a patient or a
+    # study, and the card records the data by the SHA-256 of its images instead.
+    parts = ["python -m medcnn recalibrate", "--model", _short(model_path), "--data", "SITE_LABELS.csv"]
     for flag, value in (("--split", args.split), ("--group-column", args.group_column)):
         if value:
             parts += [flag, str(value)]
@@ -217,6 +219,7 @@ def run(args: argparse.Namespace) -> int:
         file_sha256,
         recalibrate,
         recalibrated_card,
+        site_data_sha256,
         write_recalibrated,
     )
     from medcnn.inference import Predictor, resolve_card
@@ -247,7 +250,10 @@ def run(args: argparse.Namespace) -> int:
         raise RecalibrationError(f"{e} Of the {len(df)} listed images, {sum(skipped.values())} were "
                                  f"skipped: {why}") from None
     extra = {"split": args.split, "group_column": args.group_column, "n_listed": int(len(df))}
-    new = recalibrated_card(card, fields, report, out.stem, weights_sha256=sha, source=_short(args.data),
+    used = df.iloc[kept]
+    data_sha = site_data_sha256((Path(p).read_bytes() for p in used["path"]), used["label"].tolist(),
+                                None if groups is None else groups[kept].tolist())
+    new = recalibrated_card(card, fields, report, out.stem, weights_sha256=sha, data_sha256=data_sha,
                             command=_command(args, model_path), skipped=skipped, extra=extra)
     written = write_recalibrated(card, new, out, overwrite=args.overwrite)
     if args.json:

@@ -22,6 +22,7 @@ import hashlib
 import os
 import shutil
 import warnings
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
@@ -37,6 +38,7 @@ __all__ = [
     "RecalibrationError",
     "file_sha256",
     "recalibrate",
+    "site_data_sha256",
     "recalibrated_card",
     "summary_rows",
     "write_recalibrated",
@@ -262,6 +264,24 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def site_data_sha256(images: Iterable[bytes], labels: Iterable[str], groups: Iterable[str] | None = None) -> str:
+    """One SHA-256 over a site's labelled images: what a card records instead of any file name.
+
+    Each row contributes the SHA-256 of its image bytes, its label and its group (patient), in
+    order, so the same images with the same labels give the same digest wherever they came from.
+
+    Args:
+        images: Image bytes, one per row.
+        labels: Class name of each row.
+        groups: Patient id of each row, or None.
+    """
+    h = hashlib.sha256()
+    labels = list(labels)
+    for content, label, group in zip(images, labels, [""] * len(labels) if groups is None else groups):
+        h.update(hashlib.sha256(content).digest() + str(label).encode() + b"\0" + str(group).encode() + b"\0")
+    return h.hexdigest()
+
+
 def recalibrated_card(
     card: ModelCard,
     fields: dict[str, Any],
@@ -269,7 +289,7 @@ def recalibrated_card(
     name: str,
     *,
     weights_sha256: str,
-    source: str,
+    data_sha256: str,
     command: str,
     skipped: dict[str, int] | None = None,
     extra: dict[str, Any] | None = None,
@@ -280,8 +300,9 @@ def recalibrated_card(
     Architecture, labels, preprocessing, scope and gate settings are the original's. The
     original's ``training`` section is kept and gains ``recalibrated_from`` (original card,
     its temperature, threshold and the SHA-256 of its weights; a previous recalibration is
-    nested under ``previous``) and ``recalibration`` (site data summary: CSV / upload name,
-    counts per class, skipped images, date, command, report). The original's metrics are kept
+    nested under ``previous``) and ``recalibration`` (site data summary: the SHA-256 of its
+    labelled images, counts per class, skipped images, date, command, report). No file name of the
+    site's goes into the card (an upload's or a folder's name can name a patient). The original's metrics are kept
     as ``original_<key>``; the site's are added (see :func:`recalibrate`). The gate file is
     renamed ``<name>.ood.pt`` (same bytes and checksum).
 
@@ -290,7 +311,7 @@ def recalibrated_card(
         fields, report: What :func:`recalibrate` returned.
         name: The new card's name (the stem of its ``.json`` and ``.pt``).
         weights_sha256: SHA-256 of the original's ``.pt`` (:func:`file_sha256`).
-        source: Name of the site data (``<folder>/labels.csv``, an upload's name); no paths.
+        data_sha256: :func:`site_data_sha256` of the site's labelled images.
         command: The command (or app page) that made the card.
         skipped: Reason -> count of site images left out.
         extra: More site-data facts (split, group column).
@@ -315,7 +336,7 @@ def recalibrated_card(
     training["recalibration"] = {
         "date": date, "command": command, "temperature": new.temperature, "threshold": new.threshold,
         "threshold_rule": _THRESHOLD_RULE,
-        "site_data": {"source": source, "n_images": report["n_images"], "counts": report["counts"],
+        "site_data": {"sha256": data_sha256, "n_images": report["n_images"], "counts": report["counts"],
                       "skipped": dict(skipped or {}), **(extra or {})},
         "weights": "unchanged (byte-identical copy of the original's .pt)",
     }
@@ -325,7 +346,7 @@ def recalibrated_card(
         new.ood["file"] = f"{name}.ood.pt"
     new.limitations = list(new.limitations) + [
         f"Recalibrated from {card.name} on {report['n_images']} labelled images of one site "
-        f"({source}, {date[:10]}): only the temperature and the operating threshold were refitted, "
+        f"(site data SHA-256 {data_sha256[:12]}, {date[:10]}): only the temperature and the operating threshold were refitted, "
         "the network is unchanged. The 'site' metrics are measured on the images they were fitted "
         "on; the cross-validated figures in metrics['recalibration'] are the fairer estimate."
         + (" The 'original_*' metrics are the original model's at its own operating point." if card.metrics else "")

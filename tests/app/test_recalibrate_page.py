@@ -85,9 +85,11 @@ def test_card_json_is_a_loadable_recalibrated_card(weights, tmp_path):
     from medcnn.models.card import ModelCard
 
     card = ModelCard.load(weights / "cxr_pneumonia.json")
-    site = app_recal.collect_site([("site.zip", class_zip(("NORMAL", "PNEUMONIA")))], card.labels)
+    site = app_recal.collect_site([("SMITH_JOHN_site.zip", class_zip(("NORMAL", "PNEUMONIA")))], card.labels)
     result = app_recal.recalibrate_site(site.key, site, str(card.path), 0.0, 5, 50)
-    data = json.loads(app_recal.card_json(card, result, "cxr_site_b", site.source))
+    data = json.loads(app_recal.card_json(card, result, "cxr_site_b", site.key))
+    assert "SMITH" not in json.dumps(data) and ".zip" not in json.dumps(data)  # no uploaded file name
+    assert data["training"]["recalibration"]["site_data"]["sha256"] == site.key
     assert data["name"] == "cxr_site_b" and data["training"]["recalibrated_from"]["card"] == "cxr_pneumonia"
     assert data["training"]["recalibration"]["site_data"]["counts"] == {"NORMAL": 6, "PNEUMONIA": 6}
     (tmp_path / "cxr_site_b.json").write_text(json.dumps(data))
@@ -143,7 +145,7 @@ def test_model_card_page_shows_an_installed_recalibrated_card(tmp_path, monkeypa
     site = app_recal.collect_site([("site.zip", class_zip(("NORMAL", "PNEUMONIA")))], card.labels)
     result = app_recal.recalibrate_site(site.key, site, str(card.path), 1.0, 5, 20)
     new = recalibrated_card(card, result.fields, result.report, "cxr_site_c", weights_sha256=result.weights_sha256,
-                            source=site.source, command="test")
+                            data_sha256=site.key, command="test")
     write_recalibrated(card, new, folder / "cxr_site_c.json")
     monkeypatch.setenv("MEDCNN_WEIGHTS_DIR", str(folder))
     at = page("pages/3_Model_card.py")

@@ -130,7 +130,7 @@ def _fitted(seed: int = 5) -> tuple[ModelCard, dict, dict]:
 def test_new_card_keeps_provenance_and_records_the_site():
     card, fields, report = _fitted()
     new = recalibrated_card(card, fields, report, "cxr_site_a", weights_sha256="ab" * 32,
-                            source="site_a/labels.csv", command="python -m medcnn recalibrate ...",
+                            data_sha256="cd" * 32, command="python -m medcnn recalibrate ...",
                             skipped={"unreadable": 2}, date="2025-02-03T04:05:06+00:00")
     assert (new.name, new.temperature, new.threshold) == ("cxr_site_a", fields["temperature"], fields["threshold"])
     assert (card.temperature, card.threshold) == (1.0, 0.5)  # the original is untouched
@@ -138,15 +138,16 @@ def test_new_card_keeps_provenance_and_records_the_site():
     origin = new.training["recalibrated_from"]
     assert origin == {"card": "cxr_test", "temperature": 1.0, "threshold": 0.5, "weights_sha256": "ab" * 32}
     site = new.training["recalibration"]["site_data"]
-    assert site["source"] == "site_a/labels.csv" and site["counts"] == report["counts"]
+    assert site["sha256"] == "cd" * 32 and site["counts"] == report["counts"] and "source" not in site
+    assert "site data SHA-256 cdcdcdcdcdcd" in new.limitations[-1]
     assert site["skipped"] == {"unreadable": 2}
     assert new.training["recalibration"]["date"].startswith("2025-02-03")
     assert new.metrics["original_test"] == {"n": 10, "auc": 0.8} and "site" in new.metrics
-    again = recalibrated_card(new, fields, report, "cxr_site_a2", weights_sha256="ab" * 32, source="b.csv",
+    again = recalibrated_card(new, fields, report, "cxr_site_a2", weights_sha256="ab" * 32, data_sha256="ef" * 32,
                               command="c")
     assert again.training["recalibrated_from"]["previous"]["recalibrated_from"]["card"] == "cxr_test"
     with pytest.raises(RecalibrationError, match="new name"):
-        recalibrated_card(card, fields, report, "cxr_test", weights_sha256="0", source="s", command="c")
+        recalibrated_card(card, fields, report, "cxr_test", weights_sha256="0", data_sha256="0", command="c")
 
 
 def test_written_card_points_at_byte_identical_weights_and_gate(tmp_path):
@@ -161,7 +162,7 @@ def test_written_card_points_at_byte_identical_weights_and_gate(tmp_path):
     card.save(orig / "cxr_test.json")
     sha = file_sha256(orig / "cxr_test.pt")
 
-    new = recalibrated_card(card, fields, report, "cxr_site", weights_sha256=sha, source="s.csv", command="c")
+    new = recalibrated_card(card, fields, report, "cxr_site", weights_sha256=sha, data_sha256="0", command="c")
     out = write_recalibrated(card, new, tmp_path / "site" / "cxr_site.json")
     assert (tmp_path / "site" / "cxr_site.pt").read_bytes() == payload
     assert (tmp_path / "site" / "cxr_site.ood.pt").read_bytes() == b"gate statistics"
@@ -174,7 +175,7 @@ def test_written_card_points_at_byte_identical_weights_and_gate(tmp_path):
     with pytest.raises(RecalibrationError, match="already exists"):
         write_recalibrated(card, new, out)
     with pytest.raises(RecalibrationError, match="overwrite the original"):
-        other = recalibrated_card(card, fields, report, "cxr_test2", weights_sha256=sha, source="s", command="c")
+        other = recalibrated_card(card, fields, report, "cxr_test2", weights_sha256=sha, data_sha256="0", command="c")
         other.name = "cxr_test"
         write_recalibrated(card, other, orig / "cxr_test.json", overwrite=True)
     (orig / "cxr_test.pt").write_bytes(payload + b"changed")
@@ -254,7 +255,8 @@ def test_cli_writes_a_loadable_card_with_identical_weights(tiny_model, tmp_path,
     assert card.training["recalibrated_from"]["card"] == "cxr_test"
     assert card.training["dataset"] == "tiny synthetic"
     recal = card.training["recalibration"]
-    assert recal["site_data"]["source"] == "site/labels.csv"
+    assert "source" not in recal["site_data"] and len(recal["site_data"]["sha256"]) == 64
+    assert "site/" not in json.dumps(card.to_dict()) and "labels.csv" not in json.dumps(card.to_dict())
     assert recal["site_data"]["counts"] == {"NORMAL": 12, "PNEUMONIA": 12}
     assert recal["command"].startswith("python -m medcnn recalibrate --model weights/cxr_test.json")
     assert str(tmp_path) not in json.dumps(card.training)  # no machine paths in the card
