@@ -9,6 +9,9 @@ probability; ``logit``: the single logit; see :mod:`medcnn.explain.objective`). 
 says what was explained (``objective``) and whether the model calls the target
 (``called``, ``operating_point``, ``notice``). The overlay is drawn on the preprocessed display image and written only when
 ``--out`` is given. ``--method`` accepts the names of :data:`medcnn.explain.METHODS`.
+
+An image the model's out-of-distribution gate withholds gets what ``predict`` and the app give it:
+"not analysed" with the gate's reasons, no probabilities, no map, and exit status 1.
 """
 from __future__ import annotations
 
@@ -93,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--target {label!r} is not one of the model's labels {card.labels}")
     target = card.labels.index(label)
     pred = predictor.predict(img, keep_steps=False)
+    if pred.ood.withheld:  # as everywhere: no probabilities and no map for an image it does not read
+        return _withheld(args, card.name, pred.ood.to_dict())
     res = pred.pipeline_result
     x = res.tensor.to(predictor.device)
     spec = METHODS[args.method]
@@ -138,6 +143,18 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print(result)
     return 0
+
+
+def _withheld(args: argparse.Namespace, model: str, ood: dict[str, Any]) -> int:
+    """Report an image the out-of-distribution gate withholds; nothing is written. Returns 1."""
+    reasons = "; ".join(ood.get("reasons") or [])
+    if args.json:
+        print(json.dumps({"file": args.file, "model": model, "method": args.method,
+                          "decision": "not analysed", "ood": ood, "out": None}, indent=2, default=str))
+    else:
+        print(f"{args.file}: NOT ANALYSED - outside what model {model} reads: {reasons}. No map was made"
+              + (f" and {args.out} was not written" if args.out else "") + ".", file=sys.stderr)
+    return 1
 
 
 def _print(r: dict[str, Any]) -> None:

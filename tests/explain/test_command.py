@@ -123,3 +123,24 @@ def test_command_text_names_the_objective(tiny_checkpoint, capsys):
     card_path, png = tiny_checkpoint
     assert main(["explain", str(png), "--model", str(card_path), "--target", "normal"]) == 0
     assert "Grad-CAM of the logit difference (normal - pneumonia)" in capsys.readouterr().out
+
+
+def test_command_gives_no_probabilities_and_no_map_for_an_image_the_gate_withholds(tiny_checkpoint, tmp_path, capsys):
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    card_path, _ = tiny_checkpoint
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.Modality, ds.BodyPartExamined = "CR", "KNEE"  # a knee film: outside what a chest model reads
+    knee = tmp_path / "knee.dcm"
+    ds.save_as(knee)
+    out = tmp_path / "overlay.png"
+    rc = main(["explain", str(knee), "--model", str(card_path), "--out", str(out)])
+    printed = capsys.readouterr()
+    assert rc == 1 and not out.exists()
+    assert "NOT ANALYSED" in printed.err and "KNEE" in printed.err.upper() and "not written" in printed.err
+    assert "pneumonia 0." not in printed.out + printed.err  # no probabilities
+    rc = main(["explain", str(knee), "--model", str(card_path), "--json"])
+    r = json.loads(capsys.readouterr().out)
+    assert rc == 1 and r["decision"] == "not analysed" and r["ood"]["level"] == "outside"
+    assert "probabilities" not in r and r["out"] is None
