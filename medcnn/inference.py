@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from medcnn.models.card import CardError, ModelCard
+from medcnn.models.card import CardError, ModelCard, card_file
 from medcnn.models.checkpoint import predict_logits  # re-exported: the serving path's batch primitive
 from medcnn.io import ImageMeta, MedImage
 from medcnn.models.outputs import relative_to_threshold, sigmoid_t, softmax_t
@@ -280,9 +280,7 @@ def load_card(path: str | Path) -> ModelCard:
     Raises:
         CardError: missing or malformed card.
     """
-    path = Path(path)
-    if path.suffix == ".pt":
-        path = path.with_suffix(".json")
+    path = card_file(path)
     try:
         mtime = path.stat().st_mtime_ns
     except OSError:
@@ -356,9 +354,10 @@ def resolve_card(meta: ImageMeta | None = None, model: str | Path | None = None,
             raise ValueError("choosing a model by modality needs the image's metadata")
         return Path(choose_model(meta, weights_dir))
     p = Path(model)
-    if p.suffix in (".json", ".pt") and p.is_file():
-        return p.with_suffix(".json")
-    candidate = weights_dir / f"{p.stem if p.suffix in ('.json', '.pt') else model}.json"
+    names_a_file = card_file(p).stem != p.name  # ``x.pt`` / ``x.json``, not a card name
+    if names_a_file and p.is_file():
+        return card_file(p)
+    candidate = weights_dir / card_file(p.name if names_a_file else model)
     if candidate.is_file() and candidate.with_suffix(".pt").is_file():
         return candidate
     names = sorted(c.name for c in list_cards(weights_dir))

@@ -175,9 +175,9 @@ def _command(args: argparse.Namespace, model_path: Path) -> str:
 
 
 def _out_path(args: argparse.Namespace, original: Path) -> Path:
-    out = Path(args.out)
-    if out.suffix != ".json":
-        out = out.with_name(out.name + ".json")
+    from medcnn.models.card import card_file
+
+    out = card_file(args.out)
     if out.resolve() == original.resolve():
         raise ValueError(f"--out {out} is the original card: choose a new name (e.g. {original.stem}_site.json)")
     if out.exists() and not args.overwrite:

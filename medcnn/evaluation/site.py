@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from medcnn.evaluation import compute_metrics, expected_calibration_error, fit_temperature, softmax_t, youden_threshold
-from medcnn.models.card import ModelCard
+from medcnn.models.card import ModelCard, card_file
 
 __all__ = [
     "DEFAULT_MIN_PER_CLASS",
@@ -393,9 +393,7 @@ def write_recalibrated(card: ModelCard, new_card: ModelCard, out: str | Path, ov
             not match the new card's name; a file's checksum differs.
         FileNotFoundError: the original's weights or gate file are missing.
     """
-    out = Path(out)
-    if out.suffix != ".json":
-        out = out.with_name(out.name + ".json")
+    out = card_file(out)
     if out.stem != new_card.name:
         raise RecalibrationError(f"the output file {out.name} does not match the card's name {new_card.name!r}")
     src_pt, dst_pt = card.weights_path, out.with_suffix(".pt")

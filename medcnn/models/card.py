@@ -3,7 +3,8 @@
 A checkpoint is two files in ``weights/``: ``<name>.pt`` (a ``state_dict``, loaded with
 ``torch.load(..., weights_only=True)``) and ``<name>.json`` (this card). The card holds
 everything needed to rebuild the model *and* its exact preprocessing, so train and
-serve can never drift apart (the timm / TorchXRayVision pattern).
+serve can never drift apart (the timm / TorchXRayVision pattern). :func:`card_file` is the one
+rule that names a checkpoint's card from any of its paths.
 """
 from __future__ import annotations
 
@@ -14,11 +15,33 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ModelCard", "CardError"]
+__all__ = ["ModelCard", "CardError", "card_file"]
+
+#: Suffixes that name one of a checkpoint's two files: the weights and the card.
+_CHECKPOINT_SUFFIXES = (".pt", ".json")
 
 
 class CardError(ValueError):
     """A model card is missing, malformed or inconsistent with its weights."""
+
+
+def card_file(path: str | Path) -> Path:
+    """The card (``.json``) of a checkpoint named by any of its paths: the one ``.pt -> .json`` rule.
+
+    ``weights/x.pt``, ``weights/x.json`` and ``weights/x`` all give ``weights/x.json``. Only ``.pt``
+    and ``.json`` count as the checkpoint's suffix; any other name is the checkpoint's full name and
+    gets ``.json`` appended (``site.v2`` -> ``site.v2.json``, its weights ``site.v2.pt``).
+
+    Args:
+        path: Card, weights or bare checkpoint path.
+
+    Returns:
+        Path of the card, in the same folder.
+    """
+    p = Path(path)
+    if p.suffix in _CHECKPOINT_SUFFIXES:
+        p = p.with_suffix("")
+    return p.with_name(p.name + ".json")
 
 
 @dataclass
@@ -153,9 +176,8 @@ class ModelCard:
         return d
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        if path.suffix != ".json":
-            path = path.with_suffix(".json")
+        """Write the card to :func:`card_file` of ``path``; returns that path."""
+        path = card_file(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
         self.path = path
@@ -163,14 +185,12 @@ class ModelCard:
 
     @classmethod
     def load(cls, path: str | Path) -> "ModelCard":
-        """Load a card from ``<name>.json`` (a ``.pt`` path is accepted too).
+        """Load a card from ``<name>.json`` (the ``.pt`` or bare ``<name>`` path too: :func:`card_file`).
 
         Raises:
             CardError: the file is missing, not JSON, or lacks required fields.
         """
-        path = Path(path)
-        if path.suffix == ".pt":
-            path = path.with_suffix(".json")
+        path = card_file(path)
         if not path.is_file():
             raise CardError(f"model card not found: {path} (expected <name>.json next to <name>.pt)")
         try:

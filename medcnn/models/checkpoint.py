@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from medcnn.models.card import CardError, ModelCard
+from medcnn.models.card import CardError, ModelCard, card_file
 from medcnn.models.registry import create_model
 
 __all__ = ["get_device", "prepare_for_device", "predict_logits", "save_checkpoint", "load_model"]
@@ -79,19 +79,17 @@ def save_checkpoint(model: nn.Module, card: ModelCard, path: str | Path) -> Path
     Args:
         model: Trained model whose architecture matches ``card.architecture``.
         card: Its model card; ``card.name`` is set to the file stem.
-        path: ``weights/<name>.pt`` (``.json`` or no suffix accepted).
+        path: ``weights/<name>.pt`` (``.json`` or no suffix accepted: :func:`~medcnn.models.card.card_file`).
 
     Returns:
         Path of the written card (``.json``), the argument :func:`load_model` takes.
     """
-    path = Path(path)
-    if path.suffix in (".pt", ".json"):
-        path = path.with_suffix("")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    card_path = card_file(path)
+    card_path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    card.name = path.name
-    torch.save(state, path.with_suffix(".pt"))
-    return card.save(path.with_suffix(".json"))
+    card.name = card_path.stem
+    torch.save(state, card_path.with_suffix(".pt"))
+    return card.save(card_path)
 
 
 def load_model(

@@ -23,6 +23,7 @@ from torch import nn
 from medcnn.distributed.ddp import current_world, process_group, rank_device
 from medcnn.evaluation.labels import STANDARD_SPLITS
 from medcnn.models import create_model, get_device, save_checkpoint
+from medcnn.models.card import card_file
 from medcnn.training.augment import Augment
 from medcnn.training.config import MONITORS, TrainConfig
 from medcnn.training.data import DisplayCache, ImageDataset, grouped_kfold, grouped_split, read_labels
@@ -167,9 +168,8 @@ def _train(cfg: TrainConfig) -> TrainResult:
     if cfg.out and main:
         card_path = save_checkpoint(result["model"], card, cfg.out)
     elif cfg.out:  # rank 0 writes the checkpoint; the other ranks report the same card
-        stem = Path(cfg.out).with_suffix("") if Path(cfg.out).suffix in (".pt", ".json") else Path(cfg.out)
-        card_path = stem.with_suffix(".json")  # as save_checkpoint names it
-        card.name = stem.name
+        card_path = card_file(cfg.out)  # as save_checkpoint names it
+        card.name = card_path.stem
     if card_path:
         _print(f"wrote {card_path.with_suffix('.pt')} and {card_path}")
     return TrainResult(result["model"], card, result["history"], result["best_epoch"], result["best_score"],
