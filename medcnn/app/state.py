@@ -47,7 +47,6 @@ __all__ = [
     "digest",
     "error_message",
     "explain_upload",
-    "find_card",
     "get_predictor",
     "list_models",
     "predict_upload",
@@ -85,19 +84,6 @@ def list_models(folder: str | Path | None = None) -> list[ModelCard]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return list_cards(folder or weights_dir())
-
-
-def find_card(name: str, folder: str | Path | None = None) -> ModelCard:
-    """The card called ``name``.
-
-    Raises:
-        ValueError: no such card (the message lists the available ones).
-    """
-    cards = list_models(folder)
-    for card in cards:
-        if card.name == name:
-            return card
-    raise ValueError(f"model {name!r} not found; available: {', '.join(c.name for c in cards) or 'none'}")
 
 
 def resolve_card_path(meta: ImageMeta, choice: str = AUTO_MODEL, folder: str | Path | None = None) -> str:
