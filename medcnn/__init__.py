@@ -2,12 +2,13 @@
 
 Research and teaching tool, not a medical device.
 
-One subpackage per stage of an upload's path, plus the offline tools::
+One subpackage per stage of an upload's path, plus the offline tools. Imports run down the
+layers, lowest first (``LAYERS`` in ``tests/test_architecture.py``, which checks it)::
 
-    io -> preprocess -> models -> inference -> explain -> visualize -> app
-    cli (commands), evaluation (metrics, CIs, calibration), training, audit
+    io < preprocess < models < ood, privacy < explain, evaluation < visualize < inference
+       < distributed < training < audit < app, cli
 
-Imports flow down that path; no module imports a private name of another subpackage.
+No module imports a private name of another subpackage.
 
 Public names are imported lazily (PEP 562) so ``import medcnn`` stays light and the
 command line starts fast; ``from medcnn import read_image`` works as usual.
