@@ -1,0 +1,2 @@
+"""PACS path: DICOMweb in (QIDO-RS, WADO-RS), confirmed DICOM results out (STOW-RS, C-STORE).
+"""
