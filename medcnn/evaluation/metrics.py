@@ -193,7 +193,7 @@ def _one_class_notes(n_pos: int, n_neg: int, labels: list[str]) -> list[str]:
 def _per_class(y: np.ndarray, pred: np.ndarray, labels: list[str]) -> dict[str, dict[str, float | int]]:
     """Precision / recall / F1 / support of each label (``classification_report``)."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore")  # sklearn's ill-defined-metric notes: zero_division=0 decides
         report = skm.classification_report(
             y, pred, labels=[0, 1], target_names=labels, output_dict=True, zero_division=0
         )

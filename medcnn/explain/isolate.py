@@ -221,7 +221,7 @@ def _build_fast(copy_: nn.Module, x: torch.Tensor) -> nn.Module | None:
 
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+            warnings.simplefilter("ignore")  # torch.fx tracing notes; an untraceable model has no fast path
             fused = fuse(copy_, inplace=False)
     except Exception:  # noqa: BLE001 - untraceable forward (control flow): no fast path
         return None
