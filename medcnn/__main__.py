@@ -26,6 +26,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "hash-password": ("medcnn.cli.hash_password", "hash a password for the app's sign-in"),
     "audit-log": ("medcnn.cli.audit_log", "print or export the app's audit database (CSV, --since DATE)"),
     "recalibrate": ("medcnn.cli.recalibrate", "refit a model's temperature and threshold on one site's labelled images"),
+    "dicomweb": ("medcnn.cli.dicomweb", "analyse a PACS study over DICOMweb; send confirmed results back"),
+    "export-dicom": ("medcnn.cli.export_dicom", "write the PACS result objects (SR, overlay, PDF) of a local DICOM"),
 }
 
 
