@@ -5,7 +5,9 @@ Implements DICOM PS3.15 Annex E (E.2, E.3.1) with the attribute table of
 
 * every attribute the table lists gets its action, at any depth: the walk enters every sequence
   item (the ``K`` of the table "cleaned for sequences");
-* private attributes are removed, as are group lengths and elements whose VR is still UN;
+* private attributes are removed, as are group lengths; a public attribute the table does not
+  list is kept if the data dictionary knows it and removed if not (an unknown tag, or a VR still
+  UN), see :func:`~medcnn.privacy.profile.unlisted_action`;
 * UIDs (``U``) are replaced consistently within one :class:`Deidentifier`: the new UID is a keyed
   hash of the old one (``pydicom.uid.generate_uid`` with a random per-run key among its entropy
   sources), so study / series / instance structure and references survive, and the old UID cannot
@@ -17,8 +19,20 @@ Implements DICOM PS3.15 Annex E (E.2, E.3.1) with the attribute table of
   (0028,0303) = REMOVED, and the file meta Media Storage SOP Instance UID is kept equal to the new
   SOP Instance UID.
 
-Pixel data are never touched: the Basic Profile does not clean pixels, so burned-in text stays;
-:mod:`medcnn.privacy.burned_in` warns about it. The summary counts actions; it never holds values.
+Two options (arguments of :class:`Deidentifier`, :func:`deidentify_bytes` and the CLI):
+
+* ``clean_descriptors``: the Clean Descriptors Option (PS3.15 E.3.5, CID 7050 code 113105): the
+  descriptors Table E.1-1 marks ``C`` are kept and cleaned instead of removed, and every Code
+  Meaning is cleaned (:mod:`medcnn.privacy.descriptors`);
+* ``remove_unlisted``: every public attribute the table does not list is removed unless it is
+  needed to display the image (the ``strict`` reading of
+  :func:`~medcnn.privacy.profile.unlisted_action`). The file meta keeps its usual cleaning.
+
+Pixel values are never changed: the Basic Profile does not clean pixels, so burned-in text stays;
+:mod:`medcnn.privacy.burned_in` warns about it. Comment segments inside compressed pixel data
+(JPEG COM, JPEG 2000 COM) are removed without touching the coded image, and a compressed image
+whose comments cannot be checked is refused (:mod:`medcnn.privacy.codestream`). The summary
+counts actions; it never holds values.
 """
 from __future__ import annotations
 
@@ -34,13 +48,16 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
 from medcnn.io import UnsupportedImageError, detect_format
-from medcnn.privacy.profile import BASIC_PROFILE_EDITION, action_for, resolve
+from medcnn.privacy.codestream import CodestreamError, strip_pixel_comments
+from medcnn.privacy.descriptors import DescriptorCleaner, clean_descriptor_tags
+from medcnn.privacy.profile import BASIC_PROFILE_EDITION, action_for, resolve, unlisted_action
 
 __all__ = ["DeidSummary", "DeidentificationError", "Deidentifier", "deidentify_bytes", "deidentify_dataset"]
 
 _STANDARD_UID_ROOT = "1.2.840.10008."  # UIDs defined by DICOM itself (PS3.6 Annex A)
 _DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 _CODE_VALUE, _CODE_SCHEME, _CODE_MEANING = "113100", "DCM", "Basic Application Confidentiality Profile"
+_CLEAN_DESCRIPTORS_CODE = ("113105", "DCM", "Clean Descriptors Option")  # PS3.16 CID 7050
 # Non-zero length dummy values per VR for action D (PS3.15 Table E.1-1a).
 _DUMMIES: dict[str, object] = {
     "AE": "ANONYMIZED", "AS": "000Y", "CS": "ANONYMIZED", "DA": "19000101", "DS": "0",
@@ -69,6 +86,8 @@ class DeidSummary:
         dummied: elements replaced by a dummy value (action D).
         uids_replaced: UID values replaced (action U; one element may hold several).
         private_removed: private elements removed (a private sequence counts once).
+        cleaned: descriptors cleaned (action C, Clean Descriptors Option).
+        comments_removed: comment segments removed from compressed pixel data.
         files: data sets de-identified.
         warnings: messages for the user, e.g. burned-in text the profile does not clean.
     """
@@ -78,6 +97,8 @@ class DeidSummary:
     dummied: int = 0
     uids_replaced: int = 0
     private_removed: int = 0
+    cleaned: int = 0
+    comments_removed: int = 0
     files: int = 0
     warnings: list[str] = field(default_factory=list)
 
@@ -90,8 +111,13 @@ class DeidSummary:
 
     def describe(self) -> str:
         """One line, e.g. ``"removed 34 (X), emptied 6 (Z), dummy 0 (D), UIDs replaced 5 (U), private 12"``."""
-        return (f"removed {self.removed} (X), emptied {self.emptied} (Z), dummy {self.dummied} (D), "
+        text = (f"removed {self.removed} (X), emptied {self.emptied} (Z), dummy {self.dummied} (D), "
                 f"UIDs replaced {self.uids_replaced} (U), private removed {self.private_removed}")
+        if self.cleaned:
+            text += f", cleaned {self.cleaned} (C)"
+        if self.comments_removed:
+            text += f", image comments removed {self.comments_removed}"
+        return text
 
 
 class Deidentifier:
@@ -102,11 +128,16 @@ class Deidentifier:
 
     Args:
         key: secret mixed into every new UID; default 32 random bytes, never written anywhere.
+        clean_descriptors: apply the Clean Descriptors Option (module docstring).
+        remove_unlisted: remove unlisted public attributes not needed to display the image.
     """
 
-    def __init__(self, key: bytes | None = None) -> None:
+    def __init__(self, key: bytes | None = None, *, clean_descriptors: bool = False,
+                 remove_unlisted: bool = False) -> None:
         self._key = (key if key is not None else secrets.token_bytes(32)).hex()
         self._uids: dict[str, str] = {}
+        self.clean_descriptors, self.remove_unlisted = clean_descriptors, remove_unlisted
+        self._cleaner: DescriptorCleaner | None = None
 
     @property
     def uids_mapped(self) -> int:
@@ -137,7 +168,8 @@ class Deidentifier:
             the counts of what was done (``files`` = 1).
 
         Raises:
-            DeidentificationError: ``ds`` is a DICOMDIR (its records point at files by name).
+            DeidentificationError: ``ds`` is a DICOMDIR (its records point at files by name), or
+                its compressed pixel data may hold comments that cannot be removed safely.
         """
         meta = getattr(ds, "file_meta", None)
         sop_class = ds.get("SOPClassUID") or (meta.get("MediaStorageSOPClassUID") if meta is not None else None)
@@ -146,11 +178,25 @@ class Deidentifier:
                 "this is a DICOMDIR (a media index that names patients and files); it is not "
                 "de-identified: de-identify the image files and create a new DICOMDIR from them")
         summary = DeidSummary(files=1)
+        try:
+            summary.comments_removed = strip_pixel_comments(ds)
+        except CodestreamError as e:
+            raise DeidentificationError(
+                f"the compressed image may carry text that cannot be removed safely: {e}; nothing was "
+                "saved: decompress the file (e.g. to Explicit VR Little Endian) and de-identify it again") from None
+        if summary.comments_removed:
+            summary.warnings.append(
+                f"removed {summary.comments_removed} comment segment(s) from the compressed image data "
+                "(JPEG / JPEG 2000 comments can hold text such as a name); the image itself is unchanged")
         enhanced = "SharedFunctionalGroupsSequence" in ds
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pydicom's value warnings quote the (identifying) values
-            self._clean(ds, summary, top_level=True, enhanced=enhanced)
-            _mark_deidentified(ds)
+            self._cleaner = DescriptorCleaner(ds) if self.clean_descriptors else None
+            try:
+                self._clean(ds, summary, top_level=True, enhanced=enhanced)
+            finally:
+                summary.cleaned, self._cleaner = (self._cleaner.cleaned if self._cleaner else 0), None
+            _mark_deidentified(ds, clean_descriptors=self.clean_descriptors)
             self._fix_file_meta(ds, summary)
         return summary
 
@@ -163,11 +209,13 @@ class Deidentifier:
                 BurnedInAnnotation attribute is checked either way).
 
         Returns:
-            (bytes of the de-identified DICOM file, summary). The pixel data are byte-identical.
+            (bytes of the de-identified DICOM file, summary). The pixel data are byte-identical,
+            except that comment segments of compressed pixel data are removed (same pixels).
 
         Raises:
             UnsupportedImageError: ``data`` is not DICOM, or too damaged to read.
-            DeidentificationError: a DICOMDIR, or the result could not be written.
+            DeidentificationError: a DICOMDIR, compressed pixel data whose comments cannot be
+                checked, or the result could not be written.
         """
         from medcnn.privacy.burned_in import burned_in_warnings
 
@@ -178,8 +226,10 @@ class Deidentifier:
         return _write(ds), summary
 
     # ----------------------------------------------------------------------------- the walk
-    def _clean(self, ds: Dataset, summary: DeidSummary, *, top_level: bool, enhanced: bool) -> None:
+    def _clean(self, ds: Dataset, summary: DeidSummary, *, top_level: bool, enhanced: bool,
+               meta: bool = False) -> None:
         """Apply the profile to every element of ``ds`` and, recursively, of its sequence items."""
+        descriptors = clean_descriptor_tags() if self._cleaner is not None else frozenset()
         for tag in list(ds.keys()):
             if tag.is_private:
                 del ds[tag]
@@ -191,14 +241,17 @@ class Deidentifier:
                 del ds[tag]
                 summary.removed += 1
                 continue
+            if int(tag) in descriptors:  # C: kept and cleaned (a C sequence is kept, items cleaned)
+                if self._cleaner.clean_element(ds, tag):
+                    continue
+                if elem.VR == "SQ":
+                    self._apply(ds, elem, "K", summary, enhanced=enhanced)
+                    continue
             code = action_for(tag)
             if code is None:
-                if elem.VR == "UN":  # opaque bytes (e.g. an unknown public attribute): unchecked
-                    del ds[tag]
-                    summary.removed += 1
-                elif elem.VR == "SQ":
-                    for item in elem.value:
-                        self._clean(item, summary, top_level=False, enhanced=enhanced)
+                strict = self.remove_unlisted and not meta
+                self._apply(ds, elem, unlisted_action(elem.keyword, elem.VR, strict=strict), summary,
+                            enhanced=enhanced)
                 continue
             action = resolve(code, elem.keyword, enhanced=enhanced, top_level=top_level)
             self._apply(ds, elem, action, summary, enhanced=enhanced)
@@ -240,7 +293,7 @@ class Deidentifier:
         if meta is None:
             meta = FileMetaDataset()
             ds.file_meta = meta
-        self._clean(meta, summary, top_level=False, enhanced=False)
+        self._clean(meta, summary, top_level=False, enhanced=False, meta=True)
         if "TransferSyntaxUID" not in meta:
             implicit, little = ds.original_encoding if ds.original_encoding[0] is not None else (False, True)
             meta.TransferSyntaxUID = (ImplicitVRLittleEndian if implicit
@@ -256,20 +309,24 @@ def _plain_vr(vr: str) -> str:
     return vr.split(" or ")[0]
 
 
-def _mark_deidentified(ds: Dataset) -> None:
+def _mark_deidentified(ds: Dataset, *, clean_descriptors: bool = False) -> None:
     """Set the De-identification attributes of PS3.15 E.3.1 / PS3.3 C.7.1.1 on the top level."""
     from medcnn import __version__
 
     ds.PatientIdentityRemoved = "YES"
     old = ds.get("DeidentificationMethod")
     methods = [] if not old else [str(old)] if isinstance(old, str) else [str(v) for v in old]
-    ours = [f"DICOM PS3.15 {BASIC_PROFILE_EDITION} Table E.1-1 Basic Profile", f"medcnn {__version__}"]
+    ours = [f"DICOM PS3.15 {BASIC_PROFILE_EDITION} Table E.1-1 Basic Profile"]
+    ours += ["Clean Descriptors Option"] if clean_descriptors else []
+    ours += [f"medcnn {__version__}"]
     ds.DeidentificationMethod = methods + [m for m in ours if m not in methods]
-    codes = ds.get("DeidentificationMethodCodeSequence") or Sequence()
-    if not any(item.get("CodeValue") == _CODE_VALUE and item.get("CodingSchemeDesignator") == _CODE_SCHEME
-               for item in codes):
+    wanted = [(_CODE_VALUE, _CODE_SCHEME, _CODE_MEANING)]
+    wanted += [_CLEAN_DESCRIPTORS_CODE] if clean_descriptors else []
+    codes = Sequence([item for item in ds.get("DeidentificationMethodCodeSequence") or Sequence()
+                      if (item.get("CodeValue"), item.get("CodingSchemeDesignator")) not in {w[:2] for w in wanted}])
+    for value, scheme, meaning in wanted:
         item = Dataset()
-        item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = _CODE_VALUE, _CODE_SCHEME, _CODE_MEANING
+        item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
         codes.append(item)
     ds.DeidentificationMethodCodeSequence = codes
     ds.LongitudinalTemporalInformationModified = "REMOVED"
@@ -330,18 +387,23 @@ def deidentify_dataset(ds: Dataset, deidentifier: Deidentifier | None = None) ->
     return (deidentifier or Deidentifier()).deidentify_dataset(ds)
 
 
-def deidentify_bytes(data: bytes, *, check_pixels: bool = True) -> tuple[bytes, DeidSummary]:
+def deidentify_bytes(data: bytes, *, check_pixels: bool = True, clean_descriptors: bool = False,
+                     remove_unlisted: bool = False) -> tuple[bytes, DeidSummary]:
     """De-identify one DICOM file given as bytes, with fresh UIDs (for a download button).
 
     Args:
         data: the uploaded DICOM file.
         check_pixels: also look for bright burned-in text in the image margins.
+        clean_descriptors: apply the Clean Descriptors Option (module docstring).
+        remove_unlisted: remove unlisted public attributes not needed to display the image.
 
     Returns:
         (de-identified DICOM bytes, summary of counts and warnings).
 
     Raises:
         UnsupportedImageError: ``data`` is not a readable DICOM file.
-        DeidentificationError: a DICOMDIR, or the result could not be written.
+        DeidentificationError: a DICOMDIR, compressed pixel data whose comments cannot be checked,
+            or the result could not be written.
     """
-    return Deidentifier().deidentify_bytes(data, check_pixels=check_pixels)
+    deid = Deidentifier(clean_descriptors=clean_descriptors, remove_unlisted=remove_unlisted)
+    return deid.deidentify_bytes(data, check_pixels=check_pixels)

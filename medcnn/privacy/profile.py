@@ -23,8 +23,18 @@ Time, Acquisition DateTime, Device Serial Number) get their ``D`` in Enhanced mu
 
 Not rows but rules (PS3.15 E.1-1 and our stricter additions, applied by
 :mod:`medcnn.privacy.deidentify`): every private attribute (odd group) is removed; group lengths
-(gggg,0000) are removed (retired outside the file meta, which pydicom recomputes); an element
-whose VR is still UN after parsing is removed, since its content cannot be checked.
+(gggg,0000) are removed (retired outside the file meta, which pydicom recomputes).
+
+Public attributes the table does not list (:func:`unlisted_action`): Table E.1-1 is the standard's
+review of the data dictionary, and an attribute of the dictionary that it does not list was judged
+safe to keep (``K``). An attribute the dictionary does not know (an even-group tag with no
+keyword, or an element whose VR is still UN after parsing) was never reviewed and its content
+cannot be checked, so it is removed. The stricter ``strict`` reading (the option "remove unlisted
+attributes") removes every unlisted attribute that can hold a name, a date or free text, keeping
+only what a viewer needs to read and display the image: values that cannot carry text (numbers,
+code strings, UIDs, tags: the Image Pixel, Image Plane, Modality / VOI LUT, Multi-frame and
+functional-group attributes), sequences (whose items are cleaned the same way), the code
+attributes of a code sequence, and the binary pixel, LUT and ICC data listed in :data:`KEEP_BINARY`.
 """
 from __future__ import annotations
 
@@ -41,6 +51,7 @@ __all__ = [
     "action_for",
     "profile_rules",
     "resolve",
+    "unlisted_action",
 ]
 
 #: Edition of PS3.15 whose Table E.1-1 the CSV transcribes.
@@ -54,6 +65,19 @@ ACTIONS = ("D", "Z", "X", "K", "U", "Z/D", "X/Z", "X/D", "X/Z/D", "X/Z/U*")
 # Enhanced CT/MR/XA image modules (Acquisition DateTime, 1C for ORIGINAL images) and the Enhanced
 # General Equipment module (C.7.5.2: Device Serial Number).
 _TYPE1_IN_ENHANCED = frozenset({"ContentDate", "ContentTime", "AcquisitionDateTime", "DeviceSerialNumber"})
+# VRs whose values cannot hold a name, a date or free text (PS3.5 6.2: numbers, code strings of
+# at most 16 upper-case characters, UIDs, attribute tags), and sequences.
+_SAFE_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "DS", "IS", "AT", "CS", "UI", "SQ"})
+#: Binary attributes kept by the strict reading: pixel data and what decodes or colours it.
+KEEP_BINARY = frozenset({
+    "PixelData", "FloatPixelData", "DoubleFloatPixelData", "ExtendedOffsetTable", "ExtendedOffsetTableLengths",
+    "LUTData", "RedPaletteColorLookupTableData", "GreenPaletteColorLookupTableData",
+    "BluePaletteColorLookupTableData", "AlphaPaletteColorLookupTableData",
+    "SegmentedRedPaletteColorLookupTableData", "SegmentedGreenPaletteColorLookupTableData",
+    "SegmentedBluePaletteColorLookupTableData", "ICCProfile",
+})
+# The code attributes of the Code Sequence Macro (PS3.3 Table 8.8-1) that name a concept, not a person.
+_CODE_TEXT = frozenset({"CodeValue", "CodingSchemeDesignator", "CodingSchemeVersion", "LongCodeValue", "URNCodeValue"})
 
 
 @dataclass(frozen=True)
@@ -160,3 +184,22 @@ def resolve(code: str, keyword: str = "", *, enhanced: bool = False, top_level: 
     if enhanced and top_level and keyword in _TYPE1_IN_ENHANCED and "D" in code.split("/"):
         return "D"
     return code.split("/")[0]
+
+
+def unlisted_action(keyword: str, vr: str, *, strict: bool = False) -> str:
+    """``"K"`` or ``"X"`` for a public attribute that the table does not list (module docstring).
+
+    Args:
+        keyword: the attribute's keyword in pydicom's dictionary; empty when the tag is unknown.
+        vr: its value representation as parsed (``"UN"`` when it could not be resolved).
+        strict: remove everything that can carry text except what is needed to display the image.
+
+    Returns:
+        ``"X"`` (remove) or ``"K"`` (keep; a sequence is cleaned item by item).
+    """
+    if not keyword or vr == "UN":
+        return "X"
+    if not strict:
+        return "K"
+    vr = vr.split(" or ")[0]
+    return "K" if vr in _SAFE_VRS or keyword in KEEP_BINARY or keyword in _CODE_TEXT else "X"
