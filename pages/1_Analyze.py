@@ -234,7 +234,9 @@ if image.meta.source_format == "dicom":
                            args=("export de-identified DICOM", key))
 forget_button(key)
 st.caption("The report holds no patient identifiers and not the file name. The DICOM export is "
-           "de-identified with the DICOM Basic Application Level Confidentiality Profile (pixels unchanged).")
+           "de-identified with the DICOM Basic Application Level Confidentiality Profile and its Clean "
+           "Descriptors Option; attributes the profile does not list are removed unless the image needs "
+           "them, and comments inside compressed images are removed (pixels unchanged).")
 
 # ----------------------------------------------------------------------------- image details
 st.subheader("Image")

@@ -303,12 +303,16 @@ def sanity_upload(key: str, _data: bytes, card_path: str, frame: int | None, win
 def deidentified_upload(key: str, _data: bytes) -> tuple[bytes, Any]:
     """The upload de-identified (PS3.15 Basic Profile) for download, computed once per file.
 
+    A case shown at a meeting needs its descriptions, not the scanner's free text: the Clean
+    Descriptors Option keeps descriptions with only known words, and attributes the profile does
+    not list are removed unless the image needs them (:mod:`medcnn.privacy.deidentify`).
+
     Raises:
         ValueError: not a DICOM that can be de-identified.
     """
     from medcnn.privacy import deidentify_bytes
 
-    return deidentify_bytes(_data)
+    return deidentify_bytes(_data, clean_descriptors=True, remove_unlisted=True)
 
 
 # --------------------------------------------------------------------------- errors
