@@ -6,7 +6,7 @@ One subpackage per stage of an upload's path, plus the offline tools. Imports ru
 layers, lowest first (``LAYERS`` in ``tests/test_architecture.py``, which checks it)::
 
     io < preprocess < models < ood, privacy < explain, evaluation < visualize < inference
-       < distributed < training < audit < app, cli
+       < distributed, pacs < training < audit < app, cli
 
 No module imports a private name of another subpackage.
 

@@ -53,7 +53,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("explain", "evaluation"),
     ("visualize",),  # draws both: the heat-map overlays, metric figures and the PDF report
     ("inference",),  # the serving path: Predictor, which card serves an image, the OOD gate's use
-    ("distributed",),  # the serving path and training's steps across processes and machines
+    # the serving path run from elsewhere: across processes and machines (and training's steps
+    # there); a PACS's DICOMweb in, confirmed DICOM results out
+    ("distributed", "pacs"),
     ("training",),
     ("audit",),  # dataset and saliency audits: they train probes and run the serving path
     ("app", "cli"),  # the two front ends: the app's pages and the command line
@@ -311,7 +313,9 @@ def direction_violations(imports: Iterable[Import], layers: tuple[tuple[str, ...
         a, b = _own_unit(imp.source), unit_of(imp.target)
         if a == b or "medcnn" in (a, b) or (str(imp.source.relative_to(REPO)), imp.module) in known:
             continue
-        if index[b] >= index[a]:
+        if a not in index or b not in index:
+            found.append(f"{imp.where}: {a} imports {b}: give {sorted({a, b} - set(index))} a layer")
+        elif index[b] >= index[a]:
             kind = "a peer" if index[b] == index[a] else "a higher layer"
             found.append(f"{imp.where}: {a} (layer {index[a]}) imports {imp.target} from {b}, "
                          f"{kind} (layer {index[b]})")
