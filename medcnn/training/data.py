@@ -1,4 +1,4 @@
-"""Training data: patient-grouped splits and the cached image dataset.
+"""Training data: the rows of a single-label run, patient-grouped splits and the cached image dataset.
 
 The labelled table comes from :func:`medcnn.evaluation.labels.read_labels` (re-exported
 here): labels.csv files or class folders, one policy for splits, patient groups and which
@@ -12,15 +12,19 @@ epoch never decodes a DICOM/PNG twice.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from medcnn.evaluation.labels import read_labels
+from medcnn.evaluation.labels import STANDARD_SPLITS, read_labels
 from medcnn.io import UnsupportedImageError, read_image
+from medcnn.training.state import warn
+
+if TYPE_CHECKING:
+    from medcnn.training.config import TrainConfig
 
 __all__ = [
     "DisplayCache",
@@ -28,6 +32,7 @@ __all__ = [
     "grouped_kfold",
     "grouped_split",
     "label_counts",
+    "load_training_data",
     "read_labels",
 ]
 
@@ -67,6 +72,48 @@ def grouped_split(df: pd.DataFrame, val_fraction: float = 0.2, seed: int = 0) ->
     mask = np.zeros(len(df), dtype=bool)
     mask[va] = True
     return mask
+
+
+# --------------------------------------------------------------------------- rows of a run
+def load_training_data(cfg: TrainConfig) -> tuple[pd.DataFrame, list[str], str, int]:
+    """Rows for single-label training (split ``train``/``val``; ``test`` dropped), classes, positive label.
+
+    Returns:
+        ``(df, classes, positive, n_test_dropped)``.
+
+    Raises:
+        ValueError: a class or column that is not in the rows, or a positive label that is not a class.
+    """
+    df = read_labels(cfg.data)
+    n_test = int((df["split"] == "test").sum())
+    other = sorted(set(df["split"]) - set(STANDARD_SPLITS))
+    if other:
+        warn(f"rows of split(s) {other} are not used for training ({int(df['split'].isin(other).sum())} rows)")
+    df = df[df["split"].isin(["train", "val"])].copy()
+    for old, new in cfg.train_relabel.items():
+        df.loc[(df["split"] == "train") & (df["label"] == old), "label"] = new
+    classes = list(cfg.classes) if cfg.classes else sorted(df["label"].unique())
+    present = set(df["label"])
+    missing = [c for c in classes if c not in present]
+    if missing:
+        raise ValueError(f"class(es) {missing} not in the train/val rows; available: {', '.join(sorted(present))}")
+    df = df[df["label"].isin(classes)].reset_index(drop=True)
+    positive = cfg.positive or classes[-1]
+    if positive not in classes:
+        raise ValueError(f"--positive {positive!r} is not one of the classes {classes}")
+    if not (df["split"] == "val").any():
+        warn(f"no 'val' rows: holding out a patient-grouped {cfg.val_fraction:.0%} of train for validation")
+        mask = grouped_split(df, cfg.val_fraction, cfg.seed)
+        df.loc[mask, "split"] = "val"
+    if cfg.max_train:
+        tr = df[df["split"] == "train"]
+        if len(tr) > cfg.max_train:
+            drop = tr.sample(n=len(tr) - cfg.max_train, random_state=cfg.seed).index
+            df = df.drop(index=drop).reset_index(drop=True)
+    for col in (cfg.val_by, cfg.balance_by):
+        if col and col not in df.columns:
+            raise ValueError(f"column {col!r} not in the labels; columns: {', '.join(map(str, df.columns))}")
+    return df, classes, positive, n_test
 
 
 # --------------------------------------------------------------------------- dataset

@@ -1,7 +1,11 @@
 """The epoch loop of one training run: batches, validation, early stopping, resumable state.
 
 :func:`fit` trains a fresh model on ``train_ds`` and keeps the weights of the epoch that
-scored best on ``val_ds`` (``TrainConfig.monitor``). Validation logits come from
+scored best on ``val_ds`` (``TrainConfig.monitor``). It owns the model, optimiser, schedule,
+sampler and augmentation streams, mixed precision on CUDA, the data-parallel wrapper under
+``torchrun`` and the resumable ``.state.pt`` (written by rank 0 only); the loss, the validation
+metrics, the box-mask targets and the final-layer options come from the run's
+:class:`medcnn.training.heads.Head`. Validation logits come from
 :func:`medcnn.evaluation.predict.predict_dataset`, the loop shared with ``evaluate``.
 """
 from __future__ import annotations
@@ -15,20 +19,19 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from medcnn.distributed.ddp import World, all_sum, current_world, gather_rows, share_scale, RowSubset
 from medcnn.distributed.layers import ShardPlan, make_data_parallel, make_single_process
-from medcnn.evaluation.metrics import roc_auc
 from medcnn.evaluation.predict import predict_dataset
 from medcnn.models import create_model, default_target_layer, prepare_for_device
-from medcnn.training import losses, multilabel
+from medcnn.training import losses
 from medcnn.training.augment import Augment
 from medcnn.training.boxsup import BoxSupervision, box_masks
 from medcnn.training.config import TrainConfig
 from medcnn.training.data import ImageDataset
-from medcnn.training.state import _print, _print_epoch, _resume, _save_state, init_weights
+from medcnn.training.heads import Head, project_nonneg
+from medcnn.training.state import init_weights, print_epoch, resume_state, save_state, say
 
 __all__ = ["fit"]
 
@@ -42,6 +45,7 @@ _VAL_BATCH = 64
 class _Run:
     """What one run trains with and updates: the model, its optimiser and every random stream."""
 
+    head: Head
     model: nn.Module
     channels_last: bool  # the model's weights are channels-last; training batches follow
     loss_fn: nn.Module
@@ -75,72 +79,21 @@ def use_channels_last(cfg: TrainConfig, device: torch.device) -> bool:
     return cfg.channels_last == "on"
 
 
-def _box_supervision(cfg: TrainConfig, model: nn.Module, train_ds: ImageDataset, pos: int,
+def _box_supervision(cfg: TrainConfig, head: Head, model: nn.Module, train_ds: ImageDataset, pos: int,
                      tag: str) -> tuple[BoxSupervision | None, torch.Tensor | None]:
     if not cfg.box_column:
         return None, None
     layer = default_target_layer(cfg.arch)
     masks = torch.from_numpy(box_masks(train_ds.df, cfg.box_column, train_ds.pipeline, cfg.box_ref_size))
-    if train_ds.multilabel:  # no box loss where the boxed finding itself is unknown
-        masks[torch.from_numpy(np.isnan(train_ds.targets[:, pos]))] = float("nan")
+    masks = head.box_masks(masks, train_ds, pos)
     bsup = BoxSupervision(model, layer, cfg.box_weight, cfg.box_mode, target=pos)
-    _print(f"{tag}box supervision on {layer}: "
+    say(f"{tag}box supervision on {layer}: "
            f"{int((masks.flatten(1).max(1).values > 0).sum())} of {len(masks)} training images have boxes")
     return bsup, masks
 
 
-def head_layer(model: nn.Module, option: str) -> nn.Linear:
-    """The model's last linear layer (with a bias); ``option`` names the setting that needs it.
-
-    Raises:
-        ValueError: the model has no linear layer with a bias.
-    """
-    fc = next((m for m in reversed(list(model.modules())) if isinstance(m, nn.Linear)), None)
-    if fc is None or fc.bias is None:
-        raise ValueError(f"{option} needs a model whose last layer is a linear layer with a bias")
-    return fc
-
-
-def project_nonneg(fc: nn.Linear) -> nn.Linear:
-    """Clamp ``fc``'s weights to >= 0 in place (the projection of ``train --nonneg-head``)."""
-    with torch.no_grad():
-        fc.weight.clamp_(min=0.0)
-    return fc
-
-
-def nonneg_head(model: nn.Module) -> nn.Linear:
-    """Project the final layer's weights onto >= 0 (``train --nonneg-head``); returns that layer, which
-    :func:`project_nonneg` projects again after every step.
-
-    On a global-pool + linear head over non-negative (post-ReLU) features, every class activation map
-    is then >= 0: an output can only be raised by image features, never lowered, so "normal" is the
-    absence of evidence, not negative evidence. A film's Grad-CAM map is empty only when its score is
-    at its floor (the bias), so no film above an operating point set above the bias has an empty map,
-    and the map holds all of the evidence for the score.
-    """
-    return project_nonneg(head_layer(model, "--nonneg-head"))
-
-
-def freeze_head_bias(model: nn.Module, value: float) -> nn.Linear:
-    """Fix the bias of the model's last linear layer at ``value`` and leave it out of training.
-
-    With a global-pool + linear head the logit is ``mean(CAM) + bias``. A bias below every operating
-    point's logit means no film reaches the operating point without positive evidence, so its
-    Grad-CAM map on the layer before the pooling cannot be empty (the map's mean is ``logit - bias``
-    > 0). Trained freely, the bias settles near 0, above the thresholds of rare findings, and the
-    network can call a finding by "too little normal evidence" with an all-negative map.
-
-    Raises:
-        ValueError: the model has no linear layer with a bias.
-    """
-    fc = head_layer(model, "--head-bias")
-    with torch.no_grad():
-        fc.bias.fill_(float(value))
-    fc.bias.requires_grad_(False)
-    return fc
-
-
-def _build_run(cfg: TrainConfig, train_ds: ImageDataset, pos: int, device: torch.device, tag: str) -> _Run:
+def _build_run(cfg: TrainConfig, head: Head, train_ds: ImageDataset, pos: int, device: torch.device,
+               tag: str) -> _Run:
     """Seeded model, loss, optimiser, schedule, sampler and augmentation of one run."""
     torch.manual_seed(cfg.seed)
     world = current_world()
@@ -149,21 +102,14 @@ def _build_run(cfg: TrainConfig, train_ds: ImageDataset, pos: int, device: torch
     model = create_model(cfg.arch, len(train_ds.labels))
     if cfg.init:
         init_weights(model, cfg.init)
-    if cfg.head_bias is not None:
-        freeze_head_bias(model, cfg.head_bias)
-    nonneg = nonneg_head(model) if cfg.nonneg_head else None
+    nonneg = head.shape_model(model, cfg)
     model = prepare_for_device(model, device)  # in place: ``nonneg`` stays the model's layer
     channels_last = use_channels_last(cfg, device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     plan = make_data_parallel(model, device) if world.distributed else None
-    if train_ds.multilabel:
-        if world.distributed:
-            raise ValueError("multi-label training (--findings) runs in one process only: run it without torchrun")
-        loss_fn = multilabel.make_multilabel_loss(cfg.imbalance, train_ds.targets).to(device)
-    else:
-        loss_fn = losses.make_loss(cfg.imbalance, train_ds.targets, len(train_ds.labels), cfg.focal_gamma).to(device)
-    bsup, masks = _box_supervision(cfg, model, train_ds, pos, tag)
+    loss_fn = head.loss(cfg, train_ds).to(device)
+    bsup, masks = _box_supervision(cfg, head, model, train_ds, pos, tag)
     params = [q for q in model.parameters() if q.requires_grad] + (list(bsup.parameters()) if bsup is not None else [])
     opt = losses.make_optimizer(cfg.optimizer, params, cfg.lr, cfg.weight_decay, cfg.momentum)
     n = len(train_ds)
@@ -182,7 +128,7 @@ def _build_run(cfg: TrainConfig, train_ds: ImageDataset, pos: int, device: torch
     # every rank draws the same batch order; augmentation draws differ per rank (rank 0: as one process)
     aug_seed = cfg.seed + 1 + 7919 * world.rank
     return _Run(
-        model=model, channels_last=channels_last, loss_fn=loss_fn, opt=opt, sched=sched,
+        head=head, model=model, channels_last=channels_last, loss_fn=loss_fn, opt=opt, sched=sched,
         augment=Augment(**cfg.augment), g_sample=torch.Generator().manual_seed(cfg.seed),
         g_aug=torch.Generator().manual_seed(aug_seed), batch_size=bs, steps=steps,
         weights=None if weights is None else torch.as_tensor(weights),
@@ -265,26 +211,6 @@ def _train_epoch(cfg: TrainConfig, run: _Run, train_ds: ImageDataset, device: to
     return total, round(seen)
 
 
-def _val_metrics(logits: np.ndarray, ds: ImageDataset, pos: int, val_by: str | None) -> dict[str, Any]:
-    """Validation loss (cross-entropy), AUC of the positive label and, with ``val_by``, AUC per group.
-
-    Multi-label: masked BCE, the mean AUC over findings (``val_auc``) and the AUC of each finding.
-    """
-    if ds.multilabel:
-        groups = ds.df[val_by].astype(str).fillna("NA").to_numpy() if val_by else None
-        return multilabel.multilabel_val_metrics(logits, ds.targets, ds.labels, groups)
-    t = torch.from_numpy(logits)
-    y = torch.from_numpy(ds.targets)
-    prob = torch.softmax(t, 1)[:, pos].numpy()
-    yb = (ds.targets == pos).astype(int)
-    m: dict[str, Any] = {"val_loss": float(F.cross_entropy(t, y)) if len(y) else float("nan"),
-                         "val_auc": roc_auc(yb, prob)}
-    if val_by:
-        vals = ds.df[val_by].astype(str).fillna("NA").to_numpy()
-        m["val_auc_by"] = {str(v): roc_auc(yb[vals == v], prob[vals == v]) for v in sorted(set(vals))}
-    return m
-
-
 def _score(m: dict[str, Any], monitor: str) -> float:
     """Early-stopping score of one epoch's validation metrics (higher is better; ``last``: the latest epoch)."""
     if monitor == "last":
@@ -305,18 +231,19 @@ def _epoch(cfg: TrainConfig, run: _Run, train_ds: ImageDataset, val_ds: ImageDat
     total, seen = _train_epoch(cfg, run, train_ds, device, epoch, tag)
     train_s = time.perf_counter() - t0
     logits = _val_logits(run.model, val_ds, device)
-    m = _val_metrics(logits, val_ds, pos, cfg.val_by)
+    m = run.head.val_metrics(logits, val_ds, pos, cfg.val_by)
     rec = {"epoch": epoch, "lr": run.opt.param_groups[0]["lr"], "train_loss": total / max(seen, 1), **m,
            "seconds": round(time.perf_counter() - t0, 2), "train_images_per_s": round(seen / train_s, 1)}
     return rec, logits
 
 
-def fit(cfg: TrainConfig, train_ds: ImageDataset, val_ds: ImageDataset, pos: int,
+def fit(cfg: TrainConfig, head: Head, train_ds: ImageDataset, val_ds: ImageDataset, pos: int,
         device: torch.device, state_path: Path | None, tag: str = "") -> dict[str, Any]:
     """Train with early stopping on validation; resume from ``cfg.resume`` when set.
 
     Args:
         cfg: Run settings.
+        head: The run's head strategy (loss, validation metrics, box targets, final-layer options).
         train_ds, val_ds: Training and validation rows (cached display images).
         pos: Index of the positive label (AUC, box supervision in ``"cam"`` mode).
         device: Where to train.
@@ -330,13 +257,13 @@ def fit(cfg: TrainConfig, train_ds: ImageDataset, val_ds: ImageDataset, pos: int
     Raises:
         FloatingPointError: the training loss became NaN or infinite.
     """
-    run = _build_run(cfg, train_ds, pos, device, tag)
+    run = _build_run(cfg, head, train_ds, pos, device, tag)
     history: list[dict[str, Any]] = []
     best = {"score": -float("inf"), "epoch": 0, "state": None, "logits": None}
     bad, start = 0, 1
     if cfg.resume:
-        start, bad, history, best = _resume(cfg.resume, run.model, run.opt, run.sched, run.g_sample,
-                                            run.g_aug, best)
+        start, bad, history, best = resume_state(cfg.resume, run.model, run.opt, run.sched, run.g_sample,
+                                                 run.g_aug, best)
     # the box-supervision hook lives exactly as long as the training loop
     with run.bsup if run.bsup is not None else contextlib.nullcontext():
         for epoch in range(start, cfg.epochs + 1):
@@ -350,12 +277,12 @@ def fit(cfg: TrainConfig, train_ds: ImageDataset, val_ds: ImageDataset, pos: int
             else:
                 bad += 1
             history.append(rec)
-            _print_epoch(tag, rec, cfg.epochs, improved, cfg.progress)
+            print_epoch(tag, rec, cfg.epochs, improved, cfg.progress)
             if state_path is not None and run.world.is_main:
-                _save_state(state_path, run.model, run.opt, run.sched, run.g_sample, run.g_aug, epoch, bad,
-                            history, best, cfg)
+                save_state(state_path, run.model, run.opt, run.sched, run.g_sample, run.g_aug, epoch, bad,
+                           history, best, cfg)
             if cfg.patience and bad >= cfg.patience:
-                _print(f"{tag}early stop: no improvement of val {cfg.monitor} for {cfg.patience} epochs")
+                say(f"{tag}early stop: no improvement of val {cfg.monitor} for {cfg.patience} epochs")
                 break
     return _finish(run, val_ds, device, history, best)
 

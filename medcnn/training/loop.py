@@ -1,12 +1,25 @@
-"""Training entry points: data selection, the run, calibration, checkpoint + model card writing.
+"""Training entry points: one training run for every head, and patient-grouped cross-validation.
 
-``train(config)`` reads labels.csv files, builds the model's preprocessing pipeline,
-caches the decoded images, trains with early stopping on validation AUC of the positive
-label (the epoch loop is :func:`medcnn.training.fit.fit`), calibrates on validation
-(temperature + Youden threshold), and writes ``<out>.pt`` + ``<out>.json``. The ``test`` split is dropped when the labels are read:
-it is never used for training, early stopping, calibration or the threshold.
+``train(config)`` is the one skeleton of a run, for a softmax (``--classes``) and a sigmoid
+(``--findings``) model alike:
 
-``cross_validate(config)`` runs patient-grouped stratified K-fold over train+val.
+1. validate the settings that fail fast, seed, pick the device (``cuda:LOCAL_RANK`` under torchrun);
+2. read the train + val rows (the head's :meth:`~medcnn.training.heads.Head.rows`; the ``test``
+   split is dropped when the labels are read: it is never used for training, early stopping,
+   calibration or the threshold);
+3. build the model's preprocessing pipeline and decode every image once into a shared cache;
+4. train with early stopping on validation (:func:`medcnn.training.fit.fit`: optimiser, schedule,
+   mixed precision, the data-parallel wrapper, resumable ``<out>.state.pt``);
+5. calibrate on validation and fill the model card (the head's
+   :meth:`~medcnn.training.heads.Head.card`);
+6. write ``<out>.pt`` + ``<out>.json``.
+
+Under ``torchrun`` the processes train one model data-parallel; rank 0 alone writes the state,
+the checkpoint and the card, and prints progress. What differs between the heads (targets, loss,
+monitored metrics, box targets, calibration and card fields) is the head strategy
+(:mod:`medcnn.training.heads`); nothing else in a run asks which head it trains.
+
+``cross_validate(config)`` runs patient-grouped stratified K-fold over train+val (softmax heads).
 """
 from __future__ import annotations
 
@@ -16,25 +29,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
-from medcnn.distributed.ddp import current_world, process_group, rank_device
-from medcnn.evaluation.labels import STANDARD_SPLITS
+from medcnn.distributed.ddp import World, current_world, process_group, rank_device
 from medcnn.models import create_model, get_device, save_checkpoint
-from medcnn.models.card import card_file
 from medcnn.training.augment import Augment
 from medcnn.training.config import MONITORS, TrainConfig
-from medcnn.training.data import DisplayCache, ImageDataset, grouped_kfold, grouped_split, read_labels
+from medcnn.training.data import DisplayCache, ImageDataset, grouped_kfold, load_training_data
 from medcnn.training.fit import fit
-from medcnn.training.meta import build_card, calibrate, final_metrics, fold_metrics, summarize_folds
-from medcnn.training.state import _print, _warn
+from medcnn.training.heads import Head, head_for
+from medcnn.training.meta import fold_metrics, summarize_folds
+from medcnn.training.state import say
 
 if TYPE_CHECKING:
+    from medcnn.models.card import ModelCard
     from medcnn.preprocess import Pipeline
 
-__all__ = ["TrainConfig", "TrainResult", "cross_validate", "load_training_data", "train"]
+__all__ = ["TrainConfig", "TrainResult", "cross_validate", "load_training_data", "state_path", "train"]
 
 
 @dataclass
@@ -49,45 +61,6 @@ class TrainResult:
     card_path: Path | None = None
 
 
-# --------------------------------------------------------------------------- data
-def load_training_data(cfg: TrainConfig) -> tuple[pd.DataFrame, list[str], str, int]:
-    """Rows for training (split ``train``/``val``; ``test`` dropped), classes, positive label.
-
-    Returns:
-        ``(df, classes, positive, n_test_dropped)``.
-    """
-    df = read_labels(cfg.data)
-    n_test = int((df["split"] == "test").sum())
-    other = sorted(set(df["split"]) - set(STANDARD_SPLITS))
-    if other:
-        _warn(f"rows of split(s) {other} are not used for training ({int(df['split'].isin(other).sum())} rows)")
-    df = df[df["split"].isin(["train", "val"])].copy()
-    for old, new in cfg.train_relabel.items():
-        df.loc[(df["split"] == "train") & (df["label"] == old), "label"] = new
-    classes = list(cfg.classes) if cfg.classes else sorted(df["label"].unique())
-    present = set(df["label"])
-    missing = [c for c in classes if c not in present]
-    if missing:
-        raise ValueError(f"class(es) {missing} not in the train/val rows; available: {', '.join(sorted(present))}")
-    df = df[df["label"].isin(classes)].reset_index(drop=True)
-    positive = cfg.positive or classes[-1]
-    if positive not in classes:
-        raise ValueError(f"--positive {positive!r} is not one of the classes {classes}")
-    if not (df["split"] == "val").any():
-        _warn(f"no 'val' rows: holding out a patient-grouped {cfg.val_fraction:.0%} of train for validation")
-        mask = grouped_split(df, cfg.val_fraction, cfg.seed)
-        df.loc[mask, "split"] = "val"
-    if cfg.max_train:
-        tr = df[df["split"] == "train"]
-        if len(tr) > cfg.max_train:
-            drop = tr.sample(n=len(tr) - cfg.max_train, random_state=cfg.seed).index
-            df = df.drop(index=drop).reset_index(drop=True)
-    for col in (cfg.val_by, cfg.balance_by):
-        if col and col not in df.columns:
-            raise ValueError(f"column {col!r} not in the labels; columns: {', '.join(map(str, df.columns))}")
-    return df, classes, positive, n_test
-
-
 def state_path(cfg: TrainConfig) -> Path | None:
     """Where a run writes its resumable state (``<out>.state.pt``, folder created), or None."""
     if not (cfg.out and cfg.save_state):
@@ -98,6 +71,7 @@ def state_path(cfg: TrainConfig) -> Path | None:
 
 
 def _pipeline(cfg: TrainConfig) -> Pipeline:
+    """The run's preprocessing (``cfg.preprocess``, else the task's default at ``cfg.size``)."""
     from medcnn.preprocess import Pipeline, default_config
 
     return Pipeline.from_config(cfg.preprocess or default_config(cfg.task, cfg.size))
@@ -144,36 +118,46 @@ def train(cfg: TrainConfig) -> TrainResult:
 
 
 def _train(cfg: TrainConfig) -> TrainResult:
-    """:func:`train` inside the (possibly one-process) process group."""
+    """:func:`train` inside the (possibly one-process) process group: the skeleton of every run."""
     device = _setup(cfg)
-    if cfg.findings:
-        from medcnn.training.findings import train_findings
-
-        return train_findings(cfg, device)
-    main = current_world().is_main
-    df, classes, positive, n_test = load_training_data(cfg)
-    pos = classes.index(positive)
+    head = head_for(cfg)
+    _check_folds(head, cfg)
+    world = current_world()
+    rows = head.rows(cfg)
     pipe = _pipeline(cfg)
     cache = DisplayCache(pipe)
-    train_ds = ImageDataset(df[df["split"] == "train"], pipe, classes, cache=cache)
-    val_ds = ImageDataset(df[df["split"] == "val"], pipe, classes, cache=cache)
-    _print(f"train {len(train_ds)} / val {len(val_ds)} images ({n_test} test rows left out); "
-           f"classes {classes}, positive {positive!r}; {cfg.arch} on {device}")
-    cache.fill(train_ds.paths + val_ds.paths, progress=cfg.progress and main)
-    result = fit(cfg, train_ds, val_ds, pos, device, state_path(cfg))
-    cal = calibrate(result["val_logits"], val_ds.targets, pos, enabled=cfg.calibrate)
-    metrics = final_metrics(result["val_logits"], val_ds, pos, cal, cfg.val_by, cfg.n_boot, cfg.seed)
-    card = build_card(cfg, classes, positive, pipe, df, n_test, result, cal, metrics, device)
-    card_path = None
-    if cfg.out and main:
-        card_path = save_checkpoint(result["model"], card, cfg.out)
-    elif cfg.out:  # rank 0 writes the checkpoint; the other ranks report the same card
-        card_path = card_file(cfg.out)  # as save_checkpoint names it
-        card.name = card_path.stem
-    if card_path:
-        _print(f"wrote {card_path.with_suffix('.pt')} and {card_path}")
+    train_ds, val_ds = rows.dataset("train", pipe, cache), rows.dataset("val", pipe, cache)
+    say(f"train {len(train_ds)} / val {len(val_ds)} images {rows.note}; {cfg.arch} on {device}")
+    cache.fill(train_ds.paths + val_ds.paths, progress=cfg.progress and world.is_main)
+    result = fit(cfg, head, train_ds, val_ds, rows.pos, device, state_path(cfg))
+    card = head.card(cfg, rows, pipe, val_ds, result, device)
+    card_path = _write(cfg, result["model"], card, world)
     return TrainResult(result["model"], card, result["history"], result["best_epoch"], result["best_score"],
                        card_path)
+
+
+def _write(cfg: TrainConfig, model: nn.Module, card: ModelCard, world: World) -> Path | None:
+    """Rank 0 writes ``<out>.pt`` + ``<out>.json``; every rank returns the card's path (None without ``out``).
+
+    The other ranks name their card as :func:`medcnn.models.save_checkpoint` names rank 0's, so all
+    ranks report the same card.
+    """
+    if not cfg.out:
+        return None
+    if world.is_main:
+        card_path = save_checkpoint(model, card, cfg.out)
+    else:
+        stem = Path(cfg.out).with_suffix("") if Path(cfg.out).suffix in (".pt", ".json") else Path(cfg.out)
+        card_path = stem.with_suffix(".json")
+        card.name = stem.name
+    say(f"wrote {card_path.with_suffix('.pt')} and {card_path}")
+    return card_path
+
+
+def _check_folds(head: Head, cfg: TrainConfig) -> None:
+    """Refuse ``--folds`` for a head that cannot be cross-validated."""
+    if cfg.folds and not head.cross_validates:
+        raise ValueError(f"cross-validation (--folds) is not available for {head.title} training")
 
 
 def cross_validate(cfg: TrainConfig) -> dict[str, Any]:
@@ -189,23 +173,25 @@ def cross_validate(cfg: TrainConfig) -> dict[str, Any]:
 def _cross_validate(cfg: TrainConfig) -> dict[str, Any]:
     """:func:`cross_validate` inside the (possibly one-process) process group."""
     device = _setup(cfg)
+    head = head_for(cfg)
+    _check_folds(head, cfg)
     if cfg.folds < 2:
         raise ValueError(f"--folds must be >= 2, got {cfg.folds}")
-    df, classes, positive, n_test = load_training_data(cfg)
-    pos = classes.index(positive)
+    rows = head.rows(cfg)
+    df, classes, pos = rows.df, rows.labels, rows.pos
     pipe = _pipeline(cfg)
     cache = DisplayCache(pipe)
     cache.fill(df["path"].tolist(), progress=cfg.progress and current_world().is_main)
     fold_cfg = copy.copy(cfg)
     fold_cfg.resume = None
-    rows = []
+    folds = []
     for i, (tr, va) in enumerate(grouped_kfold(df, cfg.folds, cfg.seed), start=1):
         train_ds = ImageDataset(df.iloc[tr], pipe, classes, cache=cache)
         val_ds = ImageDataset(df.iloc[va], pipe, classes, cache=cache)
-        _print(f"fold {i}/{cfg.folds}: train {len(train_ds)} / val {len(val_ds)}")
-        result = fit(fold_cfg, train_ds, val_ds, pos, device, None, tag=f"[fold {i}] ")
-        rows.append({"fold": i, "n_train": len(train_ds), "n_val": len(val_ds),
-                     **fold_metrics(result, val_ds, pos, cfg.val_by)})
-    return {"folds": rows, "summary": summarize_folds(rows), "classes": classes, "positive_label": positive,
-            "n_rows": len(df), "test_rows_excluded": n_test,
+        say(f"fold {i}/{cfg.folds}: train {len(train_ds)} / val {len(val_ds)}")
+        result = fit(fold_cfg, head, train_ds, val_ds, pos, device, None, tag=f"[fold {i}] ")
+        folds.append({"fold": i, "n_train": len(train_ds), "n_val": len(val_ds),
+                      **fold_metrics(result, val_ds, pos, cfg.val_by)})
+    return {"folds": folds, "summary": summarize_folds(folds), "classes": classes, "positive_label": rows.positive,
+            "n_rows": len(df), "test_rows_excluded": rows.n_test,
             "config": {k: v for k, v in asdict(cfg).items() if k not in ("progress",)}}

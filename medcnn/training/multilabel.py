@@ -39,6 +39,12 @@ class MaskedBCE(nn.Module):
                                                   pos_weight=self.pos_weight)
         return loss[known].mean()
 
+    @staticmethod
+    def mean_weights(targets: np.ndarray | torch.Tensor) -> np.ndarray:
+        """How much each row counts in the mean: its known labels, (N,) (for
+        :func:`medcnn.distributed.ddp.share_scale`, which splits a batch over ranks)."""
+        return (~np.isnan(np.asarray(targets, dtype=np.float64))).sum(axis=1)
+
 
 def make_multilabel_loss(imbalance: str, targets: np.ndarray) -> nn.Module:
     """Masked BCE, with per-finding positive weights for ``class_weight``.

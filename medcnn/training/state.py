@@ -1,8 +1,10 @@
-"""Training-loop helpers: progress lines, warnings, resumable training state.
+"""Training-run helpers: rank-0 progress lines and warnings, resumable training state.
 
-Private to :mod:`medcnn.training.loop`. A training state (``<out>.state.pt``) holds the model,
-optimiser, scheduler, epoch counters, best checkpoint and every random generator, so a
-resumed run continues exactly where it stopped. It is loaded with ``weights_only=True``.
+Used by the modules of :mod:`medcnn.training` (not part of the package's public API). In a
+data-parallel run only rank 0 prints and warns (:func:`say`, :func:`warn`). A training state
+(``<out>.state.pt``) holds the model, optimiser, scheduler, epoch counters, best checkpoint and
+every random generator, so a resumed run continues exactly where it stopped. It is loaded with
+``weights_only=True``.
 """
 from __future__ import annotations
 
@@ -11,20 +13,22 @@ from typing import Any
 
 import torch
 
-__all__: list[str] = []
+__all__ = ["init_weights", "print_epoch", "resume_state", "save_state", "say", "warn"]
 
 
-def _print_epoch(tag: str, r: dict[str, Any], epochs: int, improved: bool, progress: bool) -> None:
+def print_epoch(tag: str, r: dict[str, Any], epochs: int, improved: bool, progress: bool) -> None:
+    """One epoch's history record as a progress line (``*``: the best epoch so far)."""
     f = lambda v: "  n/a" if v is None else f"{v:.3f}"  # noqa: E731
     groups = ""
     if r.get("val_auc_by"):
         groups = " [" + " ".join(f"{k} {f(v)}" for k, v in r["val_auc_by"].items()) + "]"
-    _print(f"{tag}epoch {r['epoch']:3d}/{epochs} train_loss {r['train_loss']:.4f} val_loss {r['val_loss']:.4f} "
+    say(f"{tag}epoch {r['epoch']:3d}/{epochs} train_loss {r['train_loss']:.4f} val_loss {r['val_loss']:.4f} "
            f"val_auc {f(r['val_auc'])}{groups} lr {r['lr']:.2e} {r['seconds']:.1f}s "
            f"{r['train_images_per_s']:.0f} img/s{' *' if improved else ''}")
 
 
-def _print(msg: str) -> None:
+def say(msg: str) -> None:
+    """Write a progress line (rank 0 only; above any progress bar)."""
     from tqdm.auto import tqdm
 
     from medcnn.distributed.ddp import current_world
@@ -34,7 +38,8 @@ def _print(msg: str) -> None:
     tqdm.write(msg)
 
 
-def _warn(msg: str) -> None:
+def warn(msg: str) -> None:
+    """Warn about a soft problem of the run (rank 0 only), attributed to the caller's caller."""
     import warnings
 
     from medcnn.distributed.ddp import current_world
@@ -45,7 +50,7 @@ def _warn(msg: str) -> None:
 
 
 # --------------------------------------------------------------------------- state
-def _save_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any,
+def save_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any,
                 g_sample: torch.Generator, g_aug: torch.Generator, epoch: int, bad: int,
                 history: list[dict[str, Any]], best: dict[str, Any], cfg: Any) -> None:
     """Write the resumable state after ``epoch`` atomically (a temporary file, then a rename)."""
@@ -62,7 +67,7 @@ def _save_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, 
     tmp.replace(path)
 
 
-def _resume(path: str | Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any,
+def resume_state(path: str | Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any,
             g_sample: torch.Generator, g_aug: torch.Generator,
             best: dict[str, Any]) -> tuple[int, int, list[dict[str, Any]], dict[str, Any]]:
     """Restore a ``.state.pt``; a plain state_dict ``.pt`` only initialises the weights.
@@ -73,7 +78,7 @@ def _resume(path: str | Path, model: torch.nn.Module, opt: torch.optim.Optimizer
     state = torch.load(path, map_location="cpu", weights_only=True)
     if "optimizer" not in state:
         model.load_state_dict(state)
-        _warn(f"{path} is a weights file, not a training state: starting from its weights at epoch 1")
+        warn(f"{path} is a weights file, not a training state: starting from its weights at epoch 1")
         return 1, 0, [], best
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
@@ -84,7 +89,7 @@ def _resume(path: str | Path, model: torch.nn.Module, opt: torch.optim.Optimizer
     logits = state.get("best_logits")
     best = {"score": state["best_score"], "epoch": state["best_epoch"], "state": state["best_state"],
             "logits": None if logits is None else logits.numpy()}
-    _print(f"resumed from {path} after epoch {state['epoch']}")
+    say(f"resumed from {path} after epoch {state['epoch']}")
     return state["epoch"] + 1, state["bad_epochs"], list(state["history"]), best
 
 
@@ -108,6 +113,6 @@ def init_weights(model: torch.nn.Module, path: str | Path) -> list[str]:
         raise ValueError(f"--init {path}: no weights match this architecture")
     model.load_state_dict(take, strict=False)
     left = sorted(set(own) - set(take))
-    _print(f"initialised {len(take)} of {len(own)} tensors from {path}"
+    say(f"initialised {len(take)} of {len(own)} tensors from {path}"
            + (f" (fresh: {', '.join(left)})" if left else ""))
     return left
