@@ -234,12 +234,18 @@ def _print_folds(result: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train one model (or cross-validate with ``--folds``) and print the validation summary."""
+    """Train one model (or cross-validate with ``--folds``) and print the validation summary.
+
+    Under ``torchrun`` every process trains; rank 0 alone prints the summary and writes ``--json-out``.
+    """
     cfg = _config(args)
+    from medcnn.distributed.ddp import launched_world
     from medcnn.training import loop as tr
 
     if cfg.folds:
         result = tr.cross_validate(cfg)
+        if not launched_world().is_main:  # under torchrun rank 0 alone reports the run
+            return 0
         _print_folds(result)
         if args.json_out:
             args.json_out.parent.mkdir(parents=True, exist_ok=True)
@@ -247,6 +253,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"wrote {args.json_out}", file=sys.stderr)
         return 0
     res = tr.train(cfg)
+    if not launched_world().is_main:  # every rank holds the same model; rank 0 alone reports it
+        return 0
     val = res.card.metrics.get("val", {})
     if res.card.multilabel:
         print(f"best epoch {res.best_epoch}: mean val AUC over findings {_fmt(val.get('mean_auc'))}")

@@ -137,12 +137,15 @@ def share_scale(loss_fn: nn.Module, targets: Sequence[int] | np.ndarray, start: 
 
     DDP averages gradients over ranks, so rank r's loss must be ``size * d_r / D``, where
     ``d_r`` is the normaliser of its mean (its row count; for class-weighted cross-entropy the
-    sum of its rows' class weights) and ``D`` the global batch's. Then
-    ``mean_r(size * d_r / D * loss_r) = sum_r d_r loss_r / D``, the global mean.
+    sum of its rows' class weights; for a loss with a ``mean_weights(targets)`` method, the sum
+    of what it returns for its rows, e.g. the known labels of a masked multi-label loss) and
+    ``D`` the global batch's. Then ``mean_r(size * d_r / D * loss_r) = sum_r d_r loss_r / D``,
+    the global mean.
 
     Args:
         loss_fn: The run's loss (mean reduction).
-        targets: Class indices of the whole global batch, (B,).
+        targets: Targets of the whole global batch: class indices (B,), or what the loss's
+            ``mean_weights`` reads (e.g. a (B, C) multi-label matrix).
         start, stop: This rank's rows (:meth:`World.share`).
         world: The run's world.
 
@@ -151,6 +154,12 @@ def share_scale(loss_fn: nn.Module, targets: Sequence[int] | np.ndarray, start: 
     """
     if not world.distributed:
         return 1.0
+    mean_weights = getattr(loss_fn, "mean_weights", None)
+    if callable(mean_weights):
+        w = torch.as_tensor(mean_weights(targets), dtype=torch.float64)
+        total = float(w.sum())
+        # no row counts anywhere: every rank's loss is 0 and so is its gradient
+        return float(world.size * w[start:stop].sum() / total) if total > 0 else 0.0
     y = torch.as_tensor(np.asarray(targets), dtype=torch.long)
     weight = getattr(loss_fn, "weight", None)
     if isinstance(loss_fn, nn.CrossEntropyLoss) and weight is not None:
