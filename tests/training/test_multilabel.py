@@ -228,6 +228,18 @@ def test_per_finding_shortcut_audit(shapes, tmp_path, capsys):
     assert card.audit["shortcut_findings"]["findings"]["Blob"]["n_positive"] == 24
 
 
+def test_findings_runs_refuse_cross_validation(shapes):
+    """--folds with --findings is refused by both entry points (cross_validate used to run a single-label
+    cross-validation of the label column instead)."""
+    from medcnn.training.loop import TrainConfig, cross_validate, train
+
+    cfg = TrainConfig(data=[str(shapes)], findings=["Blob", "Bar=bar"], findings_column="findings",
+                      arch="simplecnn", size=32, epochs=1, batch_size=8, folds=3, progress=False)
+    for entry in (cross_validate, train):
+        with pytest.raises(ValueError, match=r"cross-validation \(--folds\) is not available for multi-label"):
+            entry(cfg)
+
+
 def _train_tiny_resnet(shapes, out, capsys, *flags):
     """A 3-epoch tinyresnet findings model on the shapes set with extra ``flags``: (its card as JSON, Predictor)."""
     from medcnn.inference import Predictor
