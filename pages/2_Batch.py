@@ -1,6 +1,7 @@
 """Batch: several files or a ZIP -> table, CSV and thumbnails with saliency overlays.
 
-Thin page: reading ZIPs (in memory, with zip-bomb guards) and analysing each file live in
+Thin page: reading ZIPs (in memory, with zip-bomb guards and one decompression budget for all the
+ZIPs of an upload, expanded once per session) and analysing each file live in
 :mod:`medcnn.app.batch`. One bad file only fills the ``error`` column of its row.
 """
 import streamlit as st
@@ -33,11 +34,16 @@ if not files:
     st.info("Upload files to start. Each file gets a row; a file that cannot be read only fills "
             f"its error column. ZIP limits: {app_batch.ZIP_MAX_MEMBERS} files, "
             f"{app_batch.ZIP_MAX_MEMBER_BYTES // 2**20} MiB per file, "
-            f"{app_batch.ZIP_MAX_TOTAL_BYTES // 2**20} MiB in total.")
+            f"{app_batch.ZIP_MAX_TOTAL_BYTES // 2**20} MiB in total for all the ZIPs of one upload.")
     st.stop()
 
 appstate.warm_up(cards)
-items = list(app_batch.expand_uploads((f.name, f.getvalue()) for f in files))
+items, refused = app_batch.batch_items([(f.name, f.getvalue()) for f in files])
+if refused:  # the whole upload is refused; the previously accepted files (if any) stay shown
+    st.error(refused)
+    if not items:
+        st.stop()
+    st.caption(f"Showing the {len(items)} files of the previous upload.")
 progress = st.progress(0.0, text=f"Analysing {len(items)} files...")
 results = []
 for i, item in enumerate(items, start=1):

@@ -11,6 +11,7 @@ from medcnn.app import batch as app_batch
 from medcnn.app import cards as app_cards
 from medcnn.app import recalibrate as app_recal
 from medcnn.app import state as appstate
+from medcnn.io import ArchiveBudgetError
 
 page_setup("Recalibrate", "🎯")
 
@@ -50,7 +51,8 @@ files = st.file_uploader(
     key="recal_upload")
 if not files:
     st.info("Upload the site's labelled images to start. They stay in memory and are never written to disk. "
-            f"ZIP limits: {app_batch.ZIP_MAX_MEMBERS} files, {app_batch.ZIP_MAX_TOTAL_BYTES // 2**20} MiB in total.")
+            f"ZIP limits: {app_batch.ZIP_MAX_MEMBERS} files, {app_batch.ZIP_MAX_TOTAL_BYTES // 2**20} MiB in total "
+            "for all the ZIPs of one upload.")
     st.stop()
 
 card = next(c for c in cards if c.name == model_name)
@@ -73,10 +75,13 @@ if table is not None:
         split = None if choice == "all" else choice
 
 try:
-    site = app_recal.collect_site(uploads, card.labels, group_column, split)
+    site = app_recal.collect_site(uploads, card.labels, group_column, split, cache=app_batch.session_cache())
     with st.spinner(f"Scoring {len(site.data)} images with {card.name}..."):
         result = app_recal.recalibrate_site(site.key, site, str(card.path), app_cards.card_mtime(card),
                                             int(min_per_class), int(n_boot))
+except ArchiveBudgetError as e:  # the same message as on the other pages that take ZIPs
+    st.error(app_batch.refusal_message(e))
+    st.stop()
 except Exception as e:  # noqa: BLE001
     fail("recalibrating", e)
 

@@ -29,8 +29,10 @@ with st.sidebar:
     uploads = st.file_uploader("Several DICOM / PNG / JPEG files, or ZIP archives of them (read in memory, "
                                "never extracted)", type=None, accept_multiple_files=True, key=review.uploader_key())
     if uploads:  # take the set, then empty the uploader: its file names must not stay on screen
-        review.take_uploads(uploads)
+        review.take_uploads(uploads)  # an upload over the ZIP budget is refused; the set loaded stays
         st.rerun()
+    if review.refusal():
+        st.error(review.refusal())
     cases = review.loaded_cases()
     if cases:
         st.caption(f"{len(cases)} case{'s' if len(cases) != 1 else ''} loaded. Uploading again replaces the set.")

@@ -1,48 +1,83 @@
 """Batch analysis for the Streamlit app: uploads and ZIP archives -> one row per file.
 
-ZIP archives are opened in memory with zip-bomb guards, never extracted to disk. Each
-file goes through the same cached read / predict / explain as a single upload
+ZIP archives are listed and expanded by :mod:`medcnn.io.archive`: in memory, never extracted,
+with zip-bomb guards and one decompression budget for all the ZIPs of one upload
+(:data:`ZIP_MAX_TOTAL_BYTES`); over it the whole upload is refused before anything is expanded
+(:class:`~medcnn.io.archive.ArchiveBudgetError`, shown by every page as :func:`refusal_message`).
+This module keeps each session's :class:`~medcnn.io.archive.ExpansionCache`
+(:func:`session_cache`, at most :data:`SESSION_EXPANDED_BYTES`), so a rerun (a slider move)
+does not expand a ZIP again, and the Batch page's items are lazy: a member is expanded when it
+is analysed. Each file goes through the same cached read / predict / explain as a single upload
 (:mod:`medcnn.app.state`); one bad file only fills the ``error`` column of its row.
 """
 from __future__ import annotations
 
-import io
-import zipfile
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+import functools
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import streamlit as st
 
 from medcnn.app.findings import batch_columns, default_target, is_multilabel
-from medcnn.app.state import (AUTO_MODEL, digest, explain_upload, get_predictor, predict_upload, read_upload,
-                              resolve_card_path)
+from medcnn.app.state import (AUTO_MODEL, digest, error_message, explain_upload, get_predictor, predict_upload,
+                              read_upload, resolve_card_path)
+from medcnn.io import archive
+from medcnn.io.archive import ArchiveBudgetError, ArchiveMemberError, ExpansionCache, UploadSet
 
 __all__ = [
     "BatchItem",
     "BatchResult",
+    "SESSION_EXPANDED_BYTES",
     "ZIP_MAX_MEMBERS",
     "ZIP_MAX_MEMBER_BYTES",
     "ZIP_MAX_TOTAL_BYTES",
     "analyze_batch_item",
+    "batch_items",
     "expand_uploads",
+    "refusal_message",
     "rows_to_csv",
+    "session_cache",
 ]
 
-#: ZIP guards (zip bombs): member count, size of one member, total uncompressed size.
-ZIP_MAX_MEMBERS = 500
-ZIP_MAX_MEMBER_BYTES = 128 * 2**20
-ZIP_MAX_TOTAL_BYTES = 512 * 2**20
-_ZIP_MAGIC = b"PK\x03\x04"
+#: ZIP guards (zip bombs): files per ZIP, size of one member, and what all the ZIPs of one
+#: upload may expand to together (:mod:`medcnn.io.archive` owns them and says why).
+ZIP_MAX_MEMBERS = archive.MAX_MEMBERS
+ZIP_MAX_MEMBER_BYTES = archive.MAX_MEMBER_BYTES
+ZIP_MAX_TOTAL_BYTES = archive.MAX_REQUEST_BYTES
+#: Most expanded ZIP bytes one session keeps between reruns: one whole accepted upload, so a
+#: rerun never expands again, and no more, so one session cannot fill the server.
+SESSION_EXPANDED_BYTES = archive.MAX_REQUEST_BYTES
+
+_CACHE = "_zip_expansions"  # session-state key of the session's ExpansionCache
+_ACCEPTED = "_batch_accepted"  # session-state key: (name, SHA-256) of the last accepted Batch upload
 
 
 @dataclass
 class BatchItem:
-    """One file of a batch: its name (``zip/member`` for ZIP members), bytes, or an error."""
+    """One file of a batch: its name (``zip/member`` for ZIP members), bytes, or an error.
+
+    A lazy item (from :func:`expand_uploads` with ``lazy=True``) has no ``data`` yet: :meth:`read`
+    expands its member when it is analysed.
+    """
 
     name: str
-    data: bytes | None
+    data: bytes | None = None
     error: str = ""
+    source: Callable[[], bytes] | None = field(default=None, repr=False, compare=False)
+
+    def read(self) -> bytes:
+        """The file's bytes (a lazy ZIP member is expanded now, or taken from the session's cache).
+
+        Raises:
+            ArchiveMemberError: the item is an error, or its member cannot be read.
+        """
+        if self.data is not None:
+            return self.data
+        if self.error or self.source is None:
+            raise ArchiveMemberError(self.error or "no bytes to read")
+        return self.source()
 
 
 def expand_uploads(
@@ -50,55 +85,71 @@ def expand_uploads(
     max_members: int = ZIP_MAX_MEMBERS,
     max_member_bytes: int = ZIP_MAX_MEMBER_BYTES,
     max_total_bytes: int = ZIP_MAX_TOTAL_BYTES,
-) -> Iterator[BatchItem]:
+    cache: ExpansionCache | None = None,
+    lazy: bool = False,
+) -> list[BatchItem]:
     """Uploaded files as batch items; ZIP archives are opened in memory, never extracted.
 
-    Directories, hidden files and ``__MACOSX`` entries are skipped. A member whose
-    declared or actual uncompressed size exceeds ``max_member_bytes`` becomes an error
-    item (the read is bounded, so a lying header cannot exhaust memory); members beyond
-    ``max_members`` or ``max_total_bytes`` are not read, and one error item says so.
+    Directories, hidden files and ``__MACOSX`` entries are skipped. A member declared larger
+    than ``max_member_bytes``, or one that cannot be read, becomes an error item; members
+    beyond ``max_members`` are not read, and one error item says so.
+
+    Args:
+        files: ``(name, bytes)`` per uploaded file (one upload request).
+        max_members: Most files read from one ZIP.
+        max_member_bytes: Largest uncompressed member.
+        max_total_bytes: What all the ZIPs of ``files`` may expand to together.
+        cache: Session cache of expanded members (None: expand every time).
+        lazy: Leave members unexpanded until :meth:`BatchItem.read`.
+
+    Raises:
+        ArchiveBudgetError: the ZIPs together declare more than ``max_total_bytes``; nothing
+            was expanded.
     """
-    for name, data in files:
-        if data[:4] == _ZIP_MAGIC:
-            yield from _zip_members(name, data, max_members, max_member_bytes, max_total_bytes)
+    uploads = UploadSet(files, max_members, max_member_bytes, max_total_bytes, cache)
+    items = []
+    for entry in uploads.entries:
+        if entry.error:
+            items.append(BatchItem(entry.name, None, entry.error))
+        elif lazy:
+            items.append(BatchItem(entry.name, source=functools.partial(uploads.read, entry)))
         else:
-            yield BatchItem(name, data)
+            try:
+                items.append(BatchItem(entry.name, uploads.read(entry)))
+            except ArchiveMemberError as e:
+                items.append(BatchItem(entry.name, None, str(e)))
+    return items
 
 
-def _zip_members(name: str, data: bytes, max_members: int, max_member_bytes: int,
-                 max_total_bytes: int) -> Iterator[BatchItem]:
+def session_cache() -> ExpansionCache:
+    """This session's cache of expanded ZIP members (created on first use)."""
+    return st.session_state.setdefault(_CACHE, ExpansionCache(SESSION_EXPANDED_BYTES))
+
+
+def refusal_message(error: ArchiveBudgetError) -> str:
+    """What every page shows when an upload's ZIPs are over the budget (one wording everywhere)."""
+    return error_message("reading the uploads", error)
+
+
+def batch_items(files: Sequence[tuple[str, bytes]]) -> tuple[list[BatchItem], str]:
+    """The Batch page's items (lazy, through :func:`session_cache`) and why the upload was refused.
+
+    Over the budget the upload is refused as a whole; the items are then those of the last
+    accepted upload still in the uploader (already expanded, so nothing is expanded), and the
+    earlier results stay on the page.
+
+    Returns:
+        ``(items, message)``: ``message`` is ``""`` when the upload was accepted.
+    """
+    keys = [(name, digest(data)) for name, data in files]
     try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, OSError) as e:
-        yield BatchItem(name, None, f"not a readable ZIP archive: {e}")
-        return
-    infos = [i for i in archive.infolist() if not i.is_dir()
-             and not any(part.startswith(".") or part == "__MACOSX" for part in i.filename.split("/"))]
-    if len(infos) > max_members:
-        yield BatchItem(name, None, f"the ZIP holds {len(infos)} files; only the first {max_members} are read")
-        infos = infos[:max_members]
-    total = 0
-    for info in infos:
-        label = f"{name}/{info.filename}"
-        if info.file_size > max_member_bytes:
-            yield BatchItem(label, None, f"too large: {info.file_size / 2**20:.0f} MiB uncompressed "
-                                         f"(limit {max_member_bytes / 2**20:.0f} MiB)")
-            continue
-        if total + info.file_size > max_total_bytes:
-            yield BatchItem(label, None, f"skipped: the ZIP's uncompressed total exceeds "
-                                         f"{max_total_bytes / 2**20:.0f} MiB")
-            break
-        try:
-            with archive.open(info) as fh:
-                content = fh.read(max_member_bytes + 1)
-        except (zipfile.BadZipFile, RuntimeError, NotImplementedError, OSError, EOFError) as e:
-            yield BatchItem(label, None, f"cannot read this ZIP member: {e}")
-            continue
-        if len(content) > max_member_bytes:
-            yield BatchItem(label, None, f"too large: over {max_member_bytes / 2**20:.0f} MiB uncompressed")
-            continue
-        total += len(content)
-        yield BatchItem(label, content)
+        items = expand_uploads(files, cache=session_cache(), lazy=True)
+    except ArchiveBudgetError as e:
+        accepted = st.session_state.get(_ACCEPTED, set())
+        earlier = [f for f, k in zip(files, keys) if k in accepted]
+        return (expand_uploads(earlier, cache=session_cache(), lazy=True) if earlier else []), refusal_message(e)
+    st.session_state[_ACCEPTED] = set(keys)
+    return items, ""
 
 
 # --------------------------------------------------------------------------- analysis
@@ -137,14 +188,15 @@ def analyze_batch_item(item: BatchItem, model_choice: str = AUTO_MODEL, method: 
     row: dict[str, Any] = {"file": item.name, "modality": "", "model": "", "predicted label": "",
                            "probability": None, "flag": "", "ood level": "", "ood score": None,
                            "ood reasons": "", "error": item.error}
-    if item.data is None:
+    if item.error:
         return BatchResult(row)
     try:
-        key = digest(item.data)
-        image = read_upload(key, item.data, None)
+        data = item.read()
+        key = digest(data)
+        image = read_upload(key, data, None)
         row["modality"] = image.meta.modality
         card_path = resolve_card_path(image.meta, model_choice)
-        pred, _ = predict_upload(key, item.data, card_path, None, None)
+        pred, _ = predict_upload(key, data, card_path, None, None)
         row.update({"model": pred.model, "ood level": pred.ood.level,
                     "ood score": None if pred.ood.score is None else round(pred.ood.score, 3),
                     "ood reasons": "; ".join(pred.ood.reasons)})
@@ -159,7 +211,7 @@ def analyze_batch_item(item: BatchItem, model_choice: str = AUTO_MODEL, method: 
                     + (" ⚠ unusual image" if pred.ood.flagged else "")})
         row = _with_columns(row, batch_columns(card, pred))
         target = default_target(card, pred)
-        expl = explain_upload(key, item.data, card_path, None, None, method, target)
+        expl = explain_upload(key, data, card_path, None, None, method, target)
     except Exception as e:  # noqa: BLE001 - one bad file must not stop the batch
         row["error"] = str(e) if isinstance(e, ValueError) else f"unexpected error ({type(e).__name__})"
         return BatchResult(row)

@@ -1,7 +1,9 @@
 """Recalibrate page helpers: a site's labelled uploads -> refitted temperature / threshold -> new card.
 
 Two ways to upload a site's labelled images, both read in memory (ZIPs through
-:func:`medcnn.app.batch.expand_uploads`, with its zip-bomb guards, never extracted):
+:class:`medcnn.io.archive.UploadSet`, with its zip-bomb guards and one decompression budget for
+all the ZIPs of the upload, never extracted; a member is expanded only when its row is used, and
+through the session's cache, :func:`medcnn.app.batch.session_cache`, only once per session):
 
 * a ZIP with one folder per class name (``NORMAL/...``, ``PNEUMONIA/...``; a wrapper folder
   above them is fine; class names match case-insensitively);
@@ -15,22 +17,23 @@ so the new card is offered as a download together with how to install it.
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import streamlit as st
 
-from medcnn.app.batch import expand_uploads
 from medcnn.app.compute import slotted
 from medcnn.app.state import get_predictor
 from medcnn.evaluation.site import (
     RecalibrationError, file_sha256, recalibrate, recalibrated_card, site_data_sha256, summary_rows,
 )
+from medcnn.io.archive import ArchiveMemberError, ExpansionCache, UploadSet
 from medcnn.models.card import ModelCard
 
 __all__ = ["SiteImages", "SiteResult", "card_json", "collect_site", "install_instructions", "read_site_csv",
@@ -105,32 +108,46 @@ def read_site_csv(files: Sequence[tuple[str, bytes]]) -> Any:
     return df.dropna(subset=["path", "label"]).reset_index(drop=True)
 
 
-def _members(archives: Sequence[tuple[str, bytes]], skipped: Counter) -> list[tuple[str, bytes]]:
-    """(path inside its ZIP, bytes) of every readable member (a plain file keeps its name)."""
+_Member = tuple[str, Callable[[], bytes]]  # (path inside its ZIP, or a plain file's name; reads its bytes)
+
+
+def _members(archives: Sequence[tuple[str, bytes]], skipped: Counter, cache: ExpansionCache | None) -> list[_Member]:
+    """Every listed member, unexpanded (one budget for all the archives: ArchiveBudgetError over it)."""
+    uploads = UploadSet(archives, cache=cache)
     out = []
-    for name, data in archives:
-        for item in expand_uploads([(name, data)]):
-            if item.data is None:
-                skipped[SKIP_ZIP] += 1
-            else:
-                out.append((item.name[len(name) + 1:] if item.name.startswith(name + "/") else item.name, item.data))
+    for entry in uploads.entries:
+        if entry.error:
+            skipped[SKIP_ZIP] += 1
+        else:
+            out.append((entry.path or entry.name, functools.partial(uploads.read, entry)))
     return out
 
 
-def _by_folder(members: list[tuple[str, bytes]], labels: Sequence[str], skipped: Counter) -> tuple[list, list]:
+def _read(member: _Member, skipped: Counter) -> bytes | None:
+    """The member's bytes (expanded now), or None counted as skipped when it cannot be read."""
+    try:
+        return member[1]()
+    except ArchiveMemberError:
+        skipped[SKIP_ZIP] += 1
+        return None
+
+
+def _by_folder(members: list[_Member], labels: Sequence[str], skipped: Counter) -> tuple[list, list]:
     names = {lab.lower(): lab for lab in labels}
     data, classes = [], []
-    for path, content in members:
-        label = next((names[p.lower()] for p in path.split("/")[:-1] if p.lower() in names), None)
+    for member in members:
+        label = next((names[p.lower()] for p in member[0].split("/")[:-1] if p.lower() in names), None)
         if label is None:
             skipped[SKIP_NO_CLASS] += 1
             continue
-        data.append(content)
-        classes.append(label)
+        content = _read(member, skipped)
+        if content is not None:
+            data.append(content)
+            classes.append(label)
     return data, classes
 
 
-def _by_csv(members: list[tuple[str, bytes]], df: Any, labels: Sequence[str], group_column: str | None,
+def _by_csv(members: list[_Member], df: Any, labels: Sequence[str], group_column: str | None,
             split: str | None, skipped: Counter) -> tuple[list, list, list | None]:
     if split:
         if "split" not in df.columns:
@@ -147,9 +164,12 @@ def _by_csv(members: list[tuple[str, bytes]], df: Any, labels: Sequence[str], gr
     data, classes, groups = [], [], []
     for i, row in enumerate(df.to_dict("records")):
         want = re.sub(r"^(\./)+", "", str(row["path"]).strip().replace("\\", "/"))
-        content = exact.get(want) or next((d for p, d in members if p.endswith("/" + want)), None)
-        if content is None:
+        found = exact.get(want) or next((read for p, read in members if p.endswith("/" + want)), None)
+        if found is None:
             skipped[SKIP_NOT_IN_ZIP] += 1
+            continue
+        content = _read((want, found), skipped)
+        if content is None:
             continue
         data.append(content)
         classes.append(str(row["label"]).strip())
@@ -159,7 +179,7 @@ def _by_csv(members: list[tuple[str, bytes]], df: Any, labels: Sequence[str], gr
 
 
 def collect_site(files: Sequence[tuple[str, bytes]], labels: Sequence[str], group_column: str | None = None,
-                 split: str | None = None) -> SiteImages:
+                 split: str | None = None, cache: ExpansionCache | None = None) -> SiteImages:
     """A site's labelled images from the page's uploads (class-folder ZIP, or labels CSV + ZIP).
 
     Args:
@@ -167,8 +187,12 @@ def collect_site(files: Sequence[tuple[str, bytes]], labels: Sequence[str], grou
         labels: The model's class names.
         group_column: With a CSV: its patient column (whole patients are resampled).
         split: With a CSV: use only rows of this split.
+        cache: The session's cache of expanded ZIP members (:func:`medcnn.app.batch.session_cache`),
+            so a rerun expands nothing again; None expands every time.
 
     Raises:
+        ArchiveBudgetError: the ZIPs together would expand to more than the upload budget
+            (nothing was expanded).
         RecalibrationError: no images, several CSVs, a CSV without path / label, labels the
             model does not know, or a missing group / split column.
     """
@@ -177,7 +201,7 @@ def collect_site(files: Sequence[tuple[str, bytes]], labels: Sequence[str], grou
     csvs, archives = _split_uploads(files)
     if not archives:
         raise RecalibrationError("no images uploaded: add a ZIP of the images" + (" the CSV lists" if csvs else ""))
-    members = _members(archives, skipped)
+    members = _members(archives, skipped, cache)
     if df is None:
         data, classes = _by_folder(members, labels, skipped)
         groups = None

@@ -1,12 +1,12 @@
 """Case review for a clinical meeting: a set of images stepped through one at a time.
 
 The set comes from several uploads or ZIP archives, read in memory by
-:func:`medcnn.app.batch.expand_uploads` (never extracted). Each file becomes a
-:class:`Case` identified only by its position and a short hash of its bytes: file names
-(which often hold patient names) are dropped as soon as the archive is read and never
-reach the page or the PDF; the uploader is emptied once the set is taken, so its list of
-file names does not stay on screen either. A file that cannot be read becomes a case
-carrying its error.
+:func:`medcnn.app.batch.expand_uploads` (never extracted, once when taken; all the ZIPs of one
+upload share one budget, over which the upload is refused whole: :func:`refusal`). Each file
+becomes a :class:`Case` identified only by its position and a short hash of its bytes: file
+names (which often hold patient names) are dropped as soon as the archive is read and never
+reach the page or the PDF; the uploader is emptied once the set is taken, so its list of file
+names does not stay on screen either. A file that cannot be read becomes a case with its error.
 
 Results are computed once per case: the prediction through the shared
 :func:`~medcnn.app.state.predict_upload` cache, the explanation through
@@ -26,8 +26,9 @@ import numpy as np
 import streamlit as st
 
 from medcnn.app import state as appstate
-from medcnn.app.batch import expand_uploads
+from medcnn.app.batch import expand_uploads, refusal_message
 from medcnn.app.findings import default_target
+from medcnn.io.archive import ArchiveBudgetError
 from medcnn.visualize.series import SeriesCase
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "load_cases",
     "loaded_cases",
     "probability_bars",
+    "refusal",
     "series_cases",
     "step",
     "take_uploads",
@@ -108,6 +110,9 @@ def load_cases(files: Iterable[tuple[str, bytes]], max_cases: int = MAX_CASES) -
 
     Returns:
         Cases numbered from 1.
+
+    Raises:
+        ArchiveBudgetError: the ZIPs together are over the upload budget (nothing expanded).
     """
     cases: list[Case] = []
     skipped = 0
@@ -116,7 +121,7 @@ def load_cases(files: Iterable[tuple[str, bytes]], max_cases: int = MAX_CASES) -
             skipped += 1
             continue
         number = len(cases) + 1
-        if item.data is None:
+        if item.error:
             cases.append(Case(number, "", None, _scrub(item.error, item.name)))
         else:
             cases.append(Case(number, appstate.digest(item.data), item.data))
@@ -132,17 +137,25 @@ def uploader_key() -> str:
     return f"review_upload_{st.session_state.get(f'{_STATE}_generation', 0)}"
 
 
-def take_uploads(uploads: Sequence[Any]) -> list[Case]:
+def take_uploads(uploads: Sequence[Any]) -> list[Case] | None:
     """Read uploads into the session's case set (replacing any previous set) and reset
     the uploader (:func:`uploader_key`). Results of images not in the new set are dropped.
+
+    An upload over the ZIP budget is refused whole (the loaded set stays; :func:`refusal` says why).
 
     Args:
         uploads: ``UploadedFile`` objects (``name``, ``getvalue()``).
 
     Returns:
-        The new set's cases.
+        The new set's cases, or None when the upload was refused.
     """
-    cases = load_cases((f.name, f.getvalue()) for f in uploads)
+    st.session_state[f"{_STATE}_generation"] = st.session_state.get(f"{_STATE}_generation", 0) + 1
+    try:
+        cases = load_cases([(f.name, f.getvalue()) for f in uploads])
+    except ArchiveBudgetError as e:
+        st.session_state[f"{_STATE}_refused"] = refusal_message(e)
+        return None
+    st.session_state.pop(f"{_STATE}_refused", None)
     keys = {c.key for c in cases}
     for name in ("results", "explanations"):
         store = _store(name)
@@ -150,8 +163,12 @@ def take_uploads(uploads: Sequence[Any]) -> list[Case]:
             del store[k]
     st.session_state[f"{_STATE}_set"] = cases
     st.session_state[f"{_STATE}_index"] = 0
-    st.session_state[f"{_STATE}_generation"] = st.session_state.get(f"{_STATE}_generation", 0) + 1
     return cases
+
+
+def refusal() -> str:
+    """Why the last upload was refused (``""`` when it was not): shown until the next set is taken."""
+    return st.session_state.get(f"{_STATE}_refused", "")
 
 
 def loaded_cases() -> list[Case]:
@@ -166,7 +183,7 @@ def empty_set_loaded() -> bool:
 
 def clear_set() -> None:
     """``on_click`` of the clear button: forget the set, its results and its PDF."""
-    for name in ("set", "results", "explanations", "index"):
+    for name in ("set", "results", "explanations", "index", "refused"):
         st.session_state.pop(f"{_STATE}_{name}", None)
     st.session_state.pop("review_pdf", None)
 

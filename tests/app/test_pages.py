@@ -292,6 +292,7 @@ def test_batch_files_and_zip_with_a_bad_member(weights):
 
 def test_batch_zip_guards():
     from medcnn.app import batch as app_batch
+    from medcnn.io import ArchiveBudgetError
 
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
@@ -305,8 +306,9 @@ def test_batch_zip_guards():
     assert "set.zip" in by_name and "only the first 3" in by_name["set.zip"].error
     assert by_name["set.zip/bomb.dcm"].data is None and "too large" in by_name["set.zip/bomb.dcm"].error
     assert [i.name for i in items if i.data is not None] == ["set.zip/img0.png", "set.zip/img1.png"]
-    items = list(app_batch.expand_uploads([("set.zip", buf.getvalue())], max_total_bytes=5015))
-    assert "exceeds" in items[-1].error and len([i for i in items if i.data is not None]) == 2
+    with pytest.raises(ArchiveBudgetError, match="would expand to 5,040 bytes"):  # nothing expanded
+        app_batch.expand_uploads([("set.zip", buf.getvalue())], max_total_bytes=5015)
+    assert len(app_batch.expand_uploads([("set.zip", buf.getvalue())], max_total_bytes=5040)) == 5
     bad = list(app_batch.expand_uploads([("bad.zip", b"PK\x03\x04 truncated")]))
     assert bad[0].data is None and "ZIP" in bad[0].error
 

@@ -110,6 +110,26 @@ def test_csv_plus_zip_with_patient_column(weights):
     assert any("Skipped 1: listed in the CSV but not found in the ZIP" in c.value for c in at.caption)
 
 
+def test_rerun_does_not_expand_the_zip_again(weights, monkeypatch):
+    """Typing a new card name reruns the page: the members come from the session's cache."""
+    opened: list[str] = []
+    real = zipfile.ZipFile.open
+
+    def counting(self, name, mode="r", *args, **kwargs):
+        if mode == "r":
+            opened.append(getattr(name, "filename", name))
+        return real(self, name, mode, *args, **kwargs)
+
+    at = recal_page(weights)
+    data = class_zip(("NORMAL", "PNEUMONIA"))
+    monkeypatch.setattr(zipfile.ZipFile, "open", counting)
+    at = upload(at, [("site.zip", data, "application/zip")])
+    assert not at.error and len(opened) == 12
+    at.text_input(key="recal_name").set_value("cxr_site_d").run()
+    assert not at.exception and not at.error and len(opened) == 12
+    assert any(b.label.startswith("Download recalibrated card") for b in at.download_button)
+
+
 def test_one_class_zip_gives_the_clear_error(weights):
     at = upload(recal_page(weights), [("site.zip", class_zip(("NORMAL",)), "application/zip")])
     assert at.error
