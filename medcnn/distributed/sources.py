@@ -1,7 +1,9 @@
 """What a batch-scoring run scores: folders, globs and manifest CSVs turned into one file list.
 
 * a **folder** is searched recursively; a file is scored when its *content* is a DICOM, PNG or
-  JPEG (:func:`medcnn.io.detect_format` on its first bytes), whatever its name;
+  JPEG (:func:`medcnn.io.detect_format` on its first bytes), whatever its name, and also when its
+  *name* says it is an image (:data:`IMAGE_SUFFIXES`) whatever its content, so a broken or
+  misnamed ``.jpg`` becomes an error row instead of silently leaving the count;
 * a **glob** (``scans/**/*.dcm``; ``**`` crosses folders) expands like a folder's files, with
   the same content check;
 * a **manifest** is a CSV file with a ``path`` column; relative paths are relative to the CSV's
@@ -21,10 +23,12 @@ from pathlib import Path
 
 from medcnn.io import detect_format
 
-__all__ = ["HEAD_BYTES", "expand_sources", "is_image_file", "read_manifest"]
+__all__ = ["HEAD_BYTES", "IMAGE_SUFFIXES", "expand_sources", "is_image_file", "read_manifest"]
 
 #: Bytes read to recognise a format: DICOM's magic is at 128-131; 4 KiB covers a bare data set's first tag.
 HEAD_BYTES = 4096
+#: File name endings that claim an image: such a file is always scored (an error row if it is none).
+IMAGE_SUFFIXES = (".dcm", ".dicom", ".png", ".jpg", ".jpeg")
 _GLOB_CHARS = set("*?[")
 
 
@@ -68,9 +72,14 @@ def read_manifest(path: str | Path) -> list[str] | None:
     return out
 
 
+def _scored(path: Path) -> bool:
+    """A file of a folder or glob that is scored: an image by content, or one by name."""
+    return path.is_file() and (path.suffix.lower() in IMAGE_SUFFIXES or is_image_file(path))
+
+
 def _folder_files(folder: Path) -> Iterable[str]:
     for p in sorted(folder.rglob("*")):
-        if p.is_file() and is_image_file(p):
+        if _scored(p):
             yield str(p)
 
 
@@ -96,7 +105,7 @@ def expand_sources(sources: Sequence[str | Path]) -> list[str]:
             matches = sorted(glob.glob(source, recursive=True))
             if not matches:
                 raise ValueError(f"no file matches {source!r}")
-            found = [m for m in matches if Path(m).is_file() and is_image_file(m)]
+            found = [m for m in matches if _scored(Path(m))]
         elif p.is_file() and (listed := read_manifest(p)) is not None:
             found = listed
         else:  # a plain file, or a missing one: scored as given, so its error is reported

@@ -14,8 +14,9 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="session")
 def image_folder(tmp_path_factory) -> Path:
     """``imgs/``: 6 PNGs of different sizes, a PNG named ``scan.dat`` (found by content), two PNGs in
-    ``sub/``, a truncated PNG (an error row), a CT and an MR DICOM from pydicom's bundled files
-    (the CT model; an unsupported modality) and ``notes.txt`` (not an image: not scored)."""
+    ``sub/``, a truncated PNG (an error row), ``photo.jpg`` holding text (named like an image: an
+    error row, never silently left out), a CT and an MR DICOM from pydicom's bundled files (the CT
+    model; an unsupported modality) and ``notes.txt`` (not an image: not scored)."""
     import pydicom.data
 
     root = tmp_path_factory.mktemp("scale") / "imgs"
@@ -30,6 +31,7 @@ def image_folder(tmp_path_factory) -> Path:
     (root / "scan.dat").write_bytes((root / "g1.png").read_bytes())
     (root / "broken.png").write_bytes((root / "g0.png").read_bytes()[:60])
     (root / "notes.txt").write_text("not an image\n")
+    (root / "photo.jpg").write_text("a text file with an image's name\n")
     for name in ("CT_small.dcm", "MR_small.dcm"):
         shutil.copy(pydicom.data.get_testdata_file(name), root / name)
     return root

@@ -23,7 +23,7 @@ CLOSE = ("positive_prob", "threshold", "ood_score")
 def local_entries(capsys, files: list[str], weights) -> list[dict]:
     """``predict FILE... --json`` entries, as the local command prints them."""
     rc = main(["predict", *files, "--json", "--weights-dir", str(weights), "--device", "cpu"])
-    assert rc == 1  # the broken file and the MR fail
+    assert rc == 1  # the broken file, the text named .jpg and the MR fail
     return json.loads(capsys.readouterr().out)["results"]
 
 
@@ -52,13 +52,15 @@ def read_rows(path) -> list[dict]:
 
 
 def check_outcome(rows: list[dict], folder) -> None:
-    """Both models ran, the broken PNG and the MR are error rows, notes.txt was never scored."""
+    """Both models ran; the broken PNG, the text file named .jpg and the MR are error rows (one row
+    per file named or recognised as an image); notes.txt was never scored."""
     by_name = {r["path"][len(str(folder)) + 1:]: r for r in rows}
     assert "notes.txt" not in by_name and "scan.dat" in by_name
     assert "truncated or corrupt PNG" in by_name["broken.png"]["error"] and not by_name["broken.png"]["ok"]
     assert "no model for modality MR" in by_name["MR_small.dcm"]["error"]
     assert by_name["CT_small.dcm"]["model"] == "ct_covid" and by_name["g0.png"]["model"] == "cxr_findings"
-    assert sum(not r["ok"] for r in rows) == 2
+    assert "is not an image: it looks like text" in by_name["photo.jpg"]["error"] and not by_name["photo.jpg"]["ok"]
+    assert sum(not r["ok"] for r in rows) == 3 and len(rows) == 13
 
 
 def test_batched_scorer_gives_the_local_predict_results(image_folder, shipped_weights, capsys):
@@ -77,7 +79,7 @@ def test_local_engine_writes_the_same_rows_to_parquet(image_folder, shipped_weig
     rc = main(["predict", "--engine", "local", str(image_folder), "--out", str(out),
                "--weights-dir", str(shipped_weights), "--device", "cpu"])
     assert rc == 1
-    assert "scored 12 images (2 errors" in capsys.readouterr().out
+    assert "scored 13 images (3 errors" in capsys.readouterr().out
     assert_rows_match(read_rows(out), entries)
 
 
@@ -93,7 +95,7 @@ def test_a_local_ray_cluster_scores_a_folder_like_local_predict(image_folder, sh
     assert not ray.is_initialized()  # the local cluster it started is gone
     assert rc == 1  # some files failed; the run went on
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary == {**summary, "rows": 12, "errors": 2, "workers": 2, "out": str(out)}
+    assert summary == {**summary, "rows": 13, "errors": 3, "workers": 2, "out": str(out)}
     rows = read_rows(out)
     assert_rows_match(rows, entries)
     check_outcome(rows, image_folder)

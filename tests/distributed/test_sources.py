@@ -8,7 +8,7 @@ import pytest
 from medcnn.distributed.sources import expand_sources, is_image_file, read_manifest
 
 IMAGES = ["CT_small.dcm", "MR_small.dcm", "broken.png", "g0.png", "g1.png", "g2.png", "g3.png", "g4.png",
-          "g5.png", "scan.dat", "sub/s0.png", "sub/s1.png"]
+          "g5.png", "photo.jpg", "scan.dat", "sub/s0.png", "sub/s1.png"]
 
 
 def test_a_folder_is_searched_recursively_and_files_are_recognised_by_content(image_folder):
@@ -16,6 +16,8 @@ def test_a_folder_is_searched_recursively_and_files_are_recognised_by_content(im
     assert [Path(p).relative_to(image_folder).as_posix() for p in found] == IMAGES
     assert all(p.startswith(str(image_folder)) for p in found)  # the given spelling is kept
     assert is_image_file(image_folder / "scan.dat") and not is_image_file(image_folder / "notes.txt")
+    assert not is_image_file(image_folder / "photo.jpg")  # found by its name, scored as an error row
+    assert str(image_folder / "photo.jpg") in expand_sources([str(image_folder / "*.jpg")])
 
 
 def test_glob_manifest_and_plain_files_in_order_each_once(image_folder, tmp_path):
