@@ -12,6 +12,17 @@ r=8, p=3), about 32 MiB and a few hundred milliseconds per verification. Passwor
 to Unicode NFC and encoded as UTF-8, so the same typed password hashes the same on every platform.
 Verification re-derives the key with the stored parameters and compares in constant time
 (:func:`hmac.compare_digest`).
+
+:func:`check_password_strength` is the policy for a password an operator is about to hash (the
+``hash-password`` command applies it; :func:`hash_password` itself stays permissive so tests can
+use short passwords). It follows NIST SP 800-63B-4 section 3.1.1.2, which OWASP's Authentication
+Cheat Sheet adopts: length is what counts, no composition rules, and a blocklist of common,
+repetitive and sequential values. The minimum is 15 characters because the app's password is a
+*single* factor (SP 800-63B-4: at least 15 for a single-factor password, 8 only as part of
+multi-factor authentication; the older rev. 3 said 8), and a shared password on a clinical
+server is exposed to every guesser that can reach it: the rate limits
+(:mod:`medcnn.privacy.ratelimit`) slow online guessing, they do not make a short password safe.
+A passphrase of three or four words meets it easily.
 """
 from __future__ import annotations
 
@@ -20,9 +31,13 @@ import binascii
 import hashlib
 import hmac
 import os
+import string
 import unicodedata
 
-__all__ = ["DEFAULT_PARAMS", "PasswordHashError", "hash_password", "parse_hash", "verify_password"]
+__all__ = [
+    "DEFAULT_PARAMS", "MIN_PASSWORD_LENGTH", "PasswordHashError", "WeakPasswordError", "check_password_strength",
+    "hash_password", "parse_hash", "verify_password",
+]
 
 _SCHEME = "scrypt"
 #: (log2 N, r, p) used by :func:`hash_password` by default.
@@ -31,6 +46,19 @@ _SALT_BYTES, _KEY_BYTES = 16, 32
 # Accepted ranges when reading a stored hash: a crafted hash must not make verification hang
 # or exhaust memory (ln 20 with r 16 is 2 GiB already).
 _LN_RANGE, _R_RANGE, _P_RANGE = (10, 20), (1, 16), (1, 16)
+#: Fewest characters (Unicode code points, after NFC) :func:`check_password_strength` accepts.
+MIN_PASSWORD_LENGTH = 15
+# The most common passwords and words of this context (NIST SP 800-63B-4 3.1.1.2: "commonly used,
+# expected, or compromised"), compared with the password stripped of digits, punctuation and
+# spaces at both ends, so "Password2024!" and "qwerty 123456789" are refused too.
+_COMMON = frozenset("""
+    password passw0rd p@ssword passwort motdepasse contrasena wachtwoord qwerty qwertyuiop asdfghjkl
+    azerty abc abcdef letmein welcome iloveyou admin administrator root login master secret changeme
+    default trustno1 dragon monkey football baseball sunshine princess shadow superman starwars
+    hospital clinic radiology xray chestxray medcnn streamlit doctor nurse patient
+""".split())
+_RUNS = tuple(r + r[::-1] for r in (string.ascii_lowercase, "qwertyuiopasdfghjklzxcvbnm", "azertyuiopqsdfghjklmwxcvbn",
+                                    "1234567890" * 4))
 
 
 class PasswordHashError(ValueError):
@@ -51,6 +79,41 @@ def _derive(password: str, salt: bytes, ln: int, r: int, p: int, length: int) ->
     # scrypt needs 128 * r * N bytes (plus 128 * r * p); allow twice that.
     maxmem = 2 * 128 * r * (n + p) + (1 << 20)
     return hashlib.scrypt(secret, salt=salt, n=n, r=r, p=p, maxmem=maxmem, dklen=length)
+
+
+class WeakPasswordError(ValueError):
+    """A password refused by :func:`check_password_strength` (the message says what to choose)."""
+
+
+def check_password_strength(password: str) -> None:
+    """Refuse a password too weak to protect the app (module docstring: the policy and its sources).
+
+    Args:
+        password: the candidate password.
+
+    Raises:
+        WeakPasswordError: shorter than :data:`MIN_PASSWORD_LENGTH` characters; a pattern
+            repeated three times or more, or fewer than 5 different characters; or, once digits,
+            symbols and spaces at both ends are stripped, a common password or a run of the
+            alphabet, a keyboard row or the digits.
+    """
+    text = unicodedata.normalize("NFC", password) if isinstance(password, str) else ""
+    advice = "choose a passphrase of three or four unrelated words"
+    if len(text) < MIN_PASSWORD_LENGTH:
+        raise WeakPasswordError(
+            f"the password is too short ({len(text)} characters; at least {MIN_PASSWORD_LENGTH} are needed, "
+            f"as a single password guards this server): {advice}")
+    folded = text.casefold()
+    if len(set(folded)) < 5 or any(folded == (folded[:n] * len(folded))[:len(folded)]
+                                   for n in range(1, len(folded) // 3 + 1)):
+        raise WeakPasswordError(f"the password repeats one short pattern or uses fewer than 5 different "
+                                f"characters: {advice}")
+    stem = folded.strip(string.digits + string.punctuation + string.whitespace)
+    if not stem:  # digits and symbols only: judge the digits
+        stem = "".join(c for c in folded if c in string.digits)
+    if stem in _COMMON or any(stem in run for run in _RUNS):
+        raise WeakPasswordError(f"the password is a common password or a keyboard run with digits or symbols "
+                                f"around it: {advice}")
 
 
 def hash_password(password: str, *, params: tuple[int, int, int] = DEFAULT_PARAMS) -> str:

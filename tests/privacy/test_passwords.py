@@ -23,7 +23,14 @@ from medcnn.privacy import (
     verify_password,
     write_audit_event,
 )
-from medcnn.privacy.passwords import DEFAULT_PARAMS, parse_hash
+from medcnn.__main__ import main as cli
+from medcnn.privacy.passwords import (
+    DEFAULT_PARAMS,
+    MIN_PASSWORD_LENGTH,
+    WeakPasswordError,
+    check_password_strength,
+    parse_hash,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 CHEAP = (10, 8, 1)  # fast parameters for the tests that do not check the defaults
@@ -110,10 +117,10 @@ def run_command(monkeypatch, stdin) -> int:
 
 
 def test_hash_password_reads_a_pipe(monkeypatch, capsys):
-    assert run_command(monkeypatch, io.StringIO("s3cret pass\nignored\n")) == 0
+    assert run_command(monkeypatch, io.StringIO("s3cret passphrase\nignored\n")) == 0
     out, err = capsys.readouterr()
     encoded = out.strip()
-    assert verify_password("s3cret pass", encoded) and not verify_password("s3cret pass\n", encoded)
+    assert verify_password("s3cret passphrase", encoded) and not verify_password("s3cret passphrase\n", encoded)
     assert "MEDCNN_PASSWORD_HASH" in err and "s3cret" not in out + err
 
 
@@ -122,10 +129,10 @@ def test_hash_password_on_a_terminal_asks_twice_without_echo(monkeypatch, capsys
         def isatty(self) -> bool:
             return True
 
-    answers = iter(["typed", "typed", "one", "two"])
+    answers = iter(["typed on a terminal", "typed on a terminal", "one long passphrase", "two long passphrase"])
     monkeypatch.setattr(command.getpass, "getpass", lambda prompt="": next(answers))
     assert run_command(monkeypatch, Tty()) == 0
-    assert verify_password("typed", capsys.readouterr().out.strip())
+    assert verify_password("typed on a terminal", capsys.readouterr().out.strip())
     with pytest.raises(ValueError, match="differ"):
         run_command(monkeypatch, Tty())
 
@@ -138,7 +145,37 @@ def test_hash_password_rejects_an_empty_pipe(monkeypatch):
 def test_hash_password_in_a_real_pipe():
     code = ("import argparse, sys; from medcnn.cli import hash_password as m; "
             "p = argparse.ArgumentParser(); m.add_arguments(p); sys.exit(m.run(p.parse_args([])))")
-    out = subprocess.run([sys.executable, "-c", code], input="from a pipe\n", capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", code], input="from a real pipe\n", capture_output=True, text=True,
                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert verify_password("from a pipe", out.stdout.strip())
+    assert verify_password("from a real pipe", out.stdout.strip())
+
+
+@pytest.mark.parametrize("weak, reason", [
+    ("x", "too short (1 characters; at least 15"),
+    ("fourteen chars", "too short (14 characters"),
+    ("a" * 20, "repeats one short pattern"),
+    ("x" * 14 + "y", "fewer than 5 different characters"),
+    ("abcabcabcabcabcabc", "repeats one short pattern"),
+    ("passwordpasswordpassword", "repeats one short pattern"),
+    ("Password2024!!!!!", "common password"),
+    ("!!qwertyuiopasdfg", "keyboard run"),
+    ("1234567890123456", "keyboard run"),
+    ("zyxwvutsrqponmlkj", "keyboard run"),
+])
+def test_hash_password_command_refuses_weak_passwords_with_exit_status_2(monkeypatch, capsys, weak, reason):
+    monkeypatch.setattr(sys, "stdin", io.StringIO(weak + "\n"))
+    assert cli(["hash-password"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: the password") and reason in err
+    assert "passphrase of three or four unrelated words" in err and weak not in err
+
+
+def test_strength_policy_accepts_passphrases_and_random_digits_and_counts_code_points():
+    for strong in ("correct horse battery", "5830-2917-4462-0913", "Grüße aus Zürich, Lena"):
+        check_password_strength(strong)
+    check_password_strength("\u00e9" * 7 + "plus eight")  # 17 code points
+    with pytest.raises(WeakPasswordError, match=f"at least {MIN_PASSWORD_LENGTH}"):
+        check_password_strength("e\u0301" * 7)  # 14 characters once NFC-normalised (7 é)
+    assert issubclass(WeakPasswordError, ValueError)
+    hash_password("x", params=CHEAP)  # the policy is the command's; the hash function stays permissive
