@@ -26,9 +26,9 @@ Configuration, first match wins (``.streamlit/secrets.toml`` is Streamlit's secr
 
        export MEDCNN_PASSWORD_HASH='scrypt:ln=15,r=8,p=3:...'   # from: python -m medcnn hash-password
 
-Wrong passwords are rate-limited per session and per user name (:class:`~medcnn.privacy.Backoff`:
-after 5 failures in a row, 30 s, doubling to at most 15 min). A malformed hash stops the app with a
-message (it never falls back to "open").
+Failed sign-ins never lock the real user out (OWASP; :mod:`medcnn.privacy.ratelimit`): a session or
+client IP waits after 5 resp. 20 failures, even with the right password; an account is only slowed
+(by 2 s at most). A malformed hash stops the app with a message (it never falls back to "open").
 
 Audit trail, in an SQLite database (:mod:`medcnn.privacy.audit_db`): one row per analysis
 (:func:`audit_analysis`: time, user, image SHA-256, model, method, decision, out-of-distribution
@@ -58,9 +58,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from medcnn.privacy import AuditLogError, Backoff, PasswordHashError, hash_password, verify_password, write_audit_event
+from medcnn.privacy import AuditLogError, PasswordHashError, hash_password, verify_password, write_audit_event
 from medcnn.privacy.audit_db import AuditDBError, record_analysis, record_event
 from medcnn.privacy.passwords import parse_hash
+from medcnn.privacy.ratelimit import SignInLimiter
 
 __all__ = [
     "AUDIT_DB_ENV", "AUDIT_LOG_ENV", "DEFAULT_AUDIT_DB", "PASSWORD_HASH_KEY", "PASSWORD_USER", "AuthConfig",
@@ -82,7 +83,7 @@ _UNKNOWN_USER = "unknown user"  # what a failed sign-in with an unknown name is 
 _SESSION_USER, _SESSION_CONFIG = "medcnn_auth_user", "medcnn_auth_config"
 _SESSION_BACKOFF, _SESSION_OIDC_LOGGED = "medcnn_auth_backoff", "medcnn_auth_oidc_logged"
 _SESSION_LOGIN_ERROR = "medcnn_auth_login_error"
-_SHARED_BACKOFF = Backoff()  # per user name, shared by every session of this server
+_LIMITER = SignInLimiter()  # per-client budgets and per-account slowdown, shared by every session
 _LOG = logging.getLogger(__name__)
 _DUMMY_HASH: list[str] = []  # verified against for unknown user names (equal timing)
 
@@ -279,8 +280,8 @@ def _oidc_sign_out() -> None:
 
 
 def reset_rate_limits() -> None:
-    """Forget all failed attempts recorded per user name (administration and tests)."""
-    _SHARED_BACKOFF.reset()
+    """Forget all failed attempts recorded per client and per account (administration and tests)."""
+    _LIMITER.reset()
 
 
 def require_sign_in(*, clock: Callable[[], float] | None = None) -> str | None:
@@ -324,22 +325,27 @@ def _password_form(cfg: AuthConfig, clock: Callable[[], float]) -> None:
     name = (name or "").strip()
     known = cfg.mode == "password" or name in cfg.users
     key = PASSWORD_USER if cfg.mode == "password" else (name if known else _UNKNOWN_USER)
-    session = st.session_state.setdefault(_SESSION_BACKOFF, Backoff())
-    wait = max(session.retry_after("session", now), _SHARED_BACKOFF.retry_after(key, now))
-    if wait > 0:
-        st.error(f"Too many failed attempts: wait {math.ceil(wait)} s before trying again.")
+    session = st.session_state.setdefault(_SESSION_BACKOFF, SignInLimiter.session_budget())
+    result = _LIMITER.attempt(lambda: _check(cfg, name, password), session=session, client=_client_address(),
+                              account=key, now=now)
+    too_many = f"Too many failed attempts: wait {math.ceil(result.wait_s)} s before trying again."
+    if result.outcome in ("busy", "wait"):
+        st.error(too_many if result.outcome == "wait" else
+                 "The server is busy checking other sign-ins: try again in a few seconds.")
         return
-    if _check(cfg, name, password):
-        session.success("session")
-        _SHARED_BACKOFF.success(key)
+    if result.outcome == "ok":
         st.session_state[_SESSION_USER] = key
         st.session_state[_SESSION_CONFIG] = cfg.fingerprint
         _log("sign-in ok", key)
         st.rerun()
-    wait = max(session.failure("session", now), _SHARED_BACKOFF.failure(key, now))
     _log("sign-in failed", key)
     what = "Wrong password." if cfg.mode == "password" else "Wrong user name or password."
-    st.error(what + (f" Too many failed attempts: wait {math.ceil(wait)} s before trying again." if wait else ""))
+    st.error(what + (" " + too_many if result.wait_s else ""))
+
+
+def _client_address() -> str | None:
+    """The requesting client's IP address, ``None`` when Streamlit does not know it (loopback, tests)."""
+    return st.context.ip_address
 
 
 def _check(cfg: AuthConfig, name: str, password: str) -> bool:

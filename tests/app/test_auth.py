@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from medcnn.app import auth  # noqa: E402
 from medcnn.privacy import hash_password  # noqa: E402
+from medcnn.privacy.ratelimit import Attempt  # noqa: E402
 
 TIMEOUT = 30
 PASSWORD = "correct horse"
@@ -41,6 +42,14 @@ def clean(tmp_path, monkeypatch):
     yield importlib.import_module("fake_clock")
     sys.modules.pop("fake_clock", None)
     auth.reset_rate_limits()
+
+
+@pytest.fixture(autouse=True)
+def slept(monkeypatch) -> list[float]:
+    """The sign-in slowdown's delays, recorded instead of slept."""
+    delays: list[float] = []
+    monkeypatch.setattr(auth._LIMITER, "sleep", delays.append)
+    return delays
 
 
 def page(**secrets) -> AppTest:
@@ -89,7 +98,7 @@ def test_wrong_password_shows_an_error_right_password_shows_the_content(monkeypa
     assert content(at) == [] and at.text_input(key="medcnn_sign_in_password")
 
 
-def test_failed_attempts_are_rate_limited_with_the_injected_clock(monkeypatch, clean):
+def test_a_session_that_used_its_budget_waits_even_with_the_right_password(monkeypatch, clean):
     monkeypatch.setenv(auth.PASSWORD_HASH_KEY, HASH)
     at = page()
     for _ in range(4):
@@ -98,14 +107,51 @@ def test_failed_attempts_are_rate_limited_with_the_injected_clock(monkeypatch, c
     at = sign_in(at, "wrong")  # the 5th failure imposes 30 s
     assert "wait 30 s" in at.error[0].value
     clean.T[0] += 10
-    at = sign_in(at, PASSWORD)  # even the right password waits
+    at = sign_in(at, PASSWORD)  # even the right password waits: a guesser gains nothing in its session
     assert content(at) == [] and at.error[0].value == "Too many failed attempts: wait 20 s before trying again."
-    other = page()  # a new session: the limit is also kept per user name
-    other = sign_in(other, PASSWORD)
-    assert content(other) == [] and "Too many failed attempts" in other.error[0].value
     clean.T[0] += 21
     at = sign_in(at, PASSWORD)
     assert content(at) == ["CONTENT for password user"]
+
+
+def test_failures_of_other_sessions_never_lock_the_user_out_and_only_slow_by_a_bounded_delay(monkeypatch, slept):
+    monkeypatch.setenv(auth.PASSWORD_HASH_KEY, HASH)
+    for _ in range(10):  # 50 wrong guesses from 10 sessions, each until its own budget is used up
+        guesser = page()
+        for _ in range(5):
+            guesser = sign_in(guesser, "wrong")
+        assert "wait 30 s" in guesser.error[0].value
+    user = sign_in(page(), PASSWORD)  # a fresh session with the right password
+    assert not user.exception and content(user) == ["CONTENT for password user"]
+    # Guesses 12 to 50 and the user were slowed, growing to the bound of 2 s and no further.
+    assert len(slept) == 40 and slept[:4] == [0.25, 0.5, 1.0, 2.0] and max(slept) == slept[-1] == 2.0
+    assert auth._LIMITER.account.max_delay_s == 2.0
+
+
+def test_a_client_address_that_used_its_budget_waits_other_addresses_do_not(monkeypatch):
+    monkeypatch.setenv(auth.PASSWORD_HASH_KEY, HASH)
+    address = ["203.0.113.7"]
+    monkeypatch.setattr(auth, "_client_address", lambda: address[0])
+    for _ in range(4):  # 4 sessions from one address, 5 failures each: the address's 20
+        guesser = page()
+        for _ in range(5):
+            guesser = sign_in(guesser, "wrong")
+    same = sign_in(page(), PASSWORD)  # a new session does not reset the address's budget
+    assert content(same) == [] and same.error[0].value == "Too many failed attempts: wait 30 s before trying again."
+    address[0] = "198.51.100.20"
+    other = sign_in(page(), PASSWORD)
+    assert content(other) == ["CONTENT for password user"]
+
+
+def test_a_busy_server_says_so_and_the_attempt_is_not_counted(monkeypatch):
+    monkeypatch.setenv(auth.PASSWORD_HASH_KEY, HASH)
+    monkeypatch.setattr(auth._LIMITER, "attempt", lambda verify, **kw: Attempt("busy"))
+    at = sign_in(page(), PASSWORD)
+    assert content(at) == [] and at.error[0].value == (
+        "The server is busy checking other sign-ins: try again in a few seconds.")
+    monkeypatch.undo()
+    monkeypatch.setenv(auth.PASSWORD_HASH_KEY, HASH)
+    assert content(sign_in(at, PASSWORD)) == ["CONTENT for password user"]
 
 
 def test_a_malformed_hash_closes_the_app(monkeypatch):
@@ -127,7 +173,7 @@ def test_hash_in_secrets_works_like_the_environment():
     assert content(at) == ["CONTENT for password user"]
 
 
-def test_named_accounts_are_limited_per_user_name():
+def test_named_accounts_are_limited_per_session_not_per_user_name():
     users = {"alice": HASH, "bob": hash_password("bobs", params=(10, 8, 1))}
     at = page(MEDCNN_USERS=users)
     assert [t.label for t in at.text_input] == ["User name", "Password"]
@@ -141,6 +187,8 @@ def test_named_accounts_are_limited_per_user_name():
     assert "wait 30 s" in other.error[0].value
     third = sign_in(page(MEDCNN_USERS=users), "bobs", name="bob")  # bob is not limited by alice's failures
     assert content(third) == ["CONTENT for bob"]
+    alice = sign_in(page(MEDCNN_USERS=users), PASSWORD, name="alice")  # nor alice, in her own session
+    assert content(alice) == ["CONTENT for alice"]
 
 
 def test_audit_log_records_sign_ins_and_page_events_without_secrets(monkeypatch, tmp_path):
