@@ -12,6 +12,7 @@ from medcnn.app.forget import forget_button, forgotten_notice, uploader_key
 from medcnn.app.nav import page_setup
 from medcnn.app import display as app_display
 from medcnn.app import findings as app_findings
+from medcnn.app import pacs as app_pacs
 from medcnn.app import state as appstate
 from medcnn.visualize import report
 from medcnn.preprocess import CT_PRESETS
@@ -59,12 +60,12 @@ appstate.warm_up(cards)
 forgotten_notice()
 upload = st.file_uploader("Chest X-ray or CT slice: DICOM (any or no extension), PNG or JPEG",
                           type=None, key=uploader_key())
-if upload is None:
-    st.info("Upload an image to start. It stays in memory and is never written to disk.")
+picked = app_pacs.open_from_pacs("analyze", upload)  # the upload, else an image opened from the PACS
+if picked is None:
+    st.info("Upload an image (or open one from the PACS) to start. It stays in memory and is never written to disk.")
     st.stop()
 
-data = upload.getvalue()
-key = appstate.digest(data)
+data, key = picked
 if st.session_state.get("audited_upload") != key:  # one audit entry per new upload (hash only)
     audit_event("analyse", image_hash=key)
     st.session_state["audited_upload"] = key
@@ -232,6 +233,8 @@ if image.meta.source_format == "dicom":
         e3.download_button("Download de-identified DICOM", clean_dicom, file_name="deidentified.dcm",
                            mime="application/dicom", key="download_deid", on_click=audit_event,
                            args=("export de-identified DICOM", key))
+app_pacs.send_to_pacs(key, data, card=card, prediction=pred, display=display, overlay=over, explanation=expl,
+                      method=method, method_label=method_label, target=None if expl is None else target, meta=image.meta)
 forget_button(key)
 st.caption("The report holds no patient identifiers and not the file name. The DICOM export is "
            "de-identified with the DICOM Basic Application Level Confidentiality Profile and its Clean "

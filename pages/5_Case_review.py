@@ -10,6 +10,7 @@ import streamlit as st
 
 from medcnn.app import display as app_display
 from medcnn.app import findings as app_findings
+from medcnn.app import pacs as app_pacs
 from medcnn.app import review
 from medcnn.app import state as appstate
 from medcnn.app.auth import audit_event
@@ -31,6 +32,7 @@ with st.sidebar:
     if uploads:  # take the set, then empty the uploader: its file names must not stay on screen
         review.take_uploads(uploads)  # an upload over the ZIP budget is refused; the set loaded stays
         st.rerun()
+    app_pacs.review_study_from_pacs()  # or a whole study from the PACS
     if review.refusal():
         st.error(review.refusal())
     cases = review.loaded_cases()
