@@ -62,7 +62,7 @@ upload = st.file_uploader("Chest X-ray or CT slice: DICOM (any or no extension),
                           type=None, key=uploader_key())
 picked = app_pacs.open_from_pacs("analyze", upload)  # the upload, else an image opened from the PACS
 if picked is None:
-    st.info("Upload an image (or open one from the PACS) to start. It stays in memory and is never written to disk.")
+    st.info("Upload an image to start. It stays in memory and is never written to disk.")
     st.stop()
 
 data, key = picked
