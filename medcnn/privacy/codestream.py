@@ -16,9 +16,10 @@ Data). Bytes after the end-of-image marker are dropped too (padding, ``00`` or `
 counted; re-encapsulation pads items to even length). Removing a segment shifts no entropy-coded
 byte, so every frame decodes to the same pixels. A tile-part's own length (Psot, A.4.2) is
 reduced by what was removed from its header; when a tile-part length marker (TLM) would also need
-rewriting, the comment is blanked in place instead (same length, its text overwritten with spaces). The frames are then re-encapsulated with one
-fragment per frame (PS3.5 A.4), with a Basic Offset Table if the input had one, or with a new
-Extended Offset Table (7FE0,0001/0002) if the input had that.
+rewriting, the comment is blanked in place instead (same length, its text overwritten with
+spaces). The frames are then re-encapsulated with one fragment per frame (PS3.5 A.4), with a
+Basic Offset Table if the input had one, or with a new Extended Offset Table (7FE0,0001/0002) if
+the input had that.
 
 Fail closed: a frame that does not parse as its transfer syntax says, frames that cannot be told
 apart, or an encapsulated transfer syntax whose codestream we cannot walk (MPEG, HEVC, JPEG XL, a
@@ -225,7 +226,10 @@ def strip_pixel_comments(ds: Dataset) -> int:
         raise CodestreamError(f"the image is compressed as {name}, whose codestream cannot be checked "
                               "for embedded text")
     data = ds.PixelData
-    count = int(ds.get("NumberOfFrames") or 1)
+    try:
+        count = int(ds.get("NumberOfFrames") or 1)
+    except (TypeError, ValueError):
+        raise CodestreamError("its Number of Frames is not a number") from None
     extended = None
     if ds.get("ExtendedOffsetTable") and ds.get("ExtendedOffsetTableLengths"):
         extended = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)

@@ -178,19 +178,19 @@ class Deidentifier:
                 "this is a DICOMDIR (a media index that names patients and files); it is not "
                 "de-identified: de-identify the image files and create a new DICOMDIR from them")
         summary = DeidSummary(files=1)
-        try:
-            summary.comments_removed = strip_pixel_comments(ds)
-        except CodestreamError as e:
-            raise DeidentificationError(
-                f"the compressed image may carry text that cannot be removed safely: {e}; nothing was "
-                "saved: decompress the file (e.g. to Explicit VR Little Endian) and de-identify it again") from None
-        if summary.comments_removed:
-            summary.warnings.append(
-                f"removed {summary.comments_removed} comment segment(s) from the compressed image data "
-                "(JPEG / JPEG 2000 comments can hold text such as a name); the image itself is unchanged")
         enhanced = "SharedFunctionalGroupsSequence" in ds
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pydicom's value warnings quote the (identifying) values
+            try:
+                summary.comments_removed = strip_pixel_comments(ds)
+            except CodestreamError as e:
+                raise DeidentificationError(
+                    f"the compressed image may carry text that cannot be removed safely: {e}; nothing was saved: "
+                    "decompress the file (e.g. to Explicit VR Little Endian) and de-identify it again") from None
+            if summary.comments_removed:
+                summary.warnings.append(
+                    f"removed {summary.comments_removed} comment segment(s) from the compressed image data "
+                    "(JPEG / JPEG 2000 comments can hold text such as a name); the image itself is unchanged")
             self._cleaner = DescriptorCleaner(ds) if self.clean_descriptors else None
             try:
                 self._clean(ds, summary, top_level=True, enhanced=enhanced)

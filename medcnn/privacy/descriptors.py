@@ -103,16 +103,26 @@ class DescriptorCleaner:
     """
 
     def __init__(self, ds: Dataset) -> None:
+        self._identifying = frozenset(self._collect(ds, clean_descriptor_tags()))
+        self.cleaned = 0
+
+    def _collect(self, ds: Dataset, descriptors: frozenset[int]) -> set[str]:
+        """Words (lower case, two or more characters) of the values the profile removes from ``ds``."""
         found: set[str] = set()
-        descriptors = clean_descriptor_tags()
-        for elem in ds.iterall():
-            listed = elem.tag.is_private or action_for(elem.tag) is not None
-            if elem.VR in _IDENTIFYING_VRS and listed and int(elem.tag) not in descriptors:
-                values = elem.value if isinstance(elem.value, (list, tuple)) or elem.VM > 1 else [elem.value]
+        for tag in list(ds.keys()):
+            try:
+                elem = ds[tag]
+            except (ValueError, TypeError, KeyError, NotImplementedError, OverflowError, AttributeError):
+                continue  # unparseable: the de-identifier removes it
+            if elem.VR == "SQ":
+                for item in elem.value:
+                    found |= self._collect(item, descriptors)
+            elif elem.VR in _IDENTIFYING_VRS and int(tag) not in descriptors and (
+                    tag.is_private or action_for(tag) is not None):
+                values = elem.value if elem.VM > 1 else [elem.value]
                 for value in values:
                     found.update(w.lower() for w in _WORD.findall(str(value or "")) if len(w) > 1)
-        self._identifying = frozenset(found)
-        self.cleaned = 0
+        return found
 
     def _known(self, word: str) -> bool:
         """True when ``word`` may stay in a cleaned text (module docstring)."""

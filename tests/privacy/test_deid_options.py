@@ -87,7 +87,8 @@ def test_known_unlisted_text_is_kept_by_default_and_removed_by_the_option():
 
 @pytest.mark.parametrize("name", PIXEL_FILES)
 def test_remove_unlisted_keeps_what_the_image_needs_and_no_unlisted_text(name):
-    data = open(get_testdata_file(name), "rb").read()
+    with open(get_testdata_file(name), "rb") as fh:
+        data = fh.read()
     out, _ = deidentify_bytes(data, check_pixels=False, remove_unlisted=True)
     ds = pydicom.dcmread(io.BytesIO(out))
     for keyword in ("SOPClassUID", "Rows", "Columns", "BitsAllocated", "PhotometricInterpretation", "PixelData"):
@@ -176,3 +177,15 @@ def test_the_app_export_applies_both_options():
         out, summary = state.deidentified_upload("test-deid-options", to_bytes(identified()))
     ds = pydicom.dcmread(io.BytesIO(out))
     assert ds.StudyDescription == "CHEST PA *" and "Manufacturer" not in ds and summary.cleaned
+
+
+@pytest.mark.parametrize("name", ["badVR.dcm", "rtplan.dcm", "reportsi.dcm", "nested_priv_SQ.dcm"])
+def test_both_options_handle_odd_and_non_image_objects(name):
+    with open(get_testdata_file(name), "rb") as fh:
+        data = fh.read()
+    out, summary = deidentify_bytes(data, check_pixels=False, clean_descriptors=True, remove_unlisted=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # badVR.dcm keeps an invalid IS value, which pydicom warns about
+        ds = pydicom.dcmread(io.BytesIO(out))
+        assert ds.PatientIdentityRemoved == "YES" and summary.files == 1
+        assert not any(elem.tag.is_private for elem in ds.iterall())
