@@ -20,6 +20,7 @@ What the server says about patients (name, ID, accession) stays in the returned 
 from __future__ import annotations
 
 import io
+import logging
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,23 @@ __all__ = ["DicomWebClient", "InstanceSummary", "SeriesSummary", "StudySummary",
 MODALITIES = ("CR", "DX", "CT")
 _ACCEPT_DICOM = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 _PART_TYPE = "application/dicom"
+
+
+class _QueryRedactor(logging.Filter):
+    """Drops the query of every URL urllib3 logs (its DEBUG line quotes ``?PatientID=...``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(a.split("?", 1)[0] + "?<query withheld>" if isinstance(a, str) and "?" in a else a
+                                for a in record.args)
+        if isinstance(record.msg, str) and "?" in record.msg and not record.args:
+            record.msg = record.msg.split("?", 1)[0] + "?<query withheld>"
+        return True
+
+
+for _name in ("urllib3.connectionpool", "requests"):  # once per process; a search query must never reach a log
+    if not any(isinstance(f, _QueryRedactor) for f in logging.getLogger(_name).filters):
+        logging.getLogger(_name).addFilter(_QueryRedactor())
 
 
 def _value(item: Mapping[str, Any], tag: str, default: Any = "") -> Any:

@@ -237,3 +237,45 @@ def test_real_server_log_and_new_files_hold_no_identifier(weights, tmp_path, mon
     blobs["page html"] = html.encode()
     assert blobs["server log"], "the server wrote no log at all (logging not captured?)"
     assert not search(blobs, what), search(blobs, what)
+
+
+def test_pacs_open_and_send_leave_no_identifier_behind(weights, audit_env, caplog, capsys, one_torch_thread, monkeypatch):
+    """The same checks for an image opened from a real PACS (Orthanc) and sent back: the audit rows name it
+    by the SHA-256 of its SOP Instance UID; no identifier in new files (Orthanc's own storage aside), logs or
+    output. The study list shows the patient ID to pick the study; that screen is not searched."""
+    import hashlib
+
+    sys.path.insert(0, str(REPO / "tests" / "pacs"))
+    from orthanc import missing_reason, orthanc_server
+    from medcnn.privacy.audit_db import read_audit
+
+    if missing_reason():
+        pytest.skip(missing_reason())
+    db, _ = audit_env
+    data = fake_identified_dicom()
+    what = needles(data)
+    uid_key = hashlib.sha256(str(pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID).encode()).hexdigest()
+    caplog.set_level(logging.DEBUG)
+    with orthanc_server() as server:
+        server.upload(data)
+        for name, value in (("URL", server.dicomweb), ("USER", server.auth[0]), ("PASSWORD", server.auth[1])):
+            monkeypatch.setenv(f"MEDCNN_PACS_{name}", value)
+        roots = [REPO, Path(tempfile.gettempdir())]
+        before = snapshot(roots, skip=(server.folder,))
+        at = page("pages/1_Analyze.py")
+        at.text_input(key="analyze_pacs_accession").set_value(FAKES["AccessionNumber"])
+        at.button(key="analyze_pacs_search").click().run()
+        at.button(key="analyze_pacs_open").click().run()
+        at.text_input(key=f"analyze_pacs_reviewer_{uid_key[:12]}").set_value("Dr Ada Reviewer")
+        at.checkbox(key=f"analyze_pacs_confirm_{uid_key[:12]}").check().run()
+        at.button(key=f"analyze_pacs_send_{uid_key[:12]}").click().run()
+        assert not at.exception and any("Sent to the PACS" in s.value for s in at.success)
+        after = snapshot(roots, skip=(server.folder,))
+    out = capsys.readouterr()
+    new = changed_files(before, after)
+    rows = read_audit(db)
+    assert rows and all(r["image"] == uid_key for r in rows)
+    blobs = read_files(new)
+    blobs.update({"caplog": caplog.text.encode(), "stdout": out.out.encode(), "stderr": out.err.encode(),
+                  "audit rows": repr(rows).encode()})
+    assert not search(blobs, what), search(blobs, what)
