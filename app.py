@@ -10,7 +10,9 @@ import streamlit as st
 
 from medcnn.app.compute import limit_malloc_arenas
 from medcnn.app.nav import router_pages
+from medcnn.app.server import harden_server
 
 limit_malloc_arenas()  # server memory stays flat under many sessions (glibc; see medcnn.app.compute)
+harden_server()  # uploads: signed-in sessions only, capped per session, kept in memory (medcnn.app.server)
 
 st.navigation(router_pages(), position="hidden").run()

@@ -63,16 +63,25 @@ def sidebar_links() -> None:
 
 
 def page_setup(title: str, icon: str) -> None:
-    """What every page does first: page config, the sign-in gate (when configured), the links.
+    """What every page does first: page config, the server's upload rules, the sign-in gate (when
+    configured), the links.
+
+    The upload rules (:func:`medcnn.app.server.harden_server`) are installed here as well as in
+    ``app.py`` because a deep link opened before anyone opened ``/`` runs the page script without
+    the router. A session that has just signed out loses its uploads and ``/media/`` files here,
+    before the gate draws the sign-in form (:func:`medcnn.app.server.drop_files_after_sign_out`).
 
     Args:
         title: Browser tab title (" · medcnn" is appended unless it is the app's name).
         icon: Tab icon.
     """
     from medcnn.app.auth import require_sign_in
+    from medcnn.app.server import drop_files_after_sign_out, harden_server
 
     st.set_page_config(page_title=title if title == "medcnn" else f"{title} · medcnn", page_icon=icon,
                        layout="wide")
+    harden_server()
+    drop_files_after_sign_out()
     require_sign_in()
     sidebar_links()
 
