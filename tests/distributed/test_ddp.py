@@ -102,6 +102,31 @@ def findings_set(tmp_path_factory) -> Path:
     return root
 
 
+#: ``sitecustomize`` of the torchrun processes: an audit hook (PEP 578) that logs, per rank, every file
+#: opened for writing (and every rename) under a watched folder.
+_WRITE_LOG = """\
+import os, sys
+
+_LOG, _WATCH = os.environ["MEDCNN_TEST_WRITE_LOG"], os.environ["MEDCNN_TEST_WATCH"]
+
+
+def _log_writes(event, args):
+    if event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
+        path, mode, flags = os.fsdecode(args[0]), args[1], args[2]
+        writes = any(c in mode for c in "wax+") if mode else bool(flags & (os.O_WRONLY | os.O_RDWR))
+    elif event == "os.rename":
+        path, writes = os.fsdecode(args[1]), True
+    else:
+        return
+    if writes and path.startswith(_WATCH):
+        with open(_LOG, "a") as f:
+            f.write(os.environ.get("RANK", "-") + " " + os.path.relpath(path, _WATCH) + "\\n")
+
+
+sys.addaudithook(_log_writes)
+"""
+
+
 @pytest.mark.slow
 def test_torchrun_two_processes_train_the_single_process_findings_model(findings_set, monkeypatch):
     """A multi-label (sigmoid) run under torchrun: rank 0 alone writes the checkpoint, the card and the
@@ -119,7 +144,12 @@ def test_torchrun_two_processes_train_the_single_process_findings_model(findings
     extra = ["--batch-size", "7", "--imbalance", "class_weight", "--device", "cpu"]  # odd shares (4 + 3 rows)
     assert main(_args(root, "one", extra, labels)) == 0
     two_args = _args(root, "two", extra, labels, quiet=False)  # with progress bars
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    hook = root / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_WRITE_LOG)
+    writes = root / "writes.log"
+    env = {**os.environ, "PYTHONPATH": f"{hook}{os.pathsep}{REPO}", "OMP_NUM_THREADS": "1",
+           "MEDCNN_TEST_WRITE_LOG": str(writes), "MEDCNN_TEST_WATCH": str(root / "two")}
     logs = root / "logs"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "--log-dir", str(logs), "--redirects", "3", "-m", "medcnn", *two_args]
@@ -128,8 +158,11 @@ def test_torchrun_two_processes_train_the_single_process_findings_model(findings
     err = {p.parent.name: p.read_text() for p in logs.rglob("stderr.log")}
     assert proc.returncode == 0, (proc.stderr[-2000:], err)
     one, two = root / "one", root / "two"
-    # rank 0 alone wrote the checkpoint, the card and the summary, and said so once
+    # rank 0 alone wrote the checkpoint, the card and the summary, each once, and said so once
     assert sorted(p.name for p in two.iterdir()) == ["m.json", "m.pt", "result.json"]
+    # (torch.save opens m.pt in C++, unseen by the hook; the card is written right after it, by the same call)
+    written = sorted(writes.read_text().splitlines())
+    assert written == ["0 m.json", "0 result.json"], written
     assert sorted(out) == ["0", "1"]
     assert out["0"].count("wrote ") == 1 and out["0"].count("epoch   2/2") == 1, out["0"][-3000:]
     assert "mean val AUC over findings" in out["0"]
