@@ -30,9 +30,8 @@ import streamlit as st
 
 from medcnn.app.compute import slotted
 from medcnn.app.state import get_predictor
-from medcnn.evaluation.site import (
-    RecalibrationError, file_sha256, recalibrate, recalibrated_card, site_data_sha256, summary_rows,
-)
+from medcnn.evaluation.site import RecalibrationError, recalibrate, summary_rows
+from medcnn.evaluation.site_card import file_sha256, recalibrated_card, site_data_sha256
 from medcnn.io.archive import ArchiveMemberError, ExpansionCache, UploadSet
 from medcnn.models.card import ModelCard
 
@@ -54,7 +53,7 @@ class SiteImages:
         labels: Class name of each row (one of the model's labels).
         groups: Patient id of each row, or None (the bootstrap then resamples images).
         skipped: Reason -> count of uploaded files left out before scoring.
-        key: SHA-256 over the rows, labels and groups (:func:`medcnn.evaluation.site.site_data_sha256`):
+        key: SHA-256 over the rows, labels and groups (:func:`medcnn.evaluation.site_card.site_data_sha256`):
             the cache key of the results, and what the card records of the site data (never a
             file name).
     """

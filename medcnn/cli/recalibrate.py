@@ -213,15 +213,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--min-per-class must be >= 1")
     if args.n_boot < 0 or args.folds < 2 or args.batch_size < 1:
         raise ValueError("--n-boot must be >= 0, --folds >= 2 and --batch-size >= 1")
-    from medcnn.evaluation.site import (
-        InsufficientSiteDataError,
-        RecalibrationError,
-        file_sha256,
-        recalibrate,
-        recalibrated_card,
-        site_data_sha256,
-        write_recalibrated,
-    )
+    from medcnn.evaluation.site import InsufficientSiteDataError, RecalibrationError, recalibrate
+    from medcnn.evaluation.site_card import file_sha256, recalibrated_card, site_data_sha256, write_recalibrated
     from medcnn.inference import Predictor, resolve_card
     from medcnn.models.card import ModelCard
 

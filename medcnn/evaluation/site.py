@@ -4,7 +4,8 @@ Scores drift between hospitals and scanner versions while the ranking of cases o
 so a site can re-fit the two numbers a card applies after the network, the temperature
 (Guo et al. 2017, "On Calibration of Modern Neural Networks", ICML) and the Youden
 threshold (Youden 1950, Cancer 3(1)), without retraining. The network weights are never
-touched: :func:`write_recalibrated` copies the ``.pt`` byte for byte and checks its SHA-256.
+touched: :func:`medcnn.evaluation.site_card.write_recalibrated` copies the ``.pt`` byte for byte
+and checks its SHA-256.
 
 Everything here works on logits (pure numpy, no torch), so it can be tested on synthetic
 scores; reading images and running the model is the caller's job (``python -m medcnn
@@ -17,36 +18,24 @@ to the held-out fold.
 """
 from __future__ import annotations
 
-import copy
-import hashlib
-import os
-import shutil
 import warnings
-from collections.abc import Iterable
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from medcnn.evaluation import compute_metrics, expected_calibration_error, fit_temperature, softmax_t, youden_threshold
-from medcnn.models.card import ModelCard, card_file
+from medcnn.models.card import ModelCard
 
 __all__ = [
     "DEFAULT_MIN_PER_CLASS",
     "InsufficientSiteDataError",
     "RecalibrationError",
-    "file_sha256",
     "recalibrate",
-    "site_data_sha256",
-    "recalibrated_card",
     "summary_rows",
-    "write_recalibrated",
 ]
 
 #: Fewest labelled images of each class accepted for a recalibration.
 DEFAULT_MIN_PER_CLASS = 20
-_THRESHOLD_RULE = "Youden's J on calibrated site probabilities"
 _HIGH_ECE = 0.1  # above this the probabilities are not trustworthy as probabilities
 
 
@@ -253,158 +242,3 @@ def summary_rows(report: dict[str, Any]) -> list[dict[str, str]]:
         rows.append({"quantity": key, "before": f"{b[key]:.4g}", "after": f"{a[key]:.4g}",
                      cv_name: "refitted per fold" if cv else "n/a"})
     return rows
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 hex digest of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(2**20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def site_data_sha256(images: Iterable[bytes], labels: Iterable[str], groups: Iterable[str] | None = None) -> str:
-    """One SHA-256 over a site's labelled images: what a card records instead of any file name.
-
-    Each row contributes the SHA-256 of its image bytes, its label and its group (patient), in
-    order, so the same images with the same labels give the same digest wherever they came from.
-
-    Args:
-        images: Image bytes, one per row.
-        labels: Class name of each row.
-        groups: Patient id of each row, or None.
-    """
-    h = hashlib.sha256()
-    labels = list(labels)
-    for content, label, group in zip(images, labels, [""] * len(labels) if groups is None else groups):
-        h.update(hashlib.sha256(content).digest() + str(label).encode() + b"\0" + str(group).encode() + b"\0")
-    return h.hexdigest()
-
-
-def recalibrated_card(
-    card: ModelCard,
-    fields: dict[str, Any],
-    report: dict[str, Any],
-    name: str,
-    *,
-    weights_sha256: str,
-    data_sha256: str,
-    command: str,
-    skipped: dict[str, int] | None = None,
-    extra: dict[str, Any] | None = None,
-    date: str | None = None,
-) -> ModelCard:
-    """The new card: the original with the refitted temperature and threshold.
-
-    Architecture, labels, preprocessing, scope and gate settings are the original's. The
-    original's ``training`` section is kept and gains ``recalibrated_from`` (original card,
-    its temperature, threshold and the SHA-256 of its weights; a previous recalibration is
-    nested under ``previous``) and ``recalibration`` (site data summary: the SHA-256 of its
-    labelled images, counts per class, skipped images, date, command, report). No file name of the
-    site's goes into the card (an upload's or a folder's name can name a patient). The original's metrics are kept
-    as ``original_<key>``; the site's are added (see :func:`recalibrate`). The gate file is
-    renamed ``<name>.ood.pt`` (same bytes and checksum).
-
-    Args:
-        card: The original card.
-        fields, report: What :func:`recalibrate` returned.
-        name: The new card's name (the stem of its ``.json`` and ``.pt``).
-        weights_sha256: SHA-256 of the original's ``.pt`` (:func:`file_sha256`).
-        data_sha256: :func:`site_data_sha256` of the site's labelled images.
-        command: The command (or app page) that made the card.
-        skipped: Reason -> count of site images left out.
-        extra: More site-data facts (split, group column).
-        date: ISO date-time (default: now, UTC).
-
-    Raises:
-        RecalibrationError: ``name`` is empty or the original's.
-    """
-    if not name or name == card.name:
-        raise RecalibrationError(f"the recalibrated card needs a new name (not {card.name!r}), so the "
-                                 "original stays as it is")
-    new = ModelCard(**copy.deepcopy(card.to_dict()))
-    new.name, new.path = name, None
-    new.temperature, new.threshold = fields["temperature"], fields["threshold"]
-    date = date or datetime.now(timezone.utc).isoformat(timespec="seconds")
-    training = new.training
-    previous = {k: training.pop(k) for k in ("recalibrated_from", "recalibration") if k in training}
-    training["recalibrated_from"] = {
-        "card": card.name, "temperature": card.temperature, "threshold": card.threshold,
-        "weights_sha256": weights_sha256, **({"previous": previous} if previous else {}),
-    }
-    training["recalibration"] = {
-        "date": date, "command": command, "temperature": new.temperature, "threshold": new.threshold,
-        "threshold_rule": _THRESHOLD_RULE,
-        "site_data": {"sha256": data_sha256, "n_images": report["n_images"], "counts": report["counts"],
-                      "skipped": dict(skipped or {}), **(extra or {})},
-        "weights": "unchanged (byte-identical copy of the original's .pt)",
-    }
-    new.metrics = {**{f"original_{k}": v for k, v in card.metrics.items()}, **fields["metrics"],
-                   "recalibration": report}
-    if new.ood.get("file"):
-        new.ood["file"] = f"{name}.ood.pt"
-    new.limitations = list(new.limitations) + [
-        f"Recalibrated from {card.name} on {report['n_images']} labelled images of one site "
-        f"(site data SHA-256 {data_sha256[:12]}, {date[:10]}): only the temperature and the operating threshold were refitted, "
-        "the network is unchanged. The 'site' metrics are measured on the images they were fitted "
-        "on; the cross-validated figures in metrics['recalibration'] are the fairer estimate."
-        + (" The 'original_*' metrics are the original model's at its own operating point." if card.metrics else "")
-    ]
-    return new
-
-
-def _copy_verified(src: Path, dst: Path, sha256: str, what: str) -> None:
-    """Copy ``src`` to ``dst`` via a temporary file; keep it only if its SHA-256 is ``sha256``."""
-    if not src.is_file():
-        raise FileNotFoundError(f"{what} not found: {src}")
-    if file_sha256(src) != sha256:
-        raise RecalibrationError(f"{what} {src} does not match the SHA-256 recorded for it; it changed "
-                                 "after the card was made: recalibrate again")
-    if dst.is_file() and file_sha256(dst) == sha256:
-        return
-    tmp = dst.with_name(dst.name + ".part")
-    shutil.copyfile(src, tmp)
-    if file_sha256(tmp) != sha256:
-        tmp.unlink(missing_ok=True)
-        raise RecalibrationError(f"copying {what} to {dst} did not give identical bytes (disk full or "
-                                 "failing?); nothing was written")
-    os.replace(tmp, dst)
-
-
-def write_recalibrated(card: ModelCard, new_card: ModelCard, out: str | Path, overwrite: bool = False) -> Path:
-    """Write ``new_card`` as ``out`` (``<name>.json``) beside byte-identical copies of the weights.
-
-    The original's ``.pt`` is copied to ``<name>.pt`` (and its gate file to ``<name>.ood.pt``
-    when the card has one); each copy must have the SHA-256 recorded in ``new_card``, else
-    nothing is kept.
-
-    Args:
-        card: The original card (loaded from its file).
-        new_card: From :func:`recalibrated_card`; its name must be the stem of ``out``.
-        out: Path of the new card's ``.json``.
-        overwrite: Replace an existing card of that name.
-
-    Returns:
-        The written card's path.
-
-    Raises:
-        RecalibrationError: ``out`` is the original's, exists (without ``overwrite``), or does
-            not match the new card's name; a file's checksum differs.
-        FileNotFoundError: the original's weights or gate file are missing.
-    """
-    out = card_file(out)
-    if out.stem != new_card.name:
-        raise RecalibrationError(f"the output file {out.name} does not match the card's name {new_card.name!r}")
-    src_pt, dst_pt = card.weights_path, out.with_suffix(".pt")
-    if dst_pt.resolve() == src_pt.resolve() or out.resolve() == Path(card.path).resolve():
-        raise RecalibrationError(f"{out} would overwrite the original card {card.name!r}: choose a new name")
-    if out.exists() and not overwrite:
-        raise RecalibrationError(f"{out} already exists: choose another name or allow overwriting")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _copy_verified(src_pt, dst_pt, new_card.training["recalibrated_from"]["weights_sha256"], "the weights")
-    if card.ood_path is not None:
-        gate_sha = card.ood.get("sha256") or file_sha256(card.ood_path)
-        new_card.ood["sha256"] = gate_sha
-        _copy_verified(card.ood_path, out.parent / new_card.ood["file"], gate_sha, "the OOD gate file")
-    return new_card.save(out)

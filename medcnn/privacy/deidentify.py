@@ -50,14 +50,13 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRL
 from medcnn.io import UnsupportedImageError, detect_format
 from medcnn.privacy.codestream import CodestreamError, strip_pixel_comments
 from medcnn.privacy.descriptors import DescriptorCleaner, clean_descriptor_tags
-from medcnn.privacy.profile import BASIC_PROFILE_EDITION, action_for, resolve, unlisted_action
+from medcnn.privacy.marking import mark_deidentified
+from medcnn.privacy.profile import action_for, resolve, unlisted_action
 
 __all__ = ["DeidSummary", "DeidentificationError", "Deidentifier", "deidentify_bytes", "deidentify_dataset"]
 
 _STANDARD_UID_ROOT = "1.2.840.10008."  # UIDs defined by DICOM itself (PS3.6 Annex A)
 _DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
-_CODE_VALUE, _CODE_SCHEME, _CODE_MEANING = "113100", "DCM", "Basic Application Confidentiality Profile"
-_CLEAN_DESCRIPTORS_CODE = ("113105", "DCM", "Clean Descriptors Option")  # PS3.16 CID 7050
 # Non-zero length dummy values per VR for action D (PS3.15 Table E.1-1a).
 _DUMMIES: dict[str, object] = {
     "AE": "ANONYMIZED", "AS": "000Y", "CS": "ANONYMIZED", "DA": "19000101", "DS": "0",
@@ -196,7 +195,7 @@ class Deidentifier:
                 self._clean(ds, summary, top_level=True, enhanced=enhanced)
             finally:
                 summary.cleaned, self._cleaner = (self._cleaner.cleaned if self._cleaner else 0), None
-            _mark_deidentified(ds, clean_descriptors=self.clean_descriptors)
+            mark_deidentified(ds, clean_descriptors=self.clean_descriptors)
             self._fix_file_meta(ds, summary)
         return summary
 
@@ -307,29 +306,6 @@ class Deidentifier:
 def _plain_vr(vr: str) -> str:
     """``"US or SS"`` -> ``"US"`` (ambiguous VRs of the dictionary); other VRs unchanged."""
     return vr.split(" or ")[0]
-
-
-def _mark_deidentified(ds: Dataset, *, clean_descriptors: bool = False) -> None:
-    """Set the De-identification attributes of PS3.15 E.3.1 / PS3.3 C.7.1.1 on the top level."""
-    from medcnn import __version__
-
-    ds.PatientIdentityRemoved = "YES"
-    old = ds.get("DeidentificationMethod")
-    methods = [] if not old else [str(old)] if isinstance(old, str) else [str(v) for v in old]
-    ours = [f"DICOM PS3.15 {BASIC_PROFILE_EDITION} Table E.1-1 Basic Profile"]
-    ours += ["Clean Descriptors Option"] if clean_descriptors else []
-    ours += [f"medcnn {__version__}"]
-    ds.DeidentificationMethod = methods + [m for m in ours if m not in methods]
-    wanted = [(_CODE_VALUE, _CODE_SCHEME, _CODE_MEANING)]
-    wanted += [_CLEAN_DESCRIPTORS_CODE] if clean_descriptors else []
-    codes = Sequence([item for item in ds.get("DeidentificationMethodCodeSequence") or Sequence()
-                      if (item.get("CodeValue"), item.get("CodingSchemeDesignator")) not in {w[:2] for w in wanted}])
-    for value, scheme, meaning in wanted:
-        item = Dataset()
-        item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
-        codes.append(item)
-    ds.DeidentificationMethodCodeSequence = codes
-    ds.LongitudinalTemporalInformationModified = "REMOVED"
 
 
 def _read(data: bytes) -> Dataset:

@@ -157,7 +157,7 @@ def test_page_explains_missing_weights(tmp_path, weights, monkeypatch):
 def test_model_card_page_shows_an_installed_recalibrated_card(tmp_path, monkeypatch):
     """A card written by write_recalibrated next to its copied weights renders on the Model card page."""
     from medcnn.app import recalibrate as app_recal
-    from medcnn.evaluation.site import recalibrated_card, write_recalibrated
+    from medcnn.evaluation.site_card import recalibrated_card, write_recalibrated
     from medcnn.models.card import ModelCard
 
     folder = make_weights(tmp_path / "weights")

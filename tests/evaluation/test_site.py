@@ -12,15 +12,8 @@ import numpy as np
 import pytest
 
 from medcnn.evaluation import expected_calibration_error, fit_temperature, softmax_t, youden_threshold
-from medcnn.evaluation.site import (
-    InsufficientSiteDataError,
-    RecalibrationError,
-    file_sha256,
-    recalibrate,
-    recalibrated_card,
-    summary_rows,
-    write_recalibrated,
-)
+from medcnn.evaluation.site import InsufficientSiteDataError, RecalibrationError, recalibrate, summary_rows
+from medcnn.evaluation.site_card import file_sha256, recalibrated_card, write_recalibrated
 from medcnn.models.card import ModelCard
 
 LABELS = ["NORMAL", "PNEUMONIA"]
