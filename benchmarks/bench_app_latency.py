@@ -89,8 +89,10 @@ def baseline_seconds(weights: Path, files: list[tuple[str, bytes]]) -> list[floa
             t0 = time.perf_counter()
             img = read_image(data)
         pred = predictor.predict(img)
-        expl = explain(predictor.model, pred.pipeline_result.tensor, pred.label, "gradcam",
-                       labels=predictor.card.labels, layer=predictor.card.target_layer)
+        head = predictor.card.head_rule  # the page's default target: the decided label or the top finding
+        target = head.default_target(head.decide(list(pred.probabilities.values())))
+        expl = explain(predictor.model, pred.pipeline_result.tensor, target, "gradcam", head=head,
+                       layer=predictor.card.target_layer)
         overlay(pred.pipeline_result.display, expl.heatmap)
         times.append(time.perf_counter() - t0)
     return times

@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     card, model = pred.card, pred.model
     for p in model.parameters():
         p.requires_grad_(False)
-    objective = resolve_objective("auto", model, len(card.labels))
+    objective = resolve_objective("auto", card.head_rule, len(card.labels))
     head = ObjectiveHead(model, objective)
     t = card.positive_index
     df = pd.read_csv(args.labels)

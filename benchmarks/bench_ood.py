@@ -44,8 +44,9 @@ def upload_work(predictor, data: bytes) -> float:
     img = read_image(data)
     pred = predictor.predict(img)
     if not pred.ood.withheld:
-        target = predictor.card.labels.index(pred.label)
-        expl = explain(predictor.model, pred.pipeline_result.tensor, target, "gradcam",
+        head = predictor.card.head_rule
+        target = head.default_target(head.decide(list(pred.probabilities.values())))
+        expl = explain(predictor.model, pred.pipeline_result.tensor, target, "gradcam", head=head,
                        layer=predictor.card.target_layer, pipeline=predictor.pipeline)
         overlay(pred.pipeline_result.display, expl.heatmap)
     return time.perf_counter() - t0

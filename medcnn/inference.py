@@ -21,7 +21,7 @@ import torch
 from medcnn.models.card import CardError, ModelCard, card_file
 from medcnn.models.checkpoint import predict_logits  # re-exported: the serving path's batch primitive
 from medcnn.io import ImageMeta, MedImage
-from medcnn.models.outputs import relative_to_threshold, sigmoid_t, softmax_t
+from medcnn.models.head import NO_FINDING
 from medcnn.ood import OODGate, OODResult, check_scope, resolve_scope
 
 __all__ = [
@@ -39,9 +39,6 @@ __all__ = [
     "predict_logits",
 ]
 
-#: ``Prediction.label`` of a multi-label model when no presented finding reaches its operating point.
-NO_FINDING = "no finding above its operating point"
-
 #: DICOM Modality -> model family (card.modality). "OT" is what io reports for PNG/JPEG.
 CARD_FAMILIES: dict[str, str] = {"CT": "CT", "CR": "CXR", "DX": "CXR", "OT": "CXR"}
 #: Preferred card of each family in the weights folder.
@@ -53,7 +50,8 @@ class Prediction:
     """Result of one image.
 
     Attributes:
-        probabilities: label -> calibrated probability ``softmax(logits / T)``.
+        probabilities: label -> calibrated probability (the card's head: ``softmax(logits / T)``
+            or ``sigmoid(logit / T_f)`` per finding).
         logits: raw logits in label order (explanations target these, not the probabilities).
         label: predicted label. Binary: the positive label iff ``positive_prob >= threshold``;
             multi-class: argmax of the calibrated probabilities.
@@ -66,6 +64,7 @@ class Prediction:
             ``{"name", "probability", "threshold", "relative", "above"}``. ``label`` then lists
             the findings above their operating points, and ``positive_prob`` / ``threshold``
             refer to the card's ``positive_label`` finding.
+        called: the labels the decision names, as data (:class:`medcnn.models.head.Decision`).
         model: card name.
         seconds: wall time of preprocessing + forward pass.
         pipeline_result: the :class:`medcnn.preprocess.PipelineResult` (tensor, display, steps).
@@ -85,6 +84,7 @@ class Prediction:
     pipeline_result: Any = field(default=None, repr=False)
     ood: OODResult = field(default_factory=OODResult)
     findings: list[dict[str, Any]] = field(default_factory=list)
+    called: list[str] = field(default_factory=list)
 
     @property
     def decision(self) -> str:
@@ -93,14 +93,9 @@ class Prediction:
 
     @property
     def decided(self) -> list[str] | None:
-        """The labels the decision names, as data: ``None`` when the gate withholds the result;
-        for a multi-label card the findings at or above their operating points (in the order of
-        ``findings``, possibly none); else ``[label]``."""
-        if self.ood.withheld:
-            return None
-        if self.findings or self.label == NO_FINDING:
-            return [row["name"] for row in self.findings if row["above"]]
-        return [self.label]
+        """The labels the decision names, as data (``called``), or ``None`` when the gate withholds
+        the result."""
+        return None if self.ood.withheld else list(self.called)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (without the pipeline result)."""
@@ -173,46 +168,16 @@ class Predictor:
 
     def _decide(self, logits: np.ndarray, seconds: float, results: Sequence[Any],
                 verdicts: Sequence[OODResult]) -> list[Prediction]:
-        card = self.card
-        if card.multilabel:
-            return self._decide_findings(logits, seconds, results, verdicts)
-        probs = softmax_t(logits, card.temperature)
-        pos = card.positive_index
+        """One :class:`Prediction` per image: the card's :class:`~medcnn.models.head.Head` decides."""
+        card, head = self.card, self.card.head_rule
         out = []
-        for z, p, res, verdict in zip(logits, probs, results, verdicts):
-            above = bool(p[pos] >= card.threshold)
-            if len(card.labels) == 2:
-                label = card.positive_label if above else card.labels[1 - pos]
-            else:
-                label = card.labels[int(np.argmax(p))]
+        for z, p, res, verdict in zip(logits, head.probabilities(logits), results, verdicts):
+            d = head.decide(p)
             out.append(Prediction(
                 probabilities={name: float(v) for name, v in zip(card.labels, p)},
-                logits=[float(v) for v in z], label=label, positive_prob=float(p[pos]),
-                above_threshold=above, threshold=float(card.threshold), model=card.name,
-                seconds=seconds, pipeline_result=res, ood=verdict,
-            ))
-        return out
-
-    def _decide_findings(self, logits: np.ndarray, seconds: float, results: Sequence[Any],
-                         verdicts: Sequence[OODResult]) -> list[Prediction]:
-        card = self.card
-        probs = sigmoid_t(logits, card.finding_temperatures())
-        thr = card.finding_thresholds()
-        rel = relative_to_threshold(probs, thr)
-        pos = card.positive_index
-        shown = [card.labels.index(n) for n in card.shown_findings()]
-        out = []
-        for z, p, r, res, verdict in zip(logits, probs, rel, results, verdicts):
-            rows = sorted(({"name": card.labels[j], "probability": float(p[j]), "threshold": float(thr[j]),
-                            "relative": float(r[j]), "above": bool(p[j] >= thr[j])} for j in shown),
-                          key=lambda row: -row["relative"])
-            above = [row["name"] for row in rows if row["above"]]
-            out.append(Prediction(
-                probabilities={name: float(v) for name, v in zip(card.labels, p)},
-                logits=[float(v) for v in z], label=", ".join(above) if above else NO_FINDING,
-                positive_prob=float(p[pos]), above_threshold=bool(p[pos] >= thr[pos]),
-                threshold=float(thr[pos]), model=card.name, seconds=seconds, pipeline_result=res,
-                ood=verdict, findings=rows,
+                logits=[float(v) for v in z], label=d.label, positive_prob=d.positive_prob,
+                above_threshold=d.above_threshold, threshold=d.threshold, model=card.name,
+                seconds=seconds, pipeline_result=res, ood=verdict, findings=d.findings, called=d.called,
             ))
         return out
 

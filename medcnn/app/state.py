@@ -169,7 +169,8 @@ def _warm(card_path: str, mtime: float) -> bool:
     meta = ImageMeta(source_format="png", rows=h, columns=w)
     with compute_slot():
         pred = predictor.predict(MedImage(np.full((h, w), 128, np.float32), meta), keep_steps=False)
-        explain(predictor.model, pred.pipeline_result.tensor, 0, "gradcam", layer=predictor.card.target_layer)
+        explain(predictor.model, pred.pipeline_result.tensor, 0, "gradcam", layer=predictor.card.target_layer,
+                head=predictor.card.head_rule)
     return True
 
 
@@ -266,22 +267,15 @@ def explain_upload(key: str, _data: bytes, card_path: str, frame: int | None, wi
     Cached by (file hash, model, frame, window, method, target, objective): overlay
     options are not part of the key.
     """
-    from medcnn.explain import at_operating_point, explain, operating_point
+    from medcnn.explain import explain, judged_by_head
 
     pred, _ = predict_upload(key, _data, card_path, frame, window)
     predictor = get_predictor(card_path)
-    card = predictor.card
-    target_index = card.labels.index(target)
+    card, head = predictor.card, predictor.card.head_rule
     with compute_slot():
-        exp = explain(predictor.model, pred.pipeline_result.tensor, target_index, method=method,
-                      layer=card.target_layer, pipeline=predictor.pipeline, labels=card.labels,
-                      objective=objective)
-    if card.multilabel:  # each finding has its own operating point and is called on its own
-        op = float(card.finding_thresholds()[target_index])
-        return at_operating_point(exp, pred.probabilities[target], op, label=target)
-    return at_operating_point(exp, pred.probabilities[target],
-                              operating_point(card.labels, card.positive_label, card.threshold, target),
-                              called=pred.label == target, label=target)
+        exp = explain(predictor.model, pred.pipeline_result.tensor, head.index(target), method=method,
+                      layer=card.target_layer, pipeline=predictor.pipeline, head=head, objective=objective)
+    return judged_by_head(exp, head, list(pred.probabilities.values()), target)
 
 
 @st.cache_data(show_spinner=False, max_entries=8, ttl=CACHE_TTL_S)
@@ -292,11 +286,11 @@ def sanity_upload(key: str, _data: bytes, card_path: str, frame: int | None, win
 
     pred, _ = predict_upload(key, _data, card_path, frame, window)
     predictor = get_predictor(card_path)
-    target_index = predictor.card.labels.index(target)
+    head = predictor.card.head_rule
     with compute_slot():
-        return randomisation_test(predictor.model, pred.pipeline_result.tensor, target_index, method,
+        return randomisation_test(predictor.model, pred.pipeline_result.tensor, head.index(target), method,
                                   layer=predictor.card.target_layer, pipeline=predictor.pipeline,
-                                  objective=objective)
+                                  objective=objective, head=head)
 
 
 @st.cache_data(show_spinner=False, max_entries=4, ttl=CACHE_TTL_S)

@@ -59,10 +59,10 @@ __all__ = [
 
 # ----------------------------------------------------------------------------- audit
 def _default_explain(model: Any, tensor: Any, *, target: int, method: str, layer: str,
-                     objective: str = "auto", labels: Sequence[str] | None = None) -> Any:
+                     objective: str = "auto", head: Any = None) -> Any:
     from medcnn.explain import explain
 
-    return explain(model, tensor, target=target, method=method, layer=layer, objective=objective, labels=labels)
+    return explain(model, tensor, target=target, method=method, layer=layer, objective=objective, head=head)
 
 
 def _as_map(heat: Any, shape: tuple[int, int]) -> np.ndarray:
@@ -201,7 +201,7 @@ def audit_saliency(
     wanted = [str(c) for c in (classes or card.labels)]
     df = _audit_rows(data, split, wanted, max_images, seed)
     chest = str(card.modality).upper() == "CXR"
-    fn = explain_fn or functools.partial(_default_explain, objective=objective, labels=list(card.labels))
+    fn = explain_fn or functools.partial(_default_explain, objective=objective, head=card.head_rule)
     rng_seed = np.random.SeedSequence(seed)
     records, methods, explained = [], {"segmented": 0, "prior": 0}, None
     rows = df.to_dict("records")
@@ -253,15 +253,16 @@ def _audit_rows(data: Any, split: str | None, wanted: list[str], max_images: int
     return df
 
 
-def _positive_probability(net: Any, card: Any, x: Any) -> float:
-    """Calibrated probability of the card's positive label (what the app displays; softmax or sigmoid head)."""
+def _positive_decision(net: Any, card: Any, x: Any) -> tuple[float, bool]:
+    """The calibrated probability of the card's positive label (what the app displays) and whether
+    it is at or above its operating point: the card's head decides (a finding's own point for a
+    multi-label card)."""
     import torch
-
-    from medcnn.models.outputs import card_probabilities
 
     with torch.inference_mode():
         logits = net(x).float().cpu().numpy()
-    return float(card_probabilities(card, logits)[0, card.positive_index])
+    d = card.head_rule.decide(card.head_rule.probabilities(logits)[0])
+    return d.positive_prob, d.above_threshold
 
 
 def _image_regions(net: Any, card: Any, pipe: Any, row: dict[str, Any], explain_fn: Callable[..., Any],
@@ -281,7 +282,7 @@ def _image_regions(net: Any, card: Any, pipe: Any, row: dict[str, Any], explain_
     x = res.tensor.to(dev) if dev is not None else res.tensor
     exp = explain_fn(net, x, target=card.positive_index, method=method, layer=card.target_layer)
     heat = _as_map(exp, res.display.shape)
-    p = _positive_probability(net, card, x)
+    p, above = _positive_decision(net, card, x)
     masks: dict[str, np.ndarray | None] = {"margin": margin_mask(res.display.shape)}
     how = None
     if chest:
@@ -289,7 +290,7 @@ def _image_regions(net: Any, card: Any, pipe: Any, row: dict[str, Any], explain_
     boxes = parse_boxes(row.get("rsna_boxes_1024"))
     if boxes:
         masks["boxes"] = boxes_mask(res.display.shape, boxes_to_display(boxes, img.pixels.shape, res.steps))
-    return {"heat": heat, "masks": masks, "how": how, "probability": p, "above": bool(p >= card.threshold),
+    return {"heat": heat, "masks": masks, "how": how, "probability": p, "above": above,
             "empty": bool(float(heat.max()) <= 0.0), "objective": getattr(exp, "params", {}).get("objective")}
 
 

@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
             option (``medcnn.__main__`` prints it as one ``error:`` line).
     """
     from medcnn.cli.predict import resolve_card_path
-    from medcnn.explain import METHODS, at_operating_point, explain, operating_point
+    from medcnn.explain import METHODS, explain, judged_by_head
     from medcnn.explain.ig import completeness_text
     from medcnn.inference import Predictor, choose_model
     from medcnn.io import read_image
@@ -90,11 +90,11 @@ def run(args: argparse.Namespace) -> int:
     card_path = resolve_card_path(args.model, args.weights_dir) if args.model else choose_model(
         img.meta, args.weights_dir)
     predictor = Predictor(card_path, device=args.device)
-    card = predictor.card
+    card, head = predictor.card, predictor.card.head_rule
     label = args.target or card.positive_label
     if label not in card.labels:
         raise ValueError(f"--target {label!r} is not one of the model's labels {card.labels}")
-    target = card.labels.index(label)
+    target = head.index(label)
     pred = predictor.predict(img, keep_steps=False)
     if pred.ood.withheld:  # as everywhere: no probabilities and no map for an image it does not read
         return _withheld(args, card.name, pred.ood.to_dict())
@@ -104,14 +104,8 @@ def run(args: argparse.Namespace) -> int:
     opts = _options(args, args.method)
     layer = (args.layer or card.target_layer) if spec.needs_layer else None
     exp = explain(predictor.model, x, target, args.method, layer=layer, pipeline=predictor.pipeline,
-                  labels=card.labels, objective=args.objective, **opts)
-    if card.multilabel:  # each finding has its own operating point; "called" = above it
-        op = float(card.findings[label]["threshold"])
-        called = pred.probabilities[label] >= op
-    else:
-        op = operating_point(card.labels, card.positive_label, card.threshold, label)
-        called = pred.label == label
-    exp = at_operating_point(exp, pred.probabilities[label], op, called=called, label=label)
+                  head=head, objective=args.objective, **opts)
+    exp = judged_by_head(exp, head, list(pred.probabilities.values()), label)
     rgb = overlay(res.display, exp.heatmap, cmap=args.cmap, alpha=args.alpha,
                   contour_top_percent=args.contour,
                   scale=pred.probabilities[label] if args.scale_by_prob else None)
@@ -134,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         from medcnn.explain.sanity import deletion_insertion, randomisation_test
 
         rt = randomisation_test(predictor.model, x, target, args.method, layer=layer,
-                                pipeline=predictor.pipeline, objective=args.objective, **opts)
+                                pipeline=predictor.pipeline, objective=args.objective, head=head, **opts)
         di = deletion_insertion(predictor.model, x, target, exp.heatmap, pipeline=predictor.pipeline)
         result["sanity"] = {"randomisation": rt, "deletion_insertion": {
             k: v for k, v in di.items() if not k.endswith("curve") and k != "fractions"}}

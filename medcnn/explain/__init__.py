@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["Explanation", "explain", "METHODS", "OBJECTIVES", "at_operating_point", "operating_point",
+__all__ = ["Explanation", "explain", "METHODS", "OBJECTIVES", "at_operating_point", "judged_by_head",
            "resolve_target", "black_value", "DEFAULT_MEMORY_BUDGET", "evidence", "normalize_heatmap"]
 
 _HOME = {
@@ -30,7 +30,7 @@ _HOME = {
     "METHODS": "medcnn.explain.methods",
     "OBJECTIVES": "medcnn.explain.objective",
     "at_operating_point": "medcnn.explain.gating",
-    "operating_point": "medcnn.explain.gating",
+    "judged_by_head": "medcnn.explain.gating",
     "DEFAULT_MEMORY_BUDGET": "medcnn.explain.isolate",
     "evidence": "medcnn.explain.normalize",
     "normalize_heatmap": "medcnn.explain.normalize",

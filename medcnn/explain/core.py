@@ -4,8 +4,9 @@ Conventions (the same for every method)
 ---------------------------------------
 * Maps explain the **objective** (:mod:`medcnn.explain.objective`): by default the score
   that sets the displayed probability, i.e. for a softmax head the target logit minus the
-  other logit (``"difference"``; the log-odds for more than two classes), for a head that
-  declares ``output_activation = "sigmoid"`` the class logit. ``objective="logit"`` gives
+  other logit (``"difference"``; the log-odds for more than two classes), for a sigmoid
+  head the class logit: the caller passes the model's :class:`~medcnn.models.head.Head`
+  (``head=card.head_rule``), which says which. ``objective="logit"`` gives
   the raw single-logit map. ``Explanation.objective`` and ``params["objective"]`` (e.g.
   ``"logit difference (PNEUMONIA - NORMAL)"``) say which was explained. Never the
   calibrated probability itself (it saturates).
@@ -69,6 +70,7 @@ from medcnn.explain.normalize import evidence, normalize_heatmap
 from medcnn.explain.objective import ObjectiveHead, describe_objective, resolve_objective
 
 if TYPE_CHECKING:
+    from medcnn.models.head import Head
     from medcnn.preprocess import Pipeline
 
 __all__ = ["Explanation", "explain", "METHODS", "resolve_target", "black_value", "DEFAULT_MEMORY_BUDGET"]
@@ -233,6 +235,7 @@ def explain(
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     clip_percentile: float | None = 99.5,
     objective: str = "auto",
+    head: Head | None = None,
     **options: Any,
 ) -> Explanation:
     """Explain the ``target`` class of ``model`` at ``x`` with ``method``.
@@ -255,9 +258,12 @@ def explain(
             (:func:`black_value`); without it the darkest pixel of ``x`` is used.
         memory_budget: Bytes allowed for batched passes (IG, SmoothGrad, occlusion).
         clip_percentile: Passed to :func:`medcnn.explain.normalize.normalize_heatmap`.
-        objective: ``"auto"`` (default: ``"difference"`` for softmax heads, ``"logit"``
-            for heads declaring ``output_activation = "sigmoid"``), ``"difference"`` or
-            ``"logit"`` (the raw single-logit map).
+        objective: ``"auto"`` (default: what ``head`` says, :attr:`Head.objective`: the
+            logit difference of a softmax head, the class logit of a sigmoid head),
+            ``"difference"`` or ``"logit"`` (the raw single-logit map).
+        head: The model's decision rule (``card.head_rule``). Every medcnn caller passes it;
+            without it a network is explained as a softmax classifier, and ``labels`` default
+            to the head's.
         **options: Method options: the keyword-only parameters of the method's
             ``attribute`` (see each class in :data:`METHODS`).
 
@@ -280,8 +286,9 @@ def explain(
     with torch.inference_mode(False), torch.enable_grad():
         iso = isolated_copy(model)
         pr = probe(model, iso, xc)
+        labels = labels if labels is not None or head is None else head.labels
         tgt = resolve_target(target, labels, pr.num_outputs)
-        kind = resolve_objective(objective, model, pr.num_outputs)
+        kind = resolve_objective(objective, head, pr.num_outputs)
         lay = (layer or _default_layer(model, pr.last_spatial_layer)) if impl.needs_layer else None
         net = iso if impl.needs_layer else fast_copy(model, iso, xc)
         ctx = Context(ObjectiveHead(net, kind), xc.requires_grad_(impl.needs_layer), tgt, lay, pr,

@@ -16,34 +16,9 @@ import dataclasses
 from collections.abc import Sequence
 
 from medcnn.explain.core import Explanation
+from medcnn.models.head import Head
 
-__all__ = ["at_operating_point", "operating_point"]
-
-
-def operating_point(labels: Sequence[str], positive_label: str, threshold: float, target: str) -> float | None:
-    """Probability of ``target`` at which a model calls it.
-
-    Binary cards call the positive label iff ``P(positive) >= threshold``, i.e. the other
-    label iff ``P(other) > 1 - threshold``; so the operating point is ``threshold`` for the
-    positive label and ``1 - threshold`` for the other one. Multi-class cards decide by
-    argmax: no single probability is the operating point (None).
-
-    Args:
-        labels: Class names in logit order.
-        positive_label: The card's positive label.
-        threshold: The card's operating threshold on ``P(positive_label)``.
-        target: The explained label.
-
-    Raises:
-        ValueError: ``target`` or ``positive_label`` not in ``labels``.
-    """
-    labels = list(labels)
-    for name in (target, positive_label):
-        if name not in labels:
-            raise ValueError(f"label {name!r} is not one of {labels}")
-    if len(labels) != 2:
-        return None
-    return float(threshold) if target == positive_label else 1.0 - float(threshold)
+__all__ = ["at_operating_point", "judged_by_head"]
 
 
 def _notice(exp: Explanation, label: str, p: float, op: float | None, called: bool) -> str | None:
@@ -95,3 +70,25 @@ def at_operating_point(exp: Explanation, probability: float, operating_point: fl
     name = label or f"class {exp.target}"
     return dataclasses.replace(exp, probability=p, operating_point=op, called=bool(called),
                                notice=_notice(exp, name, p, op, bool(called)))
+
+
+def judged_by_head(exp: Explanation, head: Head, probabilities: Sequence[float], label: str) -> Explanation:
+    """:func:`at_operating_point` with everything taken from the model's decision rule.
+
+    Args:
+        exp: The explanation of ``label`` (not modified).
+        head: The model's :class:`~medcnn.models.head.Head` (``card.head_rule``).
+        probabilities: The image's calibrated probabilities, in label order (C,).
+        label: The explained label.
+
+    Returns:
+        A copy of ``exp`` with the label's probability, its operating point
+        (:meth:`Head.operating_point`), whether the head calls it (:meth:`Head.is_called`) and the
+        notice.
+
+    Raises:
+        ValueError: ``label`` is not one of the head's labels.
+    """
+    p = float(probabilities[head.index(label)])
+    return at_operating_point(exp, p, head.operating_point(label), called=head.is_called(label, probabilities),
+                              label=label)

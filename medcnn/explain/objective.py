@@ -15,9 +15,11 @@ is the *objective*:
 * ``"logit"``: the target logit ``z_t`` alone. For sigmoid (multi-label) heads this *is*
   the quantity that sets the class probability (``sigmoid(z_t)``), so it is their
   default; for softmax heads it is kept as an option (the raw single-logit map).
-* ``"auto"`` resolves to one of the two (:func:`resolve_objective`): ``"logit"`` when the
-  model declares ``output_activation = "sigmoid"`` (an attribute, like
-  ``target_layer``) or has one output, else ``"difference"``.
+* ``"auto"`` resolves to one of the two (:func:`resolve_objective`): what the model's
+  :class:`~medcnn.models.head.Head` says (:attr:`~medcnn.models.head.Head.objective`), passed
+  explicitly by the caller; without a head, ``"logit"`` for one output and ``"difference"``
+  otherwise (a bare network is taken as a softmax classifier: pass the head of a multi-label
+  model, or ``objective="logit"``).
 
 :class:`ObjectiveHead` wraps a network so that output column ``t`` *is* the objective of
 class ``t``: every method calls Captum (or the IG integrator) on the head with
@@ -31,34 +33,40 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from medcnn.models.head import Head
+
 __all__ = ["OBJECTIVES", "ObjectiveHead", "describe_objective", "objective_scores", "resolve_objective"]
 
 #: Accepted values of ``explain(..., objective=...)``.
 OBJECTIVES = ("auto", "difference", "logit")
 
 
-def resolve_objective(objective: str, model: nn.Module, num_outputs: int) -> str:
+def resolve_objective(objective: str, head: Head | None, num_outputs: int) -> str:
     """``"difference"`` or ``"logit"`` for a requested objective (see the module docstring).
 
     Args:
         objective: One of :data:`OBJECTIVES`.
-        model: The caller's network (its ``output_activation`` attribute is read, if any).
+        head: The model's decision rule, or None for a bare network (taken as softmax).
         num_outputs: Number of logits of the network.
 
     Returns:
         ``"difference"`` or ``"logit"``.
 
     Raises:
-        ValueError: unknown objective, or ``"difference"`` for a one-output network or a
-            network that declares sigmoid outputs (its classes do not compete).
+        ValueError: unknown objective, a head whose labels do not match the outputs, or
+            ``"difference"`` for a one-output network or a sigmoid head (its classes do not
+            compete).
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; valid: {', '.join(OBJECTIVES)}")
-    sigmoid = str(getattr(model, "output_activation", "softmax")).lower() == "sigmoid"
+    if head is not None and len(head.labels) != num_outputs:
+        raise ValueError(f"the network gives {num_outputs} outputs but its head names {len(head.labels)} "
+                         f"labels ({', '.join(head.labels)})")
+    sigmoid = head is not None and head.multilabel
     if objective == "auto":
-        return "logit" if sigmoid or num_outputs < 2 else "difference"
+        return head.objective if head is not None else ("logit" if num_outputs < 2 else "difference")
     if objective == "difference" and (sigmoid or num_outputs < 2):
-        why = "declares sigmoid outputs" if sigmoid else "has a single output"
+        why = "has a sigmoid head" if sigmoid else "has a single output"
         raise ValueError(f"objective 'difference' needs a softmax head with >= 2 outputs; the model {why}: "
                          "use objective='logit'")
     return objective

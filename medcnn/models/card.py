@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from medcnn.models.head import HEAD_KINDS, Head
+
 __all__ = ["ModelCard", "CardError", "card_file"]
 
 #: Suffixes that name one of a checkpoint's two files: the weights and the card.
@@ -115,8 +117,8 @@ class ModelCard:
             )
         if len(set(self.labels)) != len(self.labels) or len(self.labels) < 2:
             raise CardError(f"labels must be >= 2 distinct names, got {self.labels!r}")
-        if self.head not in ("softmax", "sigmoid"):
-            raise CardError(f"head must be 'softmax' or 'sigmoid', got {self.head!r}")
+        if self.head not in HEAD_KINDS:
+            raise CardError(f"head must be one of {', '.join(HEAD_KINDS)}, got {self.head!r}")
         if self.head == "sigmoid":
             missing = [name for name in self.labels if name not in self.findings]
             if missing:
@@ -127,6 +129,14 @@ class ModelCard:
                 if not 0.0 < float(t) < 1.0 or float(f.get("temperature", 1.0)) <= 0:
                     raise CardError(f"finding {name!r}: threshold must be in (0, 1) and temperature > 0, "
                                     f"got {t!r} and {f.get('temperature')!r}")
+
+    @property
+    def head_rule(self) -> Head:
+        """The card's decision rule (:class:`medcnn.models.head.Head`), built from its current fields
+        (so a recalibrated temperature or threshold is always the one applied)."""
+        if self.head == "sigmoid":
+            return Head.sigmoid(self.labels, self.positive_label, self.findings)
+        return Head.softmax(self.labels, self.positive_label, self.temperature, self.threshold)
 
     @property
     def multilabel(self) -> bool:

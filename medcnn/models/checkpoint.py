@@ -131,6 +131,4 @@ def load_model(
             f"{len(card.labels)} labels: {' '.join(first)}"
         ) from None
     model = prepare_for_device(model, get_device(device)).eval()
-    # explanations read this to explain the score that sets each probability (medcnn.explain.objective)
-    model.output_activation = "sigmoid" if card.multilabel else "softmax"
     return model, card

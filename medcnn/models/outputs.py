@@ -30,10 +30,9 @@ def sigmoid_t(logits: np.ndarray, temperatures: Any = 1.0) -> np.ndarray:
 
 
 def card_probabilities(card: Any, logits: np.ndarray) -> np.ndarray:
-    """The probabilities a model card defines for its logits, (N, C) float64 (softmax or sigmoid head)."""
-    if getattr(card, "multilabel", False):
-        return sigmoid_t(logits, card.finding_temperatures())
-    return softmax_t(logits, card.temperature)
+    """The probabilities a model card defines for its logits, (N, C) float64 (its head decides:
+    :meth:`medcnn.models.head.Head.probabilities`)."""
+    return card.head_rule.probabilities(logits)
 
 
 def relative_to_threshold(prob: Any, threshold: Any) -> np.ndarray:

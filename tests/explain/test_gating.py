@@ -9,8 +9,9 @@ import torch
 from PIL import Image
 
 from medcnn import models, preprocess
-from medcnn.explain import Explanation, at_operating_point, operating_point
+from medcnn.explain import Explanation, at_operating_point, judged_by_head
 from medcnn.models.card import ModelCard
+from medcnn.models.head import Head
 
 
 
@@ -21,12 +22,28 @@ def _exp(heat: float = 1.0) -> Explanation:
 
 
 def test_operating_point_of_each_label():
-    labels = ["NORMAL", "PNEUMONIA"]
-    assert operating_point(labels, "PNEUMONIA", 0.25, "PNEUMONIA") == 0.25
-    assert operating_point(labels, "PNEUMONIA", 0.25, "NORMAL") == 0.75
-    assert operating_point(["a", "b", "c"], "a", 0.3, "b") is None
+    head = Head.softmax(["NORMAL", "PNEUMONIA"], "PNEUMONIA", threshold=0.25)
+    assert head.operating_point("PNEUMONIA") == 0.25
+    assert head.operating_point("NORMAL") == 0.75
+    assert Head.softmax(["a", "b", "c"], "a", threshold=0.3).operating_point("b") is None
     with pytest.raises(ValueError, match="not one of"):
-        operating_point(labels, "PNEUMONIA", 0.25, "OTHER")
+        head.operating_point("OTHER")
+
+
+@pytest.mark.parametrize("head, probs, label, op, called", [
+    (Head.softmax(["NORMAL", "PNEUMONIA"], "PNEUMONIA", threshold=0.25), [0.7, 0.3], "PNEUMONIA", 0.25, True),
+    (Head.softmax(["NORMAL", "PNEUMONIA"], "PNEUMONIA", threshold=0.25), [0.7, 0.3], "NORMAL", 0.75, False),
+    (Head.softmax(["NORMAL", "PNEUMONIA"], "PNEUMONIA", threshold=0.25), [0.8, 0.2], "NORMAL", 0.75, True),
+    (Head.sigmoid(["Effusion", "Mass"], "Effusion", {"Mass": {"threshold": 0.1}}), [0.4, 0.1], "Mass", 0.1, True),
+    (Head.sigmoid(["Effusion", "Mass"], "Effusion", {"Mass": {"threshold": 0.1}}), [0.4, 0.1], "Effusion", 0.5, False),
+    (Head.sigmoid(["Effusion", "Mass"], "Effusion", {"Mass": {"threshold": 0.1, "shown": False}}),
+     [0.4, 0.9], "Mass", 0.1, False),  # a finding the card does not present is never called
+])
+def test_judged_by_head_takes_the_point_and_the_call_from_the_decision_rule(head, probs, label, op, called):
+    e = judged_by_head(_exp(), head, probs, label)
+    assert e.probability == pytest.approx(probs[head.index(label)])
+    assert e.operating_point == pytest.approx(op) and e.called is called
+    assert (e.notice is None) is called
 
 
 def test_below_the_operating_point_says_so():

@@ -167,16 +167,21 @@ def test_objective_scores_exact_values():
 
 
 def test_auto_objective_by_head_and_errors():
+    from medcnn.models.head import Head
+
     assert OBJECTIVES == ("auto", "difference", "logit")
     softmax, sigmoid = Small(2), Small(3)
-    sigmoid.output_activation = "sigmoid"  # a multi-label head declares it, like target_layer
-    assert resolve_objective("auto", softmax, 2) == "difference"
-    assert resolve_objective("auto", sigmoid, 3) == "logit"
-    assert resolve_objective("auto", nn.Identity(), 1) == "logit"
-    e = explain(sigmoid.eval(), _x(0), 2, "gradcam", labels=["a", "b", "c"])
+    multi = Head.sigmoid(["a", "b", "c"], "a")  # the head is passed, never read off the network
+    assert resolve_objective("auto", Head.softmax(["n", "p"], "p"), 2) == "difference"
+    assert resolve_objective("auto", None, 2) == "difference"  # a bare network: softmax
+    assert resolve_objective("auto", multi, 3) == "logit"
+    assert resolve_objective("auto", None, 1) == "logit"
+    e = explain(sigmoid.eval(), _x(0), "c", "gradcam", head=multi)  # labels come from the head
     assert e.objective == "logit" and e.params["objective"] == "c logit"
     with pytest.raises(ValueError, match="sigmoid"):
-        explain(sigmoid.eval(), _x(0), 2, "gradcam", objective="difference")
+        explain(sigmoid.eval(), _x(0), 2, "gradcam", objective="difference", head=multi)
+    with pytest.raises(ValueError, match="gives 3 outputs but its head names 2 labels"):
+        explain(sigmoid.eval(), _x(0), 1, "gradcam", head=Head.softmax(["n", "p"], "p"))
     with pytest.raises(ValueError, match="unknown objective 'probability'"):
         explain(softmax.eval(), _x(0), 1, "gradcam", objective="probability")
     assert describe_objective("difference", 1, 2) == "logit difference (class 1 - class 0)"
