@@ -201,6 +201,8 @@ def _send_panel(prefix: str, key: str, data: bytes, card: Any, prediction: Any, 
         except ValueError as e:  # confirmation missing, object check, PACS error: a message, the page goes on
             st.error(f"Send to PACS: {e}")
             return
+        if not done.repeated:
+            st.rerun()  # redraw the panel with the button off: it was sent
     if done is not None:
         kinds = ", ".join(_KINDS.get(o["sop_class_uid"], "object") for o in done.objects)
         st.success(f"{'Already sent' if done.repeated else 'Sent'} to the PACS: {kinds} "

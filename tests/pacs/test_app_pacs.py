@@ -68,7 +68,6 @@ def test_open_from_pacs_analyse_confirm_and_send_once(orthanc, study, pacs_env):
     at.run()
     assert not at.exception, at.exception
     assert any("Sent to the PACS: structured report, overlay capture, PDF report" in s.value for s in at.success)
-    at.run()
     assert by_key(at.button, f"analyze_pacs_send_{key[:12]}").disabled  # sent once: the button is off now
     client = DicomWebClient(PacsConfig(orthanc.dicomweb, user=orthanc.auth[0], password=orthanc.auth[1]))
     assert len(client.series(study["uid"])) == 4  # the three sources + one result series
