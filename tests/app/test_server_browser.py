@@ -198,7 +198,7 @@ def test_signed_in_uploads_are_capped_per_session_and_never_opened_as_files(serv
         assert held_upload_bytes(server) == 0
 
 
-def test_sign_out_removes_the_session_media_and_downloads(server):
+def test_sign_out_removes_media_and_downloads_and_metrics_name_no_one(server):
     image = png_bytes(96, seed=3)
     with chromium_page() as page:
         visitor = Visitor(page, server)
