@@ -16,7 +16,7 @@ from medcnn.app import pacs as app_pacs
 from medcnn.app import state as appstate
 from medcnn.visualize import report
 from medcnn.preprocess import CT_PRESETS
-from medcnn.visualize import overlay, to_png_bytes
+from medcnn.visualize import heatmap_rgb, overlay, to_png_bytes
 
 page_setup("Analyze", "🔬")
 
@@ -43,7 +43,8 @@ with st.sidebar:
         st.warning(f"{methods[method].label} fails the model-randomisation sanity check "
                    "(Adebayo et al. 2018): its map barely depends on the learned weights.")
     st.caption(methods[method].description)
-    alpha = st.slider("Opacity", 0.0, 1.0, 0.4, 0.05, key="opacity")
+    alpha = st.slider("Opacity", 0.0, 1.0, 0.6, 0.05, key="opacity",
+                      help="Opacity where the map is highest; it falls with the map, and no evidence stays clear.")
     cmap = st.selectbox("Colormap", app_display.COLORMAPS, key="cmap")
     contour = st.slider("Outline the top % of the map (0 = off)", 0, 50, 0, 5, key="contour")
     scale_by_prob = st.checkbox("Scale map by the class probability", value=True, key="scale_prob",
@@ -162,7 +163,7 @@ else:
         fail("explaining", e)
     scale = expl.probability if scale_by_prob else None
     over = overlay(display, expl.heatmap, cmap=cmap, alpha=alpha, contour_top_percent=contour or None, scale=scale)
-    heat = overlay(display, expl.heatmap, cmap=cmap, alpha=1.0, scale=scale)
+    heat = heatmap_rgb(expl.heatmap, cmap=cmap, scale=scale)
     c1, c2, c3 = st.columns([16, 16, 17])
     c1.image(app_display.to_uint8(display), caption="Model input", width="stretch")
     explained = (app_findings.target_caption(target, expl) if card.multilabel

@@ -121,7 +121,7 @@ with panel.container(key="review_panel"):
     c1, c2 = st.columns(2)
     show_overlay = c1.toggle("Overlay", value=True, key="review_overlay", disabled=not show_map)
     compare = c2.toggle("Compare", value=False, key="review_compare", disabled=not show_map)
-    alpha = st.slider("Opacity", 0.0, 1.0, 0.4, 0.05, key="review_opacity", disabled=not (show_map and show_overlay))
+    alpha = st.slider("Opacity", 0.0, 1.0, 0.6, 0.05, key="review_opacity", disabled=not (show_map and show_overlay))
     method2 = st.selectbox("Second method", list(methods), index=1, format_func=lambda m: methods[m].label,
                            key="review_method2", disabled=not (show_map and compare))
     st.caption(appstate.DISCLAIMER)

@@ -47,8 +47,9 @@ META_FIELDS: tuple[tuple[str, str], ...] = (
     ("transfer_syntax", "Transfer syntax"),
 )
 
-#: Colormaps offered for the overlay (perceptually uniform first).
-COLORMAPS = ["jet", "inferno", "viridis", "magma", "turbo", "hot"]
+#: Colormaps offered for the overlay: the default first (perceptually uniform,
+#: :data:`medcnn.visualize.DEFAULT_CMAP`), the rainbow ``jet`` still selectable.
+COLORMAPS = ["inferno", "magma", "viridis", "jet", "turbo", "hot"]
 
 
 # --------------------------------------------------------------------------- tables and charts

@@ -308,7 +308,7 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
 
 
 def series_cases(cases: list[Case], model_choice: str, method: str | None, method_label: str,
-                 cmap: str = "jet", alpha: float = 0.4) -> list[SeriesCase]:
+                 cmap: str = "inferno", alpha: float = 0.6) -> list[SeriesCase]:
     """The set as :class:`~medcnn.visualize.series.SeriesCase` rows for the summary table
     and the case-series PDF; overlays only where ``method`` is given and a map exists."""
     from medcnn.visualize import overlay

@@ -2,6 +2,8 @@
 """
 from __future__ import annotations
 
-from medcnn.visualize.heatmap import to_uint8, normalize_heatmap, overlay, colorbar_image, figure_side_by_side, to_png_bytes
+from medcnn.visualize.heatmap import (DEFAULT_CMAP, colorbar_image, figure_side_by_side, heatmap_rgb, normalize_heatmap,
+                                      overlay, to_png_bytes, to_uint8)
 
-__all__ = ['to_uint8', 'normalize_heatmap', 'overlay', 'colorbar_image', 'figure_side_by_side', 'to_png_bytes']
+__all__ = ['DEFAULT_CMAP', 'to_uint8', 'normalize_heatmap', 'overlay', 'heatmap_rgb', 'colorbar_image',
+           'figure_side_by_side', 'to_png_bytes']

@@ -148,7 +148,7 @@ def test_case_view_fits_the_screen_and_keys_step(review_url, tmp_path, size):
         slider.focus()
         assert page.evaluate("document.activeElement.type") == "range"
         page.keyboard.press("ArrowRight")  # a focused slider keeps its arrow keys
-        page.locator(".st-key-review_opacity").get_by_text("0.45").wait_for()
+        page.locator(".st-key-review_opacity").get_by_text("0.65").wait_for()
         settle(page)
         assert counter(page).startswith("Case 2 of 4")
 

@@ -10,8 +10,10 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from medcnn.explain import normalize
-from medcnn.visualize import colorbar_image, figure_side_by_side, normalize_heatmap, overlay, to_png_bytes
+from medcnn.visualize import (DEFAULT_CMAP, colorbar_image, figure_side_by_side, heatmap_rgb, normalize_heatmap, overlay,
+                              to_png_bytes, to_uint8)
 from medcnn.visualize import heatmap as visualize_heatmap
+from medcnn.visualize.heatmap import EVIDENCE_FLOOR
 
 
 def _pair(size=32):
@@ -25,10 +27,51 @@ def test_overlay_blend_values():
     display, heat = _pair()
     out = overlay(display, heat, cmap="jet", alpha=0.4)
     assert out.shape == (32, 32, 3) and out.dtype == np.uint8
-    colour = np.array(matplotlib.colormaps["jet"](heat[16, 16])[:3])
-    expected = np.round((0.6 * display[16, 16] + 0.4 * colour) * 255)
+    h = float(heat[16, 16])
+    colour = np.array(matplotlib.colormaps["jet"](h)[:3])
+    a = 0.4 * h  # opacity grows with the evidence
+    expected = np.round(((1 - a) * display[16, 16] + a * colour) * 255)
     np.testing.assert_allclose(out[16, 16], expected, atol=1)
-    np.testing.assert_array_equal(overlay(display, heat, alpha=0.0)[..., 0], np.round(display * 255))
+    np.testing.assert_array_equal(overlay(display, heat, alpha=0.0), np.repeat(to_uint8(display)[..., None], 3, 2))
+
+
+@pytest.mark.parametrize("cmap", ["inferno", "jet"])
+def test_overlay_of_a_zero_map_is_the_display_image_unchanged(cmap):
+    rng = np.random.default_rng(0)
+    display = rng.random((24, 20)).astype(np.float32)
+    out = overlay(display, np.zeros_like(display), cmap=cmap, alpha=1.0)
+    np.testing.assert_array_equal(out, np.repeat(to_uint8(display)[..., None], 3, axis=2))
+
+
+def test_overlay_with_one_hot_pixel_tints_only_that_pixel():
+    display = np.full((16, 16), 0.5, np.float32)
+    heat = np.zeros_like(display)
+    heat[5, 9] = 1.0
+    out = overlay(display, heat, alpha=0.6)
+    grey = np.repeat(to_uint8(display)[..., None], 3, axis=2)
+    changed = (out != grey).any(axis=2)
+    assert changed[5, 9] and changed.sum() == 1
+
+
+def test_overlay_leaves_values_below_the_floor_transparent():
+    display = np.full((8, 8), 0.3, np.float32)
+    faint = np.full_like(display, EVIDENCE_FLOOR / 2)
+    np.testing.assert_array_equal(overlay(display, faint, alpha=1.0), overlay(display, np.zeros_like(display)))
+
+
+def test_default_colour_map_is_perceptually_uniform_and_jet_stays_selectable():
+    assert DEFAULT_CMAP in ("inferno", "magma", "viridis", "cividis")
+    display, heat = _pair()
+    np.testing.assert_array_equal(overlay(display, heat), overlay(display, heat, cmap=DEFAULT_CMAP))
+    assert not np.array_equal(overlay(display, heat, cmap="jet"), overlay(display, heat))
+
+
+def test_heatmap_rgb_is_the_colour_map_alone():
+    heat = np.array([[0.0, 1.0]], np.float32)
+    rgb = heatmap_rgb(heat, cmap="viridis")
+    expected = np.round(np.array(matplotlib.colormaps["viridis"]([0.0, 1.0])[:, :3]) * 255)
+    np.testing.assert_allclose(rgb[0], expected, atol=1)
+    np.testing.assert_array_equal(heatmap_rgb(heat, cmap="viridis", scale=0.0)[0, 1], rgb[0, 0])
 
 
 def test_overlay_scale_by_probability():
