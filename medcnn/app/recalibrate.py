@@ -239,12 +239,13 @@ def recalibrate_site(key: str, _site: SiteImages, card_path: str, mtime: float, 
         InsufficientSiteDataError: too few usable images of a class (the message says how many).
         CardError: the card or its weights are unreadable.
     """
-    from medcnn.cli.recalibrate import score_images
     from medcnn.evaluation import softmax_t
+    from medcnn.scoring import Scorer, analysed_logits
 
     predictor = get_predictor(card_path)
     card = predictor.card
-    logits, kept, skipped = score_images(slotted(predictor), _site.data)
+    sources = [(f"site image {i}", data) for i, data in enumerate(_site.data)]
+    logits, kept, skipped = analysed_logits(Scorer(slotted(predictor)), sources)
     skipped = {**_site.skipped, **skipped}
     y = np.asarray([card.labels.index(_site.labels[i]) for i in kept], dtype=np.int64)
     groups = None if _site.groups is None else [_site.groups[i] for i in kept]

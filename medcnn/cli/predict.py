@@ -6,6 +6,9 @@ get an error. Every result carries the out-of-distribution verdict (``ood``); an
 what the model reads is printed as NOT ANALYSED (its probabilities stay in ``--json`` for the
 record, with ``"decision": "not analysed"``). A file that cannot be read or predicted gets an
 error entry and the others still run; the exit status is 1 if any file failed. Nothing identifying is printed.
+Files are scored by :class:`medcnn.scoring.Scorer` (the one engine of every scoring path),
+``--batch-size`` images of one model per forward pass; an entry is a row of
+:data:`medcnn.scoring.ROW_KEYS`.
 
 A FILE may be a folder: it is searched recursively and its images are recognised by content.
 With ``--engine`` each SOURCE may also be a glob or a manifest CSV with a ``path`` column
@@ -22,7 +25,6 @@ import json
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder with <name>.json + <name>.pt (default: $MEDCNN_WEIGHTS_DIR, else weights)")
     parser.add_argument("--json", action="store_true", help='print one JSON object {"results": [...]}')
     parser.add_argument("--device", default=None, help="cpu / cuda (default: MEDCNN_DEVICE, else auto)")
+    parser.add_argument("--batch-size", type=int, default=16, metavar="N",
+                        help="images per forward pass (default 16)")
     s = parser.add_argument_group("batch scoring")
     s.add_argument("--engine", choices=("local", "ray"), default=None,
                    help="score folders/globs/manifests in this process (local) or on a Ray cluster (ray)")
@@ -58,35 +62,6 @@ def resolve_card_path(model: str, weights_dir: str | Path) -> Path:
     from medcnn.inference import resolve_card
 
     return resolve_card(None, model, weights_dir)
-
-
-def _predict_one(path: str, args: argparse.Namespace, predictors: dict[Path, Any],
-                 fixed: Path | None) -> dict[str, Any]:
-    from medcnn.inference import Predictor, resolve_card
-    from medcnn.io import read_image
-
-    entry: dict[str, Any] = {"file": path, "ok": False, "error": None, "model": None,
-                             "probabilities": None, "label": None, "positive_prob": None,
-                             "above_threshold": None, "threshold": None, "seconds": None,
-                             "decision": None, "ood": None, "warnings": []}
-    caught: list[Any] = []
-    try:
-        with warnings.catch_warnings(record=True) as caught:  # reported per file, not as tracebacks
-            warnings.simplefilter("always")
-            img = read_image(path)
-            card_path = fixed or resolve_card(img.meta, None, args.weights_dir)
-            if card_path not in predictors:
-                predictors[card_path] = Predictor(card_path, device=args.device)
-            pred = predictors[card_path].predict(img, keep_steps=False)
-    except (ValueError, OSError) as e:  # UnsupportedImageError / CardError are ValueErrors
-        entry["error"] = f"{type(e).__name__}: {e}"
-        return entry
-    finally:
-        entry["warnings"] = list(dict.fromkeys(str(w.message) for w in caught))
-    d = pred.to_dict()
-    d.pop("logits")
-    entry.update(d, ok=True)
-    return entry
 
 
 def _line(e: dict[str, Any]) -> str:
@@ -159,17 +134,18 @@ def run(args: argparse.Namespace) -> int:
     fixed = resolve_card_path(args.model, args.weights_dir) if args.model else None
     if engine == "ray":
         return _run_ray(args, files, fixed)
-    t0 = time.perf_counter()
-    predictors: dict[Path, Any] = {}
-    if fixed is not None:  # a broken --model is one error (exit 2), not one per file
-        from medcnn.inference import Predictor
+    from medcnn.scoring import Scorer
 
-        predictors[fixed] = Predictor(fixed, device=args.device)
+    t0 = time.perf_counter()
+    # a broken --model is one error (exit 2), not one per file: load it before any file
+    scorer = Scorer(fixed, weights_dir=args.weights_dir, device=args.device, batch_size=args.batch_size)
+    if fixed is not None:
+        scorer.predictor(fixed)
     results = []
     out = getattr(args, "out", None)
     t_first = t0
-    for path in files:
-        entry = _predict_one(path, args, predictors, fixed)
+    for scored in scorer.iter_score(files):
+        entry = scored.row
         results.append(entry)
         if len(results) == 1:
             t_first = time.perf_counter()

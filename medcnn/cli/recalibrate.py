@@ -21,18 +21,13 @@ import argparse
 import json
 import sys
 import warnings
-from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-__all__ = ["add_arguments", "run", "score_images"]
+__all__ = ["add_arguments", "run"]
 
-SKIP_UNREADABLE = "unreadable (not DICOM / PNG / JPEG, or missing)"
-SKIP_MODALITY = "DICOM modality the model does not read"
-SKIP_GATE = "withheld by the out-of-distribution gate"
-SKIP_FAILED = "preprocessing failed"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,77 +50,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu / cuda (default: MEDCNN_DEVICE, else auto)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing card at --out")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
-
-
-def score_images(predictor: Any, sources: Sequence[str | bytes], batch_size: int = 32,
-                 progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
-    """Logits of the images a model would analyse, and why the others were left out.
-
-    Images are read one batch at a time (never all at once). An image is skipped when it
-    cannot be read, is a DICOM of a modality the card does not list, fails preprocessing,
-    or is withheld by the card's out-of-distribution gate (the app would not show a result
-    for it, so it must not shape the operating point).
-
-    Args:
-        predictor: A :class:`medcnn.inference.Predictor`.
-        sources: Image file paths or bytes.
-        batch_size: Images per forward pass.
-        progress: Called with (done, total) after each batch.
-
-    Returns:
-        ``(logits, kept, skipped)``: float32 (M, C) raw logits, int64 (M,) indices into
-        ``sources`` of those rows, and reason -> count of the skipped images.
-    """
-    from medcnn.inference import check_modality
-    from medcnn.io import read_image
-
-    logits, kept, skipped = [], [], Counter()
-    for start in range(0, len(sources), max(1, batch_size)):
-        images, index = [], []
-        for i in range(start, min(start + batch_size, len(sources))):
-            try:
-                with warnings.catch_warnings():  # soft reader warnings would repeat per image
-                    warnings.simplefilter("ignore")
-                    img = read_image(sources[i])
-            except (ValueError, OSError):
-                skipped[SKIP_UNREADABLE] += 1
-                continue
-            try:
-                check_modality(predictor.card, img.meta)
-            except ValueError:
-                skipped[SKIP_MODALITY] += 1
-                continue
-            images.append(img)
-            index.append(i)
-        for pred, i in _predict(predictor, images, index, skipped):
-            if pred.ood.withheld:
-                skipped[SKIP_GATE] += 1
-            else:
-                logits.append(pred.logits)
-                kept.append(i)
-        if progress is not None:
-            progress(min(start + batch_size, len(sources)), len(sources))
-    n_classes = len(predictor.card.labels)
-    return (np.asarray(logits, dtype=np.float32).reshape(-1, n_classes),
-            np.asarray(kept, dtype=np.int64), dict(skipped))
-
-
-def _predict(predictor: Any, images: list, index: list[int], skipped: Counter) -> list[tuple[Any, int]]:
-    """Predictions of one batch; when the batch fails, image by image so one bad image is skipped."""
-    if not images:
-        return []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            return list(zip(predictor.predict_batch(images), index))
-        except ValueError:
-            out = []
-            for img, i in zip(images, index):
-                try:
-                    out.append((predictor.predict(img, keep_steps=False), i))
-                except ValueError:
-                    skipped[SKIP_FAILED] += 1
-            return out
 
 
 def _read_site(args: argparse.Namespace, labels: list[str]) -> tuple[Any, np.ndarray | None]:
@@ -216,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
     from medcnn.evaluation.site import InsufficientSiteDataError, RecalibrationError, recalibrate
     from medcnn.evaluation.site_card import file_sha256, recalibrated_card, site_data_sha256, write_recalibrated
     from medcnn.inference import Predictor, resolve_card
+    from medcnn.scoring import Scorer, analysed_logits
     from medcnn.models.card import ModelCard
 
     model_path = resolve_card(None, args.model)
@@ -226,12 +151,12 @@ def run(args: argparse.Namespace) -> int:
     if min(int(counts.get(name, 0)) for name in card.labels) < args.min_per_class:  # fail before inference
         raise InsufficientSiteDataError({k: int(counts.get(k, 0)) for k in card.labels}, args.min_per_class)
     sha = file_sha256(card.weights_path)
-    predictor = Predictor(card, device=args.device)
+    scorer = Scorer(Predictor(card, device=args.device), batch_size=args.batch_size)
 
     def progress(done: int, total: int) -> None:
         print(f"\rscored {done}/{total} images", end="" if done < total else "\n", file=sys.stderr)
 
-    logits, kept, skipped = score_images(predictor, df["path"].tolist(), args.batch_size, progress)
+    logits, kept, skipped = analysed_logits(scorer, df["path"].tolist(), progress)
     y = np.asarray([card.labels.index(v) for v in df["label"].iloc[kept]], dtype=np.int64)
     try:
         fields, report = recalibrate(card, logits, y, None if groups is None else groups[kept],

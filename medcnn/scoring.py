@@ -1,0 +1,246 @@
+"""One scoring engine: files or bytes in, one row per image out.
+
+Every path that scores more than one image uses it: ``predict`` on the command line, the local and
+Ray batch engines (:mod:`medcnn.distributed.scoring`), site recalibration (command and page), the
+app's Batch page and the PACS path. Each of them used to read, choose the model, batch and catch
+errors in its own way; here it is done once:
+
+1. each source (a path, or ``(name, bytes)``) is read with :func:`medcnn.io.read_image`;
+2. its model is the one given, else the one :func:`medcnn.inference.resolve_card` chooses;
+3. the images of one model go through :meth:`~medcnn.inference.Predictor.predict_batch` in one
+   forward pass per chunk; when that pass fails or warns, image by image, so each error and
+   warning lands on its own file;
+4. whatever fails becomes a row with its error and the stage it failed at; the others still run.
+
+A row (:data:`ROW_KEYS`, snake_case) is what ``predict --json`` prints for a file. Its ``decision``
+is ``"not analysed"`` when the out-of-distribution gate withholds the image (the probabilities
+stay in the row for the record), and ``called`` lists the labels the decision names (None then).
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medcnn.inference import Prediction, Predictor, check_modality, resolve_card
+from medcnn.io import MedImage, read_image
+
+__all__ = ["ROW_KEYS", "SKIP_REASONS", "STAGES", "Scored", "Scorer", "Source", "analysed_logits", "new_row"]
+
+#: Keys of one row, in order (those of ``predict --json`` entries).
+ROW_KEYS = ("file", "ok", "error", "error_stage", "model", "decision", "label", "called", "probabilities",
+            "positive_prob", "above_threshold", "threshold", "findings", "seconds", "ood", "warnings")
+#: Where a failed row stopped: the file could not be read, no model reads it (or the model could not
+#: be loaded), or preprocessing / the forward pass failed.
+STAGES = ("read", "model", "predict")
+
+#: A path, or ``(name, bytes)`` for an upload, a ZIP member or a PACS instance.
+Source = str | Path | tuple[str, bytes]
+
+
+def new_row(name: str) -> dict[str, Any]:
+    """An empty row for ``name`` (not yet scored: ``ok`` False)."""
+    row: dict[str, Any] = dict.fromkeys(ROW_KEYS)
+    row.update(file=name, ok=False, warnings=[])
+    return row
+
+
+@dataclass
+class Scored:
+    """One source's outcome.
+
+    Attributes:
+        row: The row (:data:`ROW_KEYS`).
+        prediction: The prediction (with the display image), None when the row failed.
+        image: The decoded image, None when it could not be read.
+        card_path: The card that served it, None when none did.
+    """
+
+    row: dict[str, Any]
+    prediction: Prediction | None = None
+    image: MedImage | None = field(default=None, repr=False)
+    card_path: Path | None = None
+
+
+def _messages(caught: Iterable[warnings.WarningMessage]) -> list[str]:
+    return list(dict.fromkeys(str(w.message) for w in caught))
+
+
+def _fail(scored: Scored, stage: str, e: Exception) -> None:
+    scored.row.update(error=f"{type(e).__name__}: {e}", error_stage=stage)
+
+
+class Scorer:
+    """Scores sources in batches; one loaded :class:`~medcnn.inference.Predictor` per model card.
+
+    Args:
+        model: Card path serving every image, or a loaded Predictor (or anything with its
+            ``card``, ``predict`` and ``predict_batch``, e.g. the app's compute-slotted one); None:
+            chosen per image from its modality (:func:`medcnn.inference.resolve_card`).
+        weights_dir: Folder of the cards for the automatic choice (default
+            :func:`medcnn.inference.default_weights_dir`).
+        device: ``cpu`` / ``cuda`` (default: ``MEDCNN_DEVICE``, else auto).
+        batch_size: Images per forward pass.
+        keep_images: Keep each prediction's pipeline result (display image, tensor) and the decoded
+            image in :class:`Scored` (the app's thumbnails and explanations); off, only the rows
+            and the predictions' numbers are kept, so a folder of any size fits in memory.
+        keep_steps: Also keep every preprocessing step's image (with ``keep_images``).
+    """
+
+    def __init__(self, model: str | Path | Predictor | None = None, weights_dir: str | Path | None = None,
+                 device: str | None = None, batch_size: int = 32, keep_images: bool = False,
+                 keep_steps: bool = False) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self._fixed = None if model is None or isinstance(model, (str, Path)) else model
+        self.model = None if model is None or self._fixed is not None else Path(model)
+        self.weights_dir = Path(weights_dir) if weights_dir else None
+        self.device = device
+        self.batch_size = int(batch_size)
+        self.keep_images = keep_images
+        self.keep_steps = keep_steps and keep_images
+        self.predictors: dict[Path, Predictor] = {}
+
+    def predictor(self, card_path: Path | None) -> Predictor:
+        """The loaded Predictor of ``card_path`` (the fixed one when the scorer was given one)."""
+        if self._fixed is not None:
+            return self._fixed
+        if card_path not in self.predictors:
+            self.predictors[card_path] = Predictor(card_path, device=self.device)
+        return self.predictors[card_path]
+
+    def _prepare(self, source: Source) -> Scored:
+        """Read one source and choose (and load) its model; a failure is recorded in the row."""
+        name, data = (source[0], source[1]) if isinstance(source, tuple) else (str(source), source)
+        scored = Scored(new_row(name))
+        caught: list[warnings.WarningMessage] = []
+        try:
+            with warnings.catch_warnings(record=True) as caught:  # reported per file, not as tracebacks
+                warnings.simplefilter("always")
+                try:
+                    scored.image = read_image(data)
+                except (ValueError, OSError) as e:  # UnsupportedImageError is a ValueError
+                    _fail(scored, "read", e)
+                    return scored
+                try:
+                    if self._fixed is not None:
+                        check_modality(self._fixed.card, scored.image.meta)
+                    else:
+                        scored.card_path = self.model or resolve_card(scored.image.meta, None, self.weights_dir)
+                        self.predictor(scored.card_path)
+                        check_modality(self.predictor(scored.card_path).card, scored.image.meta)
+                except (ValueError, OSError) as e:  # CardError is a ValueError
+                    _fail(scored, "model", e)
+        finally:
+            scored.row["warnings"] = _messages(caught)
+        return scored
+
+    def _fill(self, scored: Scored, pred: Prediction) -> None:
+        d = pred.to_dict()
+        d.pop("logits")
+        scored.prediction = pred
+        scored.row.update(d, ok=True, called=pred.decided)
+
+    def _predict_group(self, predictor: Predictor, members: list[Scored]) -> None:
+        """One forward pass for the images of one model; image by image when that pass fails or warns."""
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                preds = predictor.predict_batch([s.image for s in members], keep_steps=self.keep_steps)
+            if not caught:
+                for scored, pred in zip(members, preds):
+                    self._fill(scored, pred)
+                return
+        except (ValueError, OSError, RuntimeError):
+            pass
+        for scored in members:
+            caught = []
+            try:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    pred = predictor.predict(scored.image, keep_steps=self.keep_steps)
+            except (ValueError, OSError, RuntimeError) as e:
+                _fail(scored, "predict", e)
+                continue
+            finally:
+                scored.row["warnings"] = list(dict.fromkeys(scored.row["warnings"] + _messages(caught)))
+            self._fill(scored, pred)
+
+    def iter_score(self, sources: Sequence[Source]) -> Iterator[Scored]:
+        """Score ``sources`` in order, ``batch_size`` at a time, yielding each chunk's outcomes as soon
+        as its forward pass is done (never more than one chunk of images in memory).
+
+        Yields:
+            One :class:`Scored` per source, in order; a failed one has ``row["ok"]`` False and
+            ``row["error"]`` / ``row["error_stage"]`` set.
+        """
+        for start in range(0, len(sources), self.batch_size):
+            chunk = [self._prepare(s) for s in sources[start:start + self.batch_size]]
+            groups: dict[Path | None, list[Scored]] = {}
+            for scored in chunk:
+                if scored.row["error"] is None:
+                    groups.setdefault(scored.card_path, []).append(scored)
+            for card_path, members in groups.items():
+                self._predict_group(self.predictor(card_path), members)
+            if not self.keep_images:  # pixels never outlive their chunk
+                for scored in chunk:
+                    scored.image = None
+                    if scored.prediction is not None:
+                        scored.prediction.pipeline_result = None
+            yield from chunk
+
+    def score(self, sources: Sequence[Source], progress: Callable[[int, int], None] | None = None) -> list[Scored]:
+        """All of :meth:`iter_score`, with ``progress(done, total)`` called after each chunk."""
+        out: list[Scored] = []
+        for scored in self.iter_score(sources):
+            out.append(scored)
+            if progress is not None and (len(out) % self.batch_size == 0 or len(out) == len(sources)):
+                progress(len(out), len(sources))
+        return out
+
+    def rows(self, sources: Sequence[Source]) -> list[dict[str, Any]]:
+        """Just the rows of :meth:`score`."""
+        return [s.row for s in self.score(sources)]
+
+
+#: Why an image a recalibration cannot use was left out (:func:`analysed_logits`), by where it stopped.
+SKIP_REASONS = {"read": "unreadable (not DICOM / PNG / JPEG, or missing)",
+                "model": "DICOM modality the model does not read",
+                "predict": "preprocessing failed",
+                "withheld": "withheld by the out-of-distribution gate"}
+
+
+def analysed_logits(scorer: Scorer, sources: Sequence[Source],
+                    progress: Callable[[int, int], None] | None = None) -> tuple[Any, Any, dict[str, int]]:
+    """Logits of the images a model analyses, and why the others were left out.
+
+    An image is left out when it cannot be read, is a DICOM of a modality the card does not list,
+    fails preprocessing, or is withheld by the card's out-of-distribution gate: the app would not
+    show a result for it, so it must not shape an operating point.
+
+    Args:
+        scorer: A scorer with one model (``Scorer(card_path_or_predictor)``).
+        sources: Image file paths or ``(name, bytes)``.
+        progress: Called with (done, total) after each chunk.
+
+    Returns:
+        ``(logits, kept, skipped)``: float32 (M, C) raw logits, int64 (M,) indices into ``sources``
+        of those rows, and reason (:data:`SKIP_REASONS`) -> count of the images left out.
+    """
+    import numpy as np
+
+    logits, kept, skipped = [], [], {}
+    n_labels = None
+    for i, scored in enumerate(scorer.score(sources, progress)):
+        stage = scored.row["error_stage"] or ("withheld" if scored.row["decision"] == "not analysed" else None)
+        if stage is not None:
+            skipped[SKIP_REASONS[stage]] = skipped.get(SKIP_REASONS[stage], 0) + 1
+            continue
+        logits.append(scored.prediction.logits)
+        kept.append(i)
+        n_labels = len(scored.prediction.logits)
+    if n_labels is None:  # nothing kept: the model's label count from its card
+        n_labels = len(scorer.predictor(scorer.model).card.labels)
+    return (np.asarray(logits, dtype=np.float32).reshape(-1, n_labels), np.asarray(kept, dtype=np.int64), skipped)
