@@ -62,6 +62,7 @@ MULTIPART_MARGIN_BYTES = 2**20
 _HAD_USER = "medcnn_server_had_user"  # session state: this session was signed in on an earlier run
 _LOG = logging.getLogger(__name__)
 _INSTALL = threading.Lock()
+_WARNED: list[bool] = []  # the "not guarded" warning is logged once per process
 
 
 def session_upload_cap() -> int:
@@ -202,10 +203,10 @@ def harden_server() -> UploadGuard | None:
     """
     from streamlit import config, runtime
 
-    if not runtime.exists():
+    if not runtime.exists() or config.get_option("global.appTest"):
         return None
     guard = install_upload_guard(runtime.get_instance())
-    if guard is not None:  # a real server (AppTest's stand-in runtime has no uploaded-file manager)
+    if guard is not None:
         raise_spool_threshold(int(config.get_option("server.maxUploadSize")))
     return guard
 
@@ -228,8 +229,10 @@ def install_upload_guard(rt: Any) -> UploadGuard | None:
         if isinstance(guard, UploadGuard):
             return guard
         if not isinstance(manager, MemoryUploadedFileManager):
-            _LOG.warning("Streamlit's uploaded-file manager is %s, not the in-memory one: uploads are not guarded.",
-                         type(manager).__name__)
+            if not _WARNED:
+                _WARNED.append(True)
+                _LOG.warning("Streamlit's uploaded-file manager is %s, not the in-memory one: uploads are not "
+                             "guarded.", type(manager).__name__)
             return None
         guard = UploadGuard(manager, manager.add_file, _may_store(rt), session_upload_cap())
         manager.add_file = guard  # the upload route calls manager.add_file(...) on this very object

@@ -197,13 +197,28 @@ def test_config_upload_size_is_the_largest_single_study():
     assert server.DEFAULT_SESSION_UPLOAD_MB >= cfg["server"]["maxUploadSize"]
 
 
+def test_harden_server_is_a_no_op_under_apptest(monkeypatch, caplog):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setattr(MultiPartParser, "spool_max_size", 2**20)
+    monkeypatch.setattr(server, "_WARNED", [])
+    at = AppTest.from_string(
+        "import streamlit as st\nfrom medcnn.app.server import harden_server\nst.write(repr(harden_server()))")
+    with caplog.at_level("WARNING", logger="medcnn.app.server"):
+        at.run()
+    assert not at.exception and at.markdown[0].value == "None"
+    assert MultiPartParser.spool_max_size == 2**20
+    assert not [r for r in caplog.records if r.name == "medcnn.app.server"]  # no "not guarded" warning
+
+
 def test_harden_server_is_a_no_op_without_a_running_server(monkeypatch):
     from streamlit import runtime
 
     monkeypatch.setattr(MultiPartParser, "spool_max_size", 2**20)
+    monkeypatch.setattr(server, "_WARNED", [])
     monkeypatch.setattr(runtime, "exists", lambda: False)
     assert server.harden_server() is None
-    monkeypatch.setattr(runtime, "exists", lambda: True)  # AppTest's stand-in runtime: a mock
+    monkeypatch.setattr(runtime, "exists", lambda: True)  # a runtime whose manager is not the in-memory one
     monkeypatch.setattr(runtime, "get_instance", lambda: SimpleNamespace(uploaded_file_mgr=object()))
     assert server.harden_server() is None
     assert MultiPartParser.spool_max_size == 2**20
