@@ -198,10 +198,7 @@ if expl is not None:
             st.error(appstate.error_message("running the sanity check", e))
     stored = st.session_state.get("sanity_result")
     if stored and stored[0] == sanity_key:
-        verdict, rows = app_display.sanity_summary(stored[1])
-        (st.success if stored[1].get("passes") else st.warning)(verdict)
-        if rows:
-            st.dataframe(rows, hide_index=True, key="sanity_table")
+        app_display.show_sanity(stored[1], key="sanity_table")
 
 
 # ----------------------------------------------------------------------------- export

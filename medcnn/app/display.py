@@ -26,6 +26,7 @@ __all__ = [
     "method_options",
     "probability_chart",
     "sanity_summary",
+    "show_sanity",
     "sync_ct_sliders",
     "to_uint8",
     "with_colorbar",
@@ -141,7 +142,15 @@ def probability_chart(pred: Any, positive_label: str) -> dict[str, Any]:
 
 
 def sanity_summary(result: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
-    """Verdict text and per-step rows of a :func:`medcnn.explain.sanity.randomisation_test` result."""
+    """Verdict text and per-step rows of a :func:`medcnn.explain.sanity.randomisation_test` result.
+
+    A result that is not testable (``testable`` False: the original map is empty or constant) gets
+    "Not testable" and why, never a pass: its similarity figures would compare blanks.
+    """
+    if result.get("testable") is False or result.get("passes") is None:
+        why = result.get("reason") or "the original map is empty or constant"
+        return (f"Not testable: {why}. The randomisation check compares the map with maps of a model whose "
+                "weights are randomised; a map that shows nothing cannot change."), []
     numbers = ""
     if result.get("final_spearman") is not None:
         numbers = (f" (rank correlation with the fully randomised model's map "
@@ -155,6 +164,18 @@ def sanity_summary(result: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
                    "show what the model learned" + numbers + ".")
     rows = [r for r in result.get("steps", []) if isinstance(r, dict)]
     return verdict, rows
+
+
+def show_sanity(result: dict[str, Any], key: str = "sanity_table") -> None:
+    """Draw a randomisation-test result: green when it passes, a warning when it fails, an info
+    message when it is not testable (:func:`sanity_summary`), and the per-step table."""
+    verdict, rows = sanity_summary(result)
+    if result.get("testable") is False or result.get("passes") is None:
+        st.info(verdict)
+    else:
+        (st.success if result["passes"] else st.warning)(verdict)
+    if rows:
+        st.dataframe(rows, hide_index=True, key=key)
 
 
 def format_params(params: dict[str, Any]) -> str:

@@ -170,7 +170,10 @@ def _print(r: dict[str, Any]) -> None:
     s = r.get("sanity")
     if s:
         rt, di = s["randomisation"], s["deletion_insertion"]
-        print(f"  randomisation test: final Spearman {rt['final_spearman']:.3f}, SSIM "
-              f"{rt['final_ssim']:.3f} -> {'passes' if rt['passes'] else 'FAILS'}")
+        if rt.get("testable") is False:
+            print(f"  randomisation test: not testable ({rt['reason']})")
+        else:
+            print(f"  randomisation test: final Spearman {rt['final_spearman']:.3f}, SSIM "
+                  f"{rt['final_ssim']:.3f} -> {'passes' if rt['passes'] else 'FAILS'}")
         print(f"  deletion AUC {di['deletion_auc']:.3f} (random {di['random_deletion_auc']:.3f}), "
               f"insertion AUC {di['insertion_auc']:.3f} (random {di['random_insertion_auc']:.3f})")

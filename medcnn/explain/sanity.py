@@ -111,15 +111,29 @@ def randomisation_test(
         **explain_options: Passed to :func:`medcnn.explain.explain` (e.g. ``layer=``,
             ``pipeline=`` for the default black baseline, method options).
 
+    The test compares maps, so it needs a map to compare: when the original map is empty or
+    constant (no region raises the objective), every randomised map is compared with a blank
+    and the similarity figures mean nothing (two empty maps have SSIM 1 and no rank
+    correlation). Such a result is *not testable*: ``testable`` False, ``passes`` None, no steps,
+    and ``reason`` says why; no layer is randomised.
+
     Returns:
-        dict with ``method``, ``steps`` (list of ``{"layer", "spearman", "ssim"}``, one per
-        cumulative step), ``final_spearman``, ``final_ssim``, ``passes``, ``threshold``.
+        dict with ``method``, ``testable``, ``reason`` (None when testable), ``steps`` (list of
+        ``{"layer", "spearman", "ssim"}``, one per cumulative step), ``final_spearman``,
+        ``final_ssim`` (None when not testable), ``passes`` (True / False, None when not
+        testable), ``threshold``.
 
     Raises:
         ValueError: a name in ``layers`` is not a module of ``model``, or any error of
             :func:`medcnn.explain.explain`.
     """
     ref = explain(model, x, target, method, **explain_options).heatmap
+    if float(np.ptp(ref)) == 0.0:  # empty or constant: nothing to compare a randomised map with
+        what = "empty" if float(np.max(ref)) == 0.0 else "constant"
+        return {"method": method, "testable": False, "passes": None, "steps": [], "final_spearman": None,
+                "final_ssim": None, "threshold": threshold,
+                "reason": f"the original map is {what}: no region raises the explained score, so there is "
+                          "no pattern whose change under randomised weights could be measured"}
     work = copy.deepcopy(model)
     work.eval()
     names = list(layers) if layers is not None else default_layers(work)
@@ -135,6 +149,8 @@ def randomisation_test(
     final = steps[-1]
     return {
         "method": method,
+        "testable": True,
+        "reason": None,
         "steps": steps,
         "final_spearman": final["spearman"],
         "final_ssim": final["ssim"],

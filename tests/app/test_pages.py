@@ -270,6 +270,21 @@ def test_analyze_sanity_button(weights):
     assert any("randomised" in e.value for e in [*at.success, *at.main.warning])
 
 
+def test_analyze_sanity_on_an_empty_map_says_not_testable(weights, monkeypatch):
+    from medcnn.app import state as appstate
+
+    result = {"method": "gradcam", "testable": False, "passes": None, "steps": [], "final_spearman": None,
+              "final_ssim": None, "threshold": 0.5, "reason": "the original map is empty"}
+    monkeypatch.setattr(appstate, "sanity_upload", lambda *args, **kw: result)
+    at = page("pages/1_Analyze.py")
+    upload(at, ("chest.png", png_bytes(), "image/png"))
+    at.button(key="sanity").click().run()
+    assert not at.exception and not at.error
+    assert not at.success  # never a green "Passes"
+    assert any(i.value.startswith("Not testable: the original map is empty") for i in at.info), \
+        [i.value for i in at.info]
+
+
 # ----------------------------------------------------------------------------- batch
 def test_batch_files_and_zip_with_a_bad_member(weights):
     at = page("pages/2_Batch.py")
