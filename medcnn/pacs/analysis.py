@@ -128,10 +128,10 @@ def presented_findings(analysis: InstanceAnalysis) -> list[dict[str, Any]]:
 
 
 def _target(card: Any, pred: Any) -> str:
-    """What the map explains: the top finding of a multi-label card, else the predicted label."""
-    if pred.findings:
-        return pred.findings[0]["name"]
-    return pred.label if pred.label in card.labels else card.positive_label
+    """What the map explains: the card's head decides (the top finding of a multi-label card, else
+    the decided label), as on the Analyze page."""
+    head = card.head_rule
+    return head.default_target(head.decide(list(pred.probabilities.values())))
 
 
 def analyze_instance(data: bytes, predictors: PredictorCache, *, model: str | None = None,
@@ -201,13 +201,15 @@ def analyze_instance(data: bytes, predictors: PredictorCache, *, model: str | No
 
 
 def _explain(result: InstanceAnalysis, predictor: Any) -> None:
-    from medcnn.explain import explain
+    from medcnn.explain import explain, judged_by_head
     from medcnn.explain.methods import METHODS
     from medcnn.visualize import overlay
 
     card, pred = predictor.card, result.prediction
     layer = card.target_layer if METHODS[result.method].needs_layer else None
-    exp = explain(predictor.model, pred.pipeline_result.tensor.to(predictor.device), card.labels.index(result.target),
-                  result.method, layer=layer, pipeline=predictor.pipeline, labels=card.labels)
-    result.explanation = exp
+    head = card.head_rule  # what the map explains follows the head (the class logit of a sigmoid head)
+    exp = explain(predictor.model, pred.pipeline_result.tensor.to(predictor.device), head.index(result.target),
+                  result.method, layer=layer, pipeline=predictor.pipeline, head=head)
+    result.explanation = judged_by_head(exp, head, list(pred.probabilities.values()), result.target)
+    exp = result.explanation
     result.overlay = overlay(result.display, exp.heatmap, alpha=0.4)
