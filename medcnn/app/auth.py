@@ -38,10 +38,9 @@ level) and per event (:func:`audit_event`: sign-in ok / failed, sign-out, export
 * unset, while sign-in is on: ``medcnn_audit.sqlite`` in the directory the app was started from;
 * unset, while sign-in is off: no database (an open demo server records nothing).
 
-``python -m medcnn audit-log`` prints or exports it. Setting ``MEDCNN_AUDIT_LOG`` to a file path
-also appends one JSON line per event (:mod:`medcnn.privacy.audit_log`, the image's SHA-256 prefix
-only). The user is the account, ``"password user"`` for the shared password, ``"anonymous"``
-while sign-in is off; never patient data or file names.
+``python -m medcnn audit-log`` prints or exports it; ``MEDCNN_AUDIT_LOG=FILE`` also appends JSON
+lines (:mod:`medcnn.privacy.audit_log`). The user is the account (``"password user"`` for the
+shared password, ``"anonymous"`` while sign-in is off); never patient data or file names.
 """
 from __future__ import annotations
 
@@ -50,7 +49,6 @@ import importlib.util
 import logging
 import math
 import os
-import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -58,15 +56,15 @@ from pathlib import Path
 
 import streamlit as st
 
-from medcnn.privacy import AuditLogError, PasswordHashError, hash_password, verify_password, write_audit_event
+from medcnn.privacy import AuditLogError, PasswordHashError, verify_password, write_audit_event
 from medcnn.privacy.audit_db import AuditDBError, record_analysis, record_event
-from medcnn.privacy.passwords import parse_hash
+from medcnn.privacy.passwords import parse_hash, verify_account
 from medcnn.privacy.ratelimit import SignInLimiter
 
 __all__ = [
     "AUDIT_DB_ENV", "AUDIT_LOG_ENV", "DEFAULT_AUDIT_DB", "PASSWORD_HASH_KEY", "PASSWORD_USER", "AuthConfig",
     "audit_analysis", "audit_db_path", "audit_event", "auth_config", "current_user", "require_sign_in",
-    "reset_rate_limits", "sign_out",
+    "reset_rate_limits", "sign_out", "signed_in",
 ]
 
 PASSWORD_HASH_KEY = "MEDCNN_PASSWORD_HASH"
@@ -85,7 +83,6 @@ _SESSION_BACKOFF, _SESSION_OIDC_LOGGED = "medcnn_auth_backoff", "medcnn_auth_oid
 _SESSION_LOGIN_ERROR = "medcnn_auth_login_error"
 _LIMITER = SignInLimiter()  # per-client budgets and per-account slowdown, shared by every session
 _LOG = logging.getLogger(__name__)
-_DUMMY_HASH: list[str] = []  # verified against for unknown user names (equal timing)
 
 
 @dataclass(frozen=True)
@@ -261,20 +258,16 @@ def _write_event(action: str, user: str, image_hash: str | None = None) -> None:
         _show_failure(f"The event {action!r}", e)
 
 
-def _log(action: str, user: str) -> None:
-    _write_event(action, user)
-
-
 def sign_out() -> None:
     """Sign this session out (password modes; OIDC uses ``st.logout``)."""
     user = st.session_state.pop(_SESSION_USER, None)
     st.session_state.pop(_SESSION_CONFIG, None)
     if user:
-        _log("sign-out", str(user))
+        _write_event("sign-out", str(user))
 
 
 def _oidc_sign_out() -> None:
-    _log("sign-out", _oidc_user())
+    _write_event("sign-out", _oidc_user())
     st.session_state.pop(_SESSION_OIDC_LOGGED, None)
     st.logout()
 
@@ -282,6 +275,20 @@ def _oidc_sign_out() -> None:
 def reset_rate_limits() -> None:
     """Forget all failed attempts recorded per client and per account (administration and tests)."""
     _LIMITER.reset()
+
+
+def signed_in(get: Callable[[str], object], cfg: AuthConfig) -> bool:
+    """The one rule of "is this session signed in", for the pages and the server's upload guard.
+
+    Args:
+        get: reads a key of the session's state (``st.session_state.get``, or the server's
+            per-session state read from another thread), ``None`` when absent.
+        cfg: the current configuration; a password user counts only while the hashes it signed
+            in with are unchanged (its fingerprint), an OIDC user once it passed the allow-list.
+    """
+    if cfg.mode == "oidc":
+        return bool(get(_SESSION_OIDC_LOGGED))
+    return bool(get(_SESSION_USER)) and get(_SESSION_CONFIG) == cfg.fingerprint
 
 
 def require_sign_in(*, clock: Callable[[], float] | None = None) -> str | None:
@@ -302,10 +309,9 @@ def require_sign_in(*, clock: Callable[[], float] | None = None) -> str | None:
         return None
     if cfg.mode == "oidc":
         return _require_oidc(cfg)
-    user = st.session_state.get(_SESSION_USER)
-    if user and st.session_state.get(_SESSION_CONFIG) == cfg.fingerprint:
+    if signed_in(st.session_state.get, cfg):
         st.sidebar.button("Sign out", key="medcnn_sign_out", on_click=sign_out)
-        return str(user)
+        return str(st.session_state.get(_SESSION_USER))
     st.session_state.pop(_SESSION_USER, None)
     _password_form(cfg, clock or time.monotonic)
     st.stop()
@@ -336,9 +342,9 @@ def _password_form(cfg: AuthConfig, clock: Callable[[], float]) -> None:
     if result.outcome == "ok":
         st.session_state[_SESSION_USER] = key
         st.session_state[_SESSION_CONFIG] = cfg.fingerprint
-        _log("sign-in ok", key)
+        _write_event("sign-in ok", key)
         st.rerun()
-    _log("sign-in failed", key)
+    _write_event("sign-in failed", key)
     what = "Wrong password." if cfg.mode == "password" else "Wrong user name or password."
     st.error(what + (" " + too_many if result.wait_s else ""))
 
@@ -349,16 +355,10 @@ def _client_address() -> str | None:
 
 
 def _check(cfg: AuthConfig, name: str, password: str) -> bool:
-    """Verify the password (for an unknown name, against a dummy hash: same timing, then False)."""
+    """Verify the password (an unknown name takes as long as a known one, then fails)."""
     if cfg.mode == "password":
         return verify_password(password, cfg.password_hash or "")
-    stored = cfg.users.get(name)
-    if stored is None:
-        if not _DUMMY_HASH:
-            _DUMMY_HASH.append(hash_password(secrets.token_urlsafe(16)))
-        verify_password(password or "x", _DUMMY_HASH[0])
-        return False
-    return verify_password(password, stored)
+    return verify_account(cfg.users, name, password)
 
 
 def _login(provider: str | None) -> None:
@@ -395,6 +395,6 @@ def _require_oidc(cfg: AuthConfig) -> str:
         st.stop()
     if not st.session_state.get(_SESSION_OIDC_LOGGED):
         st.session_state[_SESSION_OIDC_LOGGED] = True
-        _log("sign-in ok", user)
+        _write_event("sign-in ok", user)
     st.sidebar.button("Sign out", key="medcnn_sign_out", on_click=_oidc_sign_out)
     return user

@@ -110,9 +110,7 @@ def signed_in(state: Any) -> bool:
         cfg = auth.auth_config()
     except PasswordHashError:
         return False
-    if cfg.mode == "oidc":
-        return bool(_get(state, auth._SESSION_OIDC_LOGGED))
-    return bool(_get(state, auth._SESSION_USER)) and _get(state, auth._SESSION_CONFIG) == cfg.fingerprint
+    return auth.signed_in(lambda key: _get(state, key), cfg)
 
 
 def _get(state: Any, key: str) -> Any:

@@ -33,10 +33,11 @@ import hmac
 import os
 import string
 import unicodedata
+from collections.abc import Mapping
 
 __all__ = [
     "DEFAULT_PARAMS", "MIN_PASSWORD_LENGTH", "PasswordHashError", "WeakPasswordError", "check_password_strength",
-    "hash_password", "parse_hash", "verify_password",
+    "hash_password", "parse_hash", "verify_account", "verify_password",
 ]
 
 _SCHEME = "scrypt"
@@ -178,3 +179,24 @@ def verify_password(password: str, encoded: str) -> bool:
         return False
     candidate = _derive(password, salt, ln, r, p, len(key))
     return hmac.compare_digest(candidate, key)
+
+
+_DUMMY_HASH: list[str] = []  # verified against for unknown user names (equal timing)
+
+
+def verify_account(users: Mapping[str, str], name: str, password: str) -> bool:
+    """True when ``name`` is one of ``users`` (name -> hash) and ``password`` matches its hash.
+
+    An unknown name costs the same scrypt time as a known one (it is verified against a dummy hash
+    made once per process), so the time taken does not tell which user names exist.
+
+    Raises:
+        PasswordHashError: the stored hash of ``name`` is not valid.
+    """
+    stored = users.get(name)
+    if stored is None:
+        if not _DUMMY_HASH:
+            _DUMMY_HASH.append(hash_password(os.urandom(16).hex()))
+        verify_password(password or "x", _DUMMY_HASH[0])
+        return False
+    return verify_password(password, stored)
