@@ -1,4 +1,8 @@
 """Training: data loading and splits, augmentation, losses/optimisers/schedules, box supervision, the loop.
+
+One run skeleton (:func:`train`; :mod:`medcnn.training.loop` with the epoch loop in
+:mod:`medcnn.training.fit`) trains every model; what differs between a softmax and a sigmoid
+(multi-label) model is a small strategy object, :mod:`medcnn.training.heads`.
 """
 from __future__ import annotations
 

@@ -88,7 +88,7 @@ def _box_supervision(cfg: TrainConfig, head: Head, model: nn.Module, train_ds: I
     masks = head.box_masks(masks, train_ds, pos)
     bsup = BoxSupervision(model, layer, cfg.box_weight, cfg.box_mode, target=pos)
     say(f"{tag}box supervision on {layer}: "
-           f"{int((masks.flatten(1).max(1).values > 0).sum())} of {len(masks)} training images have boxes")
+        f"{int((masks.flatten(1).max(1).values > 0).sum())} of {len(masks)} training images have boxes")
     return bsup, masks
 
 

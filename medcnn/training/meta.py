@@ -1,4 +1,4 @@
-"""Calibration, validation metrics and model-card assembly of a training run (for :mod:`medcnn.training.loop`).
+"""Calibration, validation metrics and model-card assembly of a training run (for :mod:`medcnn.training.heads`).
 
 Every metric comes from :mod:`medcnn.evaluation`; this module only decides which rows and
 settings a run reports.
