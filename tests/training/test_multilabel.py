@@ -267,7 +267,7 @@ def test_head_bias_keeps_maps_of_positive_calls_non_empty(shapes, tmp_path, caps
         with torch.no_grad():
             logits = pred.model(tensor)[0]
         for k, name in enumerate(card["labels"]):
-            exp = explain(pred.model, tensor, k, "gradcam", layer=card["target_layer"])
+            exp = explain(pred.model, tensor, k, "gradcam", layer=card["target_layer"], head=pred.card.head_rule)
             if float(logits[k]) > -3.0:
                 assert not exp.empty, f"image {i}, {name}: logit {float(logits[k]):.2f} above the bias, empty map"
                 checked += 1
@@ -289,6 +289,6 @@ def test_nonneg_head_makes_every_map_the_whole_evidence(shapes, tmp_path, capsys
         with torch.no_grad():
             logits = pred.model(tensor)[0]
         for k in range(2):
-            exp = explain(pred.model, tensor, k, "gradcam", layer=card["target_layer"])
+            exp = explain(pred.model, tensor, k, "gradcam", layer=card["target_layer"], head=pred.card.head_rule)
             assert exp.attribution.min() >= -1e-6  # no negative evidence anywhere
             assert exp.empty == bool(abs(float(logits[k] - b[k])) < 1e-5), (i, k)
