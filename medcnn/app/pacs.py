@@ -22,6 +22,7 @@ from typing import Any
 import streamlit as st
 
 from medcnn.app import review
+from medcnn.app.auth import audit_event
 from medcnn.app import state as appstate
 
 __all__ = ["open_from_pacs", "pacs_config", "review_study_from_pacs", "send_to_pacs"]
@@ -202,6 +203,7 @@ def _send_panel(prefix: str, key: str, data: bytes, card: Any, prediction: Any, 
             st.error(f"Send to PACS: {e}")
             return
         if not done.repeated:
+            audit_event("export to PACS", image_hash=key)  # who filed which image's result (hashes only)
             st.rerun()  # redraw the panel with the button off: it was sent
     if done is not None:
         kinds = ", ".join(_KINDS.get(o["sop_class_uid"], "object") for o in done.objects)

@@ -48,7 +48,7 @@ __all__ = [
 ANALYSIS = "analysis"
 #: Actions a row may record: the JSON-lines log's, the page's export actions, and analyses.
 DB_ACTIONS = (*AUDIT_ACTIONS, ANALYSIS, "export report", "export overlay", "export de-identified DICOM",
-              "export case series")
+              "export case series", "export to PACS")
 #: The decision of an analysis whose result the out-of-distribution gate withheld.
 NOT_ANALYSED = "not analysed"
 #: Out-of-distribution levels (the same as :data:`medcnn.ood.gate.LEVELS`; a test keeps them equal).

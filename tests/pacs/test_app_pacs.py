@@ -73,6 +73,8 @@ def test_open_from_pacs_analyse_confirm_and_send_once(orthanc, study, pacs_env):
     assert len(client.series(study["uid"])) == 4  # the three sources + one result series
     rows = sqlite3.connect(pacs_env).execute("select image from audit where image != ''").fetchall()
     assert rows and {r[0] for r in rows} == {key}  # the SHA-256 of the SOP Instance UID, nothing else
+    sends = sqlite3.connect(pacs_env).execute("select image from audit where action = 'export to PACS'").fetchall()
+    assert sends == [(key,)]  # the confirmed send is in the audit trail, once
 
 
 def test_wrong_credentials_and_empty_results_leave_the_page_usable(orthanc, study, pacs_env, monkeypatch):
