@@ -14,7 +14,7 @@ from medcnn.app import display as app_display
 from medcnn.app import findings as app_findings
 from medcnn.app import pacs as app_pacs
 from medcnn.app import state as appstate
-from medcnn.visualize import report
+from medcnn.visualize import presentation, report
 from medcnn.preprocess import CT_PRESETS
 from medcnn.visualize import heatmap_rgb, overlay, to_png_bytes
 
@@ -117,19 +117,16 @@ gate_title, gate_reasons = app_display.ood_message(pred.ood)
 if gate_title:
     (st.error if pred.ood.withheld else st.warning)(
         "\n\n".join([f"**{gate_title}**", *(f"- {r[0].upper()}{r[1:]}." for r in gate_reasons)]))
+decision, detail = presentation.decision_parts(card, pred)
+st.markdown(f"**Decision: {decision}** · {detail}")
 if pred.ood.withheld:
-    st.markdown("**Decision: not analysed** · this model's probabilities are not shown for this image.")
     st.caption(f"Model **{card.name}** ({card.architecture}, {how}) · {pred.seconds:.2f} s")
     chart_slot = None
 elif card.multilabel:  # one row per presented finding, by probability relative to its operating point
-    st.markdown(f"**Decision: {pred.label}** · {sum(r['above'] for r in pred.findings)} of {len(pred.findings)} "
-                "findings at or above their operating points")
     app_findings.show_findings(card, pred, key=f"findings_{card.name}")
     chart_slot = None
     st.caption(f"Model **{card.name}** ({card.architecture}, multi-label, {how}) · {pred.seconds:.2f} s")
 else:
-    st.markdown(f"**Decision: {pred.label}** · P({card.positive_label}) = {pred.positive_prob:.3f} "
-                f"{'≥' if pred.above_threshold else '<'} threshold {pred.threshold:.3f}")
     metric_cols = st.columns([1] * len(pred.probabilities) + [5])
     for col, (label, p) in zip(metric_cols, pred.probabilities.items()):
         col.metric(f"P({label})", f"{p:.3f}")
@@ -161,7 +158,7 @@ else:
             expl = appstate.explain_upload(key, data, card_path, frame, window, method, target)
     except Exception as e:  # noqa: BLE001
         fail("explaining", e)
-    scale = expl.probability if scale_by_prob else None
+    scale = presentation.map_scale(expl.probability, scale_by_prob)
     over = overlay(display, expl.heatmap, cmap=cmap, alpha=alpha, contour_top_percent=contour or None, scale=scale)
     heat = heatmap_rgb(expl.heatmap, cmap=cmap, scale=scale)
     c1, c2, c3 = st.columns([16, 16, 17])
@@ -169,12 +166,13 @@ else:
     explained = (app_findings.target_caption(target, expl) if card.multilabel
                  else f"target {target}: {expl.params['objective']}")
     c2.image(over, caption=f"{methods[method].label} overlay · {explained}"
-             + (f" · scaled by P = {expl.probability:.2f}" if scale is not None else " · full contrast"),
+             + f" · {presentation.scale_caption(scale)}",
              width="stretch")
     c3.image(app_display.with_colorbar(heat, cmap), caption="Heat map; colour bar: top 1 = most important, bottom 0",
              width="stretch")
-    if expl.notice:
-        st.info(expl.notice)
+    notice = presentation.map_notice(expl)
+    if notice:
+        st.info(notice)
     if chart_slot is not None:
         chart_slot.vega_lite_chart(app_display.probability_chart(pred, card.positive_label), key="prob_chart")
     detail = f"{methods[method].label} computed in {expl.seconds:.2f} s (image {key[:8]})"
@@ -211,7 +209,7 @@ def pdf_bytes() -> bytes:
         return report.build_report(card, pred, display, None, meta=image.meta, created=datetime.now(timezone.utc))
     return report.build_report(card, pred, display, over, method=method_label, method_params=expl.params,
                                explanation_seconds=expl.seconds, target=target, meta=image.meta,
-                               created=datetime.now(timezone.utc))
+                               notice=presentation.map_notice(expl), created=datetime.now(timezone.utc))
 
 
 e1, e2, e3 = st.columns(3)

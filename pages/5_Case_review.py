@@ -15,7 +15,7 @@ from medcnn.app import review
 from medcnn.app import state as appstate
 from medcnn.app.auth import audit_event
 from medcnn.app.nav import page_setup
-from medcnn.visualize import overlay
+from medcnn.visualize import presentation
 from medcnn.visualize.series import build_series_report, summary_row
 
 page_setup("Case review", "🩺")
@@ -95,18 +95,19 @@ with panel.container(key="review_panel"):
     else:
         pred, card = result.prediction, result.card
         gate_title, gate_reasons = app_display.ood_message(pred.ood)
-        with st.container(key="review_decision"):
-            st.markdown(f"## Decision: {pred.decision}")
-        if gate_title:
+        if gate_title:  # the caution first: it changes how everything below is read
             (st.error if pred.ood.withheld else st.warning)(
                 "\n\n".join([f"**{gate_title}**", *(f"- {r[0].upper()}{r[1:]}." for r in gate_reasons)]))
+        decision, detail = presentation.decision_parts(card, pred)
+        with st.container(key="review_decision"):
+            st.markdown(f"## Decision: {decision}")
+        st.markdown(detail if pred.ood.withheld else f"**{detail}**")
         if pred.ood.withheld:
-            st.markdown("This model's probabilities and saliency map are not shown for this image.")
+            st.markdown("The saliency map is not shown for this image.")
         elif card.multilabel:  # the findings table, by probability relative to each operating point
             app_findings.show_findings(card, pred, key="review_findings")
         else:
-            st.markdown(f"**P({card.positive_label}) = {pred.positive_prob:.3f}** "
-                        f"{'≥' if pred.above_threshold else '<'} threshold {pred.threshold:.3f} (dashed line)")
+            st.caption("Dashed line: the threshold.")
             st.vega_lite_chart(review.probability_bars(pred), key="review_prob_chart")
         how = "auto-chosen by modality" if model_choice == appstate.AUTO_MODEL else "chosen in the sidebar"
         explained = "the top finding" if card.multilabel else "the predicted class"
@@ -146,9 +147,12 @@ with image_area.container(key="review_image"):
             if expl.error:
                 col.error(expl.error)
             else:
-                col.image(overlay(result.display, expl.heatmap, cmap=cmap, alpha=alpha), width="stretch",
+                col.image(review.case_overlay(result, expl, cmap, alpha), width="stretch",
                           caption=f"{methods[m].label} overlay · target {expl.target} "
-                                  f"({'top finding' if result.card.multilabel else 'predicted class'})")
+                                  f"({'top finding' if result.card.multilabel else 'predicted class'}) · "
+                                  f"{presentation.scale_caption(presentation.map_scale(expl.probability))}")
+                if expl.notice:
+                    col.info(expl.notice)
 
 if not result.error:
     with st.expander("Preprocessing: every step up to the model's input", key="review_steps"):

@@ -262,10 +262,8 @@ def ig_convergence_text(params: dict) -> str:
 
 
 def ood_message(ood: Any) -> tuple[str | None, list[str]]:
-    """Title and reasons of the out-of-distribution warning (``(None, [])`` when not flagged)."""
-    if ood is None or not ood.flagged:
-        return None, []
-    if ood.withheld:
-        return "Not analysed: this image is outside what the model reads.", list(ood.reasons)
-    return "Caution: this image is unusual for this model.", list(ood.reasons)
+    """Title and reasons of the out-of-distribution warning (``(None, [])`` when not flagged):
+    :func:`medcnn.visualize.presentation.ood_heading`, the words every page and report share."""
+    from medcnn.visualize.presentation import ood_heading
 
+    return ood_heading(ood)

@@ -28,7 +28,9 @@ import streamlit as st
 from medcnn.app import state as appstate
 from medcnn.app.batch import expand_uploads, refusal_message
 from medcnn.app.findings import default_target
+from medcnn.app.projector import KEYBOARD_SCRIPT, PRESENTATION_CSS, probability_bars  # noqa: F401 - re-exported
 from medcnn.io.archive import ArchiveBudgetError
+from medcnn.visualize import presentation
 from medcnn.visualize.series import SeriesCase
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "CaseExplanation",
     "CaseResult",
     "case_explanation",
+    "case_overlay",
     "case_result",
     "clear_set",
     "current_index",
@@ -237,7 +240,8 @@ class CaseResult:
 
 @dataclass
 class CaseExplanation:
-    """A case's saliency map for one method (or the error that stopped it)."""
+    """A case's saliency map for one method (or the error that stopped it), with the explained
+    target's probability and what the map means when it could mislead (``notice``)."""
 
     method: str
     target: str
@@ -245,6 +249,8 @@ class CaseExplanation:
     params: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     error: str = ""
+    probability: float | None = None
+    notice: str | None = None
 
 
 def _store(name: str) -> dict:
@@ -298,7 +304,8 @@ def case_explanation(case: Case, result: CaseResult, method: str) -> CaseExplana
             store[key] = CaseExplanation(method, target, error=appstate.error_message("explaining this case", e))
         else:
             store[key] = CaseExplanation(method, target, np.asarray(expl.heatmap, np.float32), dict(expl.params),
-                                         float(expl.seconds))
+                                         float(expl.seconds), probability=expl.probability,
+                                         notice=presentation.map_notice(expl))
     return store[key]
 
 
@@ -307,14 +314,22 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
     return a if a.dtype == np.uint8 else (np.clip(a, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
 
 
+def case_overlay(result: CaseResult, expl: CaseExplanation, cmap: str = "inferno", alpha: float = 0.6) -> np.ndarray:
+    """The case's overlay as the page and the PDF draw it: the map scaled by the explained target's
+    probability (:func:`medcnn.visualize.presentation.map_scale`), low evidence transparent."""
+    from medcnn.visualize import overlay
+
+    return overlay(result.display, expl.heatmap, cmap=cmap, alpha=alpha,
+                   scale=presentation.map_scale(expl.probability))
+
+
 def series_cases(cases: list[Case], model_choice: str, method: str | None, method_label: str,
                  cmap: str = "inferno", alpha: float = 0.6) -> list[SeriesCase]:
     """The set as :class:`~medcnn.visualize.series.SeriesCase` rows for the summary table
     and the case-series PDF; overlays only where ``method`` is given and a map exists."""
-    from medcnn.visualize import overlay
-
     out = []
     for case in cases:
+        notice = None
         result = case_result(case, model_choice)
         if result.error or result.prediction is None:
             out.append(SeriesCase(case.number, case.image_id, error=result.error))
@@ -323,78 +338,9 @@ def series_cases(cases: list[Case], model_choice: str, method: str | None, metho
         if method and result.explainable:
             expl = case_explanation(case, result, method)
             if expl.heatmap is not None:
-                over = overlay(result.display, expl.heatmap, cmap=cmap, alpha=alpha)
-                target, seconds = expl.target, expl.seconds
+                over = case_overlay(result, expl, cmap, alpha)
+                target, seconds, notice = expl.target, expl.seconds, expl.notice
         out.append(SeriesCase(case.number, case.image_id, result.card, result.prediction, result.display, over,
-                              method_label if over is not None else "", target, seconds, result.meta))
+                              method_label if over is not None else "", target, seconds, result.meta,
+                              notice=notice if over is not None else None))
     return out
-
-
-# --------------------------------------------------------------------------- presentation
-def probability_bars(prediction: Any) -> dict[str, Any]:
-    """Vega-Lite spec for a projector: one bar per class with its value printed at the bar's
-    end, large labels, the operating threshold as a dashed rule (its value is in the text
-    above the chart, so no label is clipped in a narrow column)."""
-    rows = [{"class": k, "p": float(v), "text": f"{float(v):.2f}",
-             "kind": "predicted" if k == prediction.label else "other"} for k, v in prediction.probabilities.items()]
-    y = {"field": "class", "type": "nominal", "sort": None, "title": None,
-         "axis": {"labelFontSize": 15, "labelLimit": 160}}
-    return {
-        "data": {"values": rows},
-        "height": {"step": 38},
-        "encoding": {"y": y},
-        "layer": [
-            {"mark": {"type": "bar", "cornerRadiusEnd": 3},
-             "encoding": {"x": {"field": "p", "type": "quantitative", "scale": {"domain": [0, 1]},
-                                "axis": {"title": None, "labelFontSize": 12, "tickCount": 5}},
-                          "color": {"field": "kind", "type": "nominal", "legend": None,
-                                    "scale": {"domain": ["predicted", "other"], "range": ["#b03a2e", "#7f8c8d"]}}}},
-            {"mark": {"type": "text", "align": "left", "dx": 4, "fontSize": 15, "fontWeight": "bold"},
-             "encoding": {"x": {"field": "p", "type": "quantitative"}, "text": {"field": "text"}}},
-            {"mark": {"type": "rule", "strokeDash": [5, 3], "size": 2, "color": "#1b2631"},
-             "encoding": {"x": {"datum": float(prediction.threshold)}, "y": {}}},
-        ],
-    }
-
-
-#: Page styles: less top padding, the case image capped to the viewport height (so it is
-#: seen whole without scrolling at 1280x720), captions at full text contrast.
-PRESENTATION_CSS = """<style>
-[data-testid="stMainBlockContainer"] { padding: 4rem 1.5rem 2rem 1.5rem; max-width: 100%; }
-.st-key-review_image img { width: 100% !important; height: auto; max-height: calc(100vh - 13rem);
-  object-fit: contain; display: block; }
-.st-key-review_image [data-testid="stCaptionContainer"], .st-key-review_panel [data-testid="stCaptionContainer"],
-.st-key-review_nav [data-testid="stCaptionContainer"] { color: inherit; opacity: 1; font-size: 0.95rem; }
-.st-key-review_counter h3 { padding: 0.1rem 0; margin: 0; white-space: normal; }
-.st-key-review_decision h2 { padding: 0.2rem 0; font-size: 1.9rem; }
-</style>"""
-
-#: ArrowLeft / ArrowRight (and PageUp / PageDown, what presentation clickers send) press
-#: the previous / next buttons, unless the key goes to a widget that uses it (slider,
-#: select box, text field, table). Installed once per browser tab; reinstalling replaces it.
-KEYBOARD_SCRIPT = """<script>
-(() => {
-  const doc = window.document;
-  if (window.__medcnnReviewKeys) doc.removeEventListener("keydown", window.__medcnnReviewKeys);
-  const roles = ["slider", "combobox", "listbox", "option", "textbox", "spinbutton", "grid", "menu", "tab"];
-  const busy = (el) => {
-    for (let e = el; e && e !== doc.body; e = e.parentElement) {
-      const tag = e.tagName;
-      if (tag === "TEXTAREA" || tag === "SELECT" || e.isContentEditable) return true;
-      if (tag === "INPUT" && !["checkbox", "radio", "button"].includes(e.type)) return true;
-      if (roles.includes(e.getAttribute && e.getAttribute("role"))) return true;
-    }
-    return false;
-  };
-  window.__medcnnReviewKeys = (ev) => {
-    const dir = {ArrowRight: "next", PageDown: "next", ArrowLeft: "prev", PageUp: "prev"}[ev.key];
-    if (!dir || ev.defaultPrevented || ev.altKey || ev.ctrlKey || ev.metaKey || ev.shiftKey) return;
-    if (busy(ev.target)) return;
-    const button = doc.querySelector(".st-key-review_" + dir + " button");
-    if (!button) return;
-    ev.preventDefault();
-    if (!button.disabled) button.click();
-  };
-  doc.addEventListener("keydown", window.__medcnnReviewKeys);
-})();
-</script>"""

@@ -16,7 +16,7 @@ from typing import Any
 
 from medcnn.visualize.layout import Flow
 
-__all__ = ["HIDDEN_REASON", "call_text", "ci_text", "card_lines", "decision_text", "finding_metric_rows", "finding_rows",
+__all__ = ["HIDDEN_REASON", "call_text", "ci_text", "card_lines", "finding_metric_rows", "finding_rows",
            "hidden_findings", "hidden_note", "is_multilabel", "model_row", "write_findings"]
 
 #: Why hidden findings are not presented (the card's per-finding ``reason`` says more).
@@ -60,13 +60,6 @@ def finding_rows(prediction: Any) -> list[dict[str, Any]]:
     """
     return [{"finding": r["name"], "probability": float(r["probability"]), "operating point": float(r["threshold"]),
              "relative": float(r["relative"]), "call": call_text(r)} for r in getattr(prediction, "findings", [])]
-
-
-def decision_text(prediction: Any) -> str:
-    """``"<label> (k of n presented findings at or above their operating points)"``."""
-    rows = getattr(prediction, "findings", [])
-    k = sum(bool(r.get("above")) for r in rows)
-    return f"{prediction.label} ({k} of {len(rows)} presented findings at or above their operating points)"
 
 
 def _num(value: Any) -> str:

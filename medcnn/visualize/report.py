@@ -23,11 +23,12 @@ import numpy as np
 
 from medcnn.models.card import ModelCard
 from medcnn.visualize import findings as _findings
+from medcnn.visualize import presentation
 from medcnn.visualize.layout import Flow
 
 __all__ = ["DISCLAIMER", "build_report", "card_sections", "card_summary", "decision_line", "group_metric_rows",
-           "metric_groups", "metric_rows", "model_rows", "ood_line", "report_flow", "report_header", "write_card",
-           "write_case"]
+           "method_detail_lines", "metric_groups", "metric_rows", "model_rows", "ood_line", "report_flow",
+           "report_header", "write_card", "write_case", "write_method_details"]
 
 DISCLAIMER = (
     "Research and teaching tool, not a medical device. Its outputs are not a diagnosis and "
@@ -153,30 +154,16 @@ def _meta_line(meta: Any) -> str:
     return "Image: " + ", ".join(parts)
 
 
-def _withheld(prediction: Any) -> bool:
-    ood = getattr(prediction, "ood", None)
-    return bool(ood is not None and ood.withheld)
-
-
 def decision_line(card: ModelCard, prediction: Any) -> str:
-    """The decision as printed: the label against the threshold, or NOT ANALYSED when the
-    out-of-distribution gate withholds the result (then no probability is given)."""
-    if _withheld(prediction):
-        return "Decision: NOT ANALYSED - this image is outside what the model reads (probabilities not shown)"
-    if _findings.is_multilabel(card):
-        return f"Decision: {_findings.decision_text(prediction)}"
-    return (f"Decision: {prediction.label} (P({card.positive_label}) = {prediction.positive_prob:.3f} "
-            f"{'>=' if prediction.above_threshold else '<'} threshold {prediction.threshold:.3f})")
+    """The decision as printed (:func:`medcnn.visualize.presentation.decision_line`): the label and
+    what its probability says, or "not analysed" when the out-of-distribution gate withholds it."""
+    return presentation.decision_line(card, prediction)
 
 
 def ood_line(prediction: Any) -> str | None:
-    """``"OUT OF SCOPE: reasons"`` / ``"CAUTION: unusual image for this model: reasons"``,
-    or None when the image passed the out-of-distribution gate."""
-    ood = getattr(prediction, "ood", None)
-    if ood is None or not ood.flagged:
-        return None
-    head = "OUT OF SCOPE" if ood.withheld else "CAUTION: unusual image for this model"
-    return f"{head}: " + "; ".join(ood.reasons)
+    """The out-of-distribution message (:func:`medcnn.visualize.presentation.caution_text`), or None
+    when the image passed the gate."""
+    return presentation.caution_text(prediction)
 
 
 def card_sections(card: ModelCard) -> list[tuple[str, list[str]]]:
@@ -222,24 +209,34 @@ def write_case(
     overlay: np.ndarray | None,
     *,
     method: str = "",
-    method_params: dict[str, Any] | None = None,
     explanation_seconds: float | None = None,
     target: str | None = None,
     meta: Any = None,
+    notice: str | None = None,
     image_height: float = 246.0,
 ) -> None:
-    """Print one analysed image at the cursor: model input and overlay, decision, class
-    probabilities (not when withheld), out-of-distribution flag, image and method lines.
+    """Print one analysed image at the cursor: the out-of-distribution caution first (it changes how
+    everything below is read), model input and overlay, what the map means when it could mislead,
+    decision, class probabilities or findings (not when withheld), image and method lines.
+
+    Method parameters are not printed here: :func:`write_method_details` prints them at the end.
 
     Args: see :func:`report_flow`; ``image_height`` is the height of the image row in points.
     """
-    withheld = _withheld(prediction)
+    withheld = presentation.withheld(prediction)
+    flag = presentation.caution_text(prediction)
+    if flag:
+        flow.text(flag, 10, weight="bold", color="#a00000" if withheld else "#8a4b00")
+        flow.space(4)
     if overlay is not None:
         over_title = f"{method or 'Saliency'} overlay" + (f" (target {target})" if target else "")
     else:
         over_title = "No explanation: image not analysed" if withheld else "No explanation"
     flow.image_row([(_as_rgb(display), "Model input"), (None if overlay is None else _as_rgb(overlay), over_title)],
                    image_height)
+    if overlay is not None and notice:
+        flow.space(4)
+        flow.text(f"About the map: {notice}", 9, color="#444444")
     flow.space(8)
     flow.text(decision_line(card, prediction), 10.5, weight="bold", color="#a00000" if withheld else "black")
     if not withheld and _findings.is_multilabel(card):
@@ -250,10 +247,6 @@ def write_case(
         flow.bars(dict(prediction.probabilities), prediction.label, float(prediction.threshold),
                   f"calibrated probability (dashed: threshold {prediction.threshold:.3f} on "
                   f"P({card.positive_label}))")
-    flag = ood_line(prediction)
-    if flag:
-        flow.space(4)
-        flow.text(flag, 9, weight="bold", color="#a00000" if withheld else "#8a4b00")
     flow.space(4)
     if meta is not None:
         flow.text(_meta_line(meta), 8.5)
@@ -266,10 +259,51 @@ def write_case(
     if explanation_seconds is not None:
         expl += f", computed in {explanation_seconds:.2f} s"
     flow.text(expl, 8.5)
-    if method_params:
-        params = ", ".join(f"{k}={v}" for k, v in method_params.items() if not isinstance(v, (list, dict)))
-        if params:
-            flow.text(f"Method parameters: {params}", 8.5)
+
+
+#: Method parameters in words (the details section); flags said elsewhere in words are left out.
+_PARAM_WORDS: dict[str, str] = {
+    "objective": "Explained score", "display": "Part of the map shown", "clip_percentile": "Percentile shown as 1",
+    "layer": "Layer", "baseline": "Baseline", "black_from": "Black baseline taken from", "steps": "Path steps",
+    "rule": "Step rule", "converged": "Reached its error tolerance", "tol": "Error tolerance",
+    "delta": "Completeness gap (sum of attributions minus score change)",
+    "rel_delta": "Completeness gap, relative", "rel_local_error": "Path integration error, relative",
+    "precision_floor": "Numerical precision floor", "f_x": "Score of the image", "f_baseline": "Score of the baseline",
+    "panels": "Integration panels", "nodes_per_panel": "Nodes per panel", "quadrature": "Quadrature",
+    "internal_batch_size": "Batch size", "window": "Occlusion window", "stride": "Occlusion stride",
+    "n_samples": "Noise samples", "stdev": "Noise standard deviation", "sigma": "Blur sigma",
+    "baseline_value": "Baseline value", "relu_attributions": "Positive part only",
+}
+_SAID_ELSEWHERE = {"empty_map"}  # the map notice says it in words
+
+
+def _param_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return " x ".join(_param_value(v) for v in value)
+    return str(value)
+
+
+def method_detail_lines(method_params: dict[str, Any]) -> list[str]:
+    """``"<what it is>: <value>"`` per method parameter, in words (no raw parameter names)."""
+    lines = []
+    for key, value in method_params.items():
+        if key in _SAID_ELSEWHERE or isinstance(value, dict) or value is None:
+            continue
+        lines.append(f"{_PARAM_WORDS.get(key, key.replace('_', ' ').capitalize())}: {_param_value(value)}")
+    return lines
+
+
+def write_method_details(flow: Flow, method: str, method_params: dict[str, Any] | None) -> None:
+    """The explanation method's parameters, at the end of a report (for whoever reproduces the map)."""
+    lines = method_detail_lines(method_params or {})
+    if not lines:
+        return
+    flow.heading(f"Method details: {method or 'saliency map'}", 10)
+    flow.text("; ".join(lines) + ".", 8)
 
 
 def report_header(flow: Flow, title: str, created: datetime) -> None:
@@ -293,6 +327,7 @@ def report_flow(
     target: str | None = None,
     meta: Any = None,
     created: datetime | None = None,
+    notice: str | None = None,
 ) -> Flow:
     """The report of one image laid out on A4 pages (one for a short card, more when the
     card's text needs them; nothing is truncated).
@@ -304,11 +339,16 @@ def report_flow(
         overlay: uint8 (H, W, 3) saliency overlay on ``display``; ``None`` when the image was
             not analysed (the out-of-distribution gate withheld the result).
         method: Explanation method label (e.g. ``"Grad-CAM"``).
-        method_params: Method parameters (printed compactly).
+        method_params: Method parameters (printed in words in a details section at the end).
         explanation_seconds: Time the explanation took.
         target: Class the explanation targets.
         meta: :class:`medcnn.io.ImageMeta` (non-identifying fields only are printed).
         created: Report time (default: now, UTC).
+        notice: What the map means when it could mislead (``Explanation.notice``); default
+            :func:`medcnn.visualize.presentation.map_notice` of ``method_params`` (an empty map).
+
+    Sections (:attr:`Flow.sections`): ``"analysis"``, ``"model card"`` and, when a map was drawn
+    with parameters, ``"method details"``.
 
     Returns:
         The :class:`~medcnn.visualize.layout.Flow` (its ``pages`` are matplotlib figures).
@@ -316,11 +356,17 @@ def report_flow(
     flow = Flow(footer=f"medcnn analysis report · {card.name}")
     flow.section("analysis")
     report_header(flow, "medcnn analysis report", created or datetime.now(timezone.utc))
-    write_case(flow, card, prediction, display, overlay, method=method, method_params=method_params,
-               explanation_seconds=explanation_seconds, target=target, meta=meta)
+    if overlay is not None and notice is None:
+        notice = presentation.map_notice(params=method_params or {})
+    write_case(flow, card, prediction, display, overlay, method=method, explanation_seconds=explanation_seconds,
+               target=target, meta=meta, notice=notice)
     flow.space(6)
     flow.section("model card")
     write_card(flow, card, f"Model card: {card.name}")
+    if overlay is not None and method_detail_lines(method_params or {}):
+        flow.space(8)
+        flow.section("method details")
+        write_method_details(flow, method, method_params)
     return flow
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from medcnn.models.card import ModelCard
-from medcnn.visualize.findings import decision_text, finding_rows, is_multilabel
+from medcnn.visualize import presentation
 from medcnn.visualize.layout import Flow
 from medcnn.visualize.report import report_header, write_card, write_case
 
@@ -48,6 +48,8 @@ class SeriesCase:
         explanation_seconds: Time the explanation took.
         meta: :class:`medcnn.io.ImageMeta` (non-identifying fields only are printed).
         error: Why the file could not be analysed (empty when it was).
+        notice: What the map means when it could mislead (``Explanation.notice``: the target is
+            not called, or the map is empty), or None.
     """
 
     number: int
@@ -61,6 +63,7 @@ class SeriesCase:
     explanation_seconds: float | None = None
     meta: Any = None
     error: str = ""
+    notice: str | None = None
 
     @property
     def withheld(self) -> bool:
@@ -80,18 +83,10 @@ def summary_row(case: SeriesCase) -> dict[str, str]:
         return row
     pred, card = case.prediction, case.card
     row["Model"] = card.name
-    if case.withheld:
-        row["Decision / findings"] = "Not analysed: outside what the model reads"
-    elif is_multilabel(card):
-        row["Decision / findings"] = decision_text(pred)
-        top = finding_rows(pred)[:3]  # the highest relative to their operating points
-        row["Probability"] = "; ".join(f"P({r['finding']}) = {r['probability']:.3f}" for r in top) or "—"
-    else:
-        side = "at or above" if pred.above_threshold else "below"
-        row["Decision / findings"] = f"{pred.label} ({side} the threshold {pred.threshold:.3f})"
-        row["Probability"] = f"P({card.positive_label}) = {pred.positive_prob:.3f}"
-    ood = pred.ood
-    row["Out-of-distribution flag"] = (f"{ood.level}: " + "; ".join(ood.reasons)) if ood.flagged else "ok"
+    row["Decision / findings"] = presentation.decision(pred)
+    if not case.withheld:
+        row["Probability"] = presentation.batch_probability(card, pred)
+    row["Out-of-distribution flag"] = presentation.caution_text(pred) or "ok"
     return row
 
 
@@ -143,7 +138,8 @@ def series_flow(cases: list[SeriesCase], *, title: str = "medcnn case review",
         flow.text(f"Model {case.card.name} ({case.card.architecture}, {case.card.modality})", 9, color="#444444")
         flow.space(4)
         write_case(flow, case.card, case.prediction, case.display, case.overlay, method=case.method,
-                   target=case.target, explanation_seconds=case.explanation_seconds, meta=case.meta)
+                   target=case.target, explanation_seconds=case.explanation_seconds, meta=case.meta,
+                   notice=case.notice)
     return flow
 
 

@@ -75,7 +75,7 @@ def test_browser_upload_chest_xray_and_dicom(app_url, shared_data, tmp_path):
             page.get_by_text("Download PDF report").click()
         pdf = Path(download.value.path()).read_bytes()
         text = "".join(p.extract_text() for p in pytest.importorskip("pypdf").PdfReader(io.BytesIO(pdf)).pages)
-        assert "ct_covid" in text and "not a medical device" in text and "NOT ANALYSED" in text
+        assert "ct_covid" in text and "not a medical device" in text and "Decision: not analysed" in text
         assert "CompressedSamples" not in text and b"CompressedSamples" not in pdf
 
         page.locator('input[type="file"]').first.set_input_files(

@@ -220,7 +220,8 @@ def test_case_review_shows_the_findings_and_maps_the_top_finding(weights):
     assert list(table["finding"]) == ORDER
     assert any("Grad-CAM overlay · target Nodule (top finding)" in c for img in at.image for c in img.captions)
     summary = table_with(at, "Decision / findings")
-    assert summary["Decision / findings"].iloc[0].startswith("Nodule (1 of 3 presented findings")
+    assert summary["Decision / findings"].iloc[0] == "Nodule"
+    assert summary["Probability"].iloc[0].startswith("1 of 3 findings at or above their operating points")
     assert "Hernia" not in summary.to_csv()
 
 
@@ -247,7 +248,7 @@ def test_pdf_lists_the_findings_the_explained_finding_and_every_limitation(predi
     over = overlay(pred.pipeline_result.display, expl.heatmap)
     text = pdf_text(build_report(predictor.card, pred, pred.pipeline_result.display, over, method="Grad-CAM",
                                  target="Effusion", meta=img.meta))
-    assert "Decision: Nodule (1 of 3 presented findings at or above their operating points)" in text
+    assert "Decision: Nodule · 1 of 3 findings at or above their operating points" in text
     assert "Finding Probability Operating point Call" in text
     for name, p, thr, call in (("Nodule", 0.4, 0.2, "above"), ("Effusion", 0.6, 0.7, "below"),
                                ("Pneumothorax", 0.3, 0.5, "below")):
@@ -263,7 +264,7 @@ def test_pdf_lists_the_findings_the_explained_finding_and_every_limitation(predi
     withheld = dataclasses.replace(pred, ood=dataclasses.replace(pred.ood, level="outside",
                                                                  reasons=["the body part is KNEE"]))
     text = pdf_text(build_report(predictor.card, withheld, pred.pipeline_result.display, None, meta=img.meta))
-    assert "NOT ANALYSED" in text and "Finding Probability" not in text and "Nodule 0." not in text
+    assert "Decision: not analysed" in text and "Finding Probability" not in text and "Nodule 0." not in text
 
 
 # ----------------------------------------------------------------------------- model card

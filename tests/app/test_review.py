@@ -163,7 +163,8 @@ def test_withheld_case_shows_no_probability_and_no_map(tmp_path, monkeypatch, ca
     assert [c for i in at.image for c in i.captions if c] == ["Model input (no explanation: image not analysed)"]
     assert at.toggle(key="review_overlay").disabled and at.slider(key="review_opacity").disabled
     table = table_with(at, "Out-of-distribution flag")
-    assert table["Probability"].iloc[0] == "—" and table["Out-of-distribution flag"].iloc[0].startswith("outside")
+    assert table["Probability"].iloc[0] == "—" and table["Out-of-distribution flag"].iloc[0].startswith(
+        "Not analysed: this image is outside what the model reads.")
     at.button(key="review_next").click().run()
     assert "Decision: not analysed" not in texts(at) and "P(PNEUMONIA) =" in texts(at)
 
