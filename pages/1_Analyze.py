@@ -18,7 +18,7 @@ from medcnn.visualize import presentation, report
 from medcnn.preprocess import CT_PRESETS
 from medcnn.visualize import heatmap_rgb, overlay, to_png_bytes
 
-page_setup("Analyze", "🔬")
+page_setup("Analyze", ":material/biotech:")
 
 
 def fail(what: str, error: Exception) -> None:

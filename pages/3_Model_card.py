@@ -13,7 +13,7 @@ from medcnn.app import state as appstate
 from medcnn.app.nav import page_setup
 from medcnn.visualize import report
 
-page_setup("Model cards", "📋")
+page_setup("Model cards", ":material/description:")
 
 #: Training fields shown in "Data and citation" (the rest are in the training record).
 SHOWN = {"dataset", "citation", "licence", "license", "date", "command", "git_commit", "sources", "split_counts",

@@ -13,7 +13,7 @@ from medcnn.app import recalibrate as app_recal
 from medcnn.app import state as appstate
 from medcnn.io import ArchiveBudgetError
 
-page_setup("Recalibrate", "🎯")
+page_setup("Recalibrate", ":material/tune:")
 
 
 def fail(what: str, error: Exception) -> None:

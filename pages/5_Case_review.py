@@ -18,7 +18,7 @@ from medcnn.app.nav import page_setup
 from medcnn.visualize import presentation
 from medcnn.visualize.series import build_series_report, summary_row
 
-page_setup("Case review", "🩺")
+page_setup("Case review", ":material/co_present:")
 st.html(review.PRESENTATION_CSS)
 
 cards = appstate.list_models()

@@ -28,12 +28,12 @@ class PageSpec:
 
 
 PAGES: tuple[PageSpec, ...] = (
-    PageSpec("pages/0_Home.py", "Home", "🩻"),
-    PageSpec("pages/1_Analyze.py", "Analyze", "🔬", "Analyze"),
-    PageSpec("pages/5_Case_review.py", "Case review", "🩺", "Case_review"),
-    PageSpec("pages/2_Batch.py", "Batch", "🗂️", "Batch"),
-    PageSpec("pages/3_Model_card.py", "Model card", "📋", "Model_card"),
-    PageSpec("pages/4_Recalibrate.py", "Recalibrate", "🎯", "Recalibrate"),
+    PageSpec("pages/0_Home.py", "Home", ":material/home:"),
+    PageSpec("pages/1_Analyze.py", "Analyze", ":material/biotech:", "Analyze"),
+    PageSpec("pages/5_Case_review.py", "Case review", ":material/co_present:", "Case_review"),
+    PageSpec("pages/2_Batch.py", "Batch", ":material/stacks:", "Batch"),
+    PageSpec("pages/3_Model_card.py", "Model card", ":material/description:", "Model_card"),
+    PageSpec("pages/4_Recalibrate.py", "Recalibrate", ":material/tune:", "Recalibrate"),
 )
 
 
