@@ -21,6 +21,8 @@ __all__ = ["ModelCard", "CardError", "card_file"]
 
 #: Suffixes that name one of a checkpoint's two files: the weights and the card.
 _CHECKPOINT_SUFFIXES = (".pt", ".json")
+#: Weights formats a card may name in ``weights_file``.
+_WEIGHTS_SUFFIXES = (".pt", ".safetensors")
 
 
 class CardError(ValueError):
@@ -82,6 +84,20 @@ class ModelCard:
             "reason"}``. ``threshold`` is the finding's operating point on its calibrated
             probability (chosen on validation); ``shown`` is False for findings the model cannot
             measure honestly (``reason`` says why), which are kept in the output but not presented.
+        channels: Input channels of the network's stem (1, or 3 for an RGB stem that reads the
+            grey tensor repeated, see :meth:`medcnn.preprocess.Normalize.channel_affine`).
+        weights_file: File name of the weights next to the card: ``""`` means ``<name>.pt`` (a
+            ``state_dict``); a ``.safetensors`` name is read with ``safetensors``.
+        weights_sha256: SHA-256 of the weights file; when set, loading refuses any other file.
+        provenance: Where imported weights came from: ``source``, ``sha256`` of the file given,
+            ``licence`` as declared (not verified), ``imported`` (date, command).
+        unknown: What is not known about the model, in plain words (e.g. "no test metrics until
+            evaluate has run"); shown on the Model card page.
+        explanations: Which explanation methods passed the import checks:
+            ``{"passed": [...], "failed": {method: reason}}``.
+
+    Fields after ``findings`` are written to the JSON only when set, so cards without them keep
+    their exact files.
     """
 
     name: str
@@ -105,6 +121,12 @@ class ModelCard:
     ood: dict[str, Any] = field(default_factory=dict)
     head: str = "softmax"
     findings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    channels: int = 1
+    weights_file: str = ""
+    weights_sha256: str = ""
+    provenance: dict[str, Any] = field(default_factory=dict)
+    unknown: list[str] = field(default_factory=list)
+    explanations: dict[str, Any] = field(default_factory=dict)
     path: Path | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -117,6 +139,13 @@ class ModelCard:
             )
         if len(set(self.labels)) != len(self.labels) or len(self.labels) < 2:
             raise CardError(f"labels must be >= 2 distinct names, got {self.labels!r}")
+        if int(self.channels) not in (1, 3):
+            raise CardError(f"channels must be 1 or 3, got {self.channels!r}")
+        self.channels = int(self.channels)
+        if self.weights_file and (Path(self.weights_file).name != self.weights_file
+                                  or Path(self.weights_file).suffix not in _WEIGHTS_SUFFIXES):
+            raise CardError(f"weights_file must be a file name next to the card ending in "
+                            f"{' or '.join(_WEIGHTS_SUFFIXES)}, got {self.weights_file!r}")
         if self.head not in HEAD_KINDS:
             raise CardError(f"head must be one of {', '.join(HEAD_KINDS)}, got {self.head!r}")
         if self.head == "sigmoid":
@@ -174,15 +203,26 @@ class ModelCard:
 
     @property
     def weights_path(self) -> Path:
-        """Path of the ``.pt`` state_dict next to the card."""
+        """Path of the weights next to the card: ``weights_file``, else the ``.pt`` state_dict."""
         if self.path is None:
             raise CardError(f"card {self.name!r} was not loaded from or saved to a file")
-        return self.path.with_suffix(".pt")
+        return self.path.parent / self.weights_file if self.weights_file else self.path.with_suffix(".pt")
+
+    @property
+    def pixel_contract(self) -> dict[str, Any]:
+        """What the network reads: ``{"input_size", "channels", "normalize"}`` (the pipeline's last
+        step name: ``normalize``, ``normalize_imagenet``, ``normalize_xrv`` or ``normalize_unit``)."""
+        steps = (self.preprocessing or {}).get("steps") or [{}]
+        return {"input_size": list(self.input_size), "channels": self.channels,
+                "normalize": steps[-1].get("name", "?")}
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("path")
         d["input_size"] = list(self.input_size)
+        for name in _OPTIONAL_FIELDS:  # written only when set: older cards keep their exact files
+            if d[name] == _DEFAULTS[name]:
+                d.pop(name)
         return d
 
     def save(self, path: str | Path) -> Path:
@@ -218,3 +258,9 @@ class ModelCard:
         card = cls(**{k: v for k, v in data.items() if k in known})
         card.path = path
         return card
+
+
+#: Card fields added for imported models, with their defaults (omitted from the JSON when unset).
+_OPTIONAL_FIELDS = ("channels", "weights_file", "weights_sha256", "provenance", "unknown", "explanations")
+_DEFAULTS = {f.name: (f.default if f.default is not MISSING else f.default_factory())  # type: ignore[misc]
+             for f in fields(ModelCard) if f.name in _OPTIONAL_FIELDS}

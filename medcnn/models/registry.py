@@ -5,6 +5,10 @@ timm pattern). Every model takes a one-channel image batch ``(N, 1, H, W)`` of a
 >= 32 px and returns raw logits ``(N, num_classes)``; binary tasks use two logits and a
 softmax.
 
+Besides the built-in names (:data:`MODELS`), ids with a family prefix name imported
+architectures: ``torchvision:<name>``, ``timm:<name>`` and ``xrv:<name>``
+(:mod:`medcnn.models.families`; an RGB stem reads the grey tensor repeated to 3 channels).
+
 Activations are never in-place in the returned models: attribution methods that hook
 activation modules (Guided Backprop, DeepLift) and layer hooks (Grad-CAM) need the
 layer output left untouched by later operations.
@@ -20,6 +24,8 @@ from torch import nn
 
 __all__ = [
     "MODELS",
+    "architecture_ids",
+    "find_target_layer",
     "SimpleCNN",
     "SmallResNet",
     "create_model",
@@ -238,18 +244,31 @@ _TARGET_LAYERS: dict[str, str] = {
 }
 
 
+def architecture_ids() -> list[str]:
+    """Every valid architecture id: the built-in names, then the family ids (in words for timm)."""
+    from medcnn.models.families import family_ids
+
+    return sorted(MODELS) + family_ids()
+
+
 def _check_name(name: str) -> None:
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(sorted(MODELS))}")
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(architecture_ids())}")
 
 
-def create_model(name: str, num_classes: int = 2, in_chans: int = 1) -> nn.Module:
+def create_model(name: str, num_classes: int = 2, in_chans: int = 1, *, stem_chans: int | None = None,
+                 input_affine: tuple[list[float], list[float]] | None = None) -> nn.Module:
     """Build a registered architecture with random weights.
 
     Args:
-        name: Registry name, one of ``MODELS``.
+        name: Registry name, one of ``MODELS``, or a family id (``torchvision:resnet50``,
+            ``timm:convnext_tiny``, ``xrv:densenet121-res224``: :mod:`medcnn.models.families`).
         num_classes: Number of output logits.
         in_chans: Input channels (1 for radiographs and CT slices).
+        stem_chans: Family ids: the stem's channels, 1 or 3 (default 3); the model still takes
+            the one-channel tensor. Built-in names: must be ``None`` or ``in_chans``.
+        input_affine: Family ids with an RGB stem: ``(scale, shift)`` per stem channel, the
+            pixel contract's :meth:`~medcnn.preprocess.Normalize.channel_affine`.
 
     Returns:
         The model, in training mode, on the CPU. ``(N, in_chans, H, W) -> (N, num_classes)``.
@@ -257,7 +276,17 @@ def create_model(name: str, num_classes: int = 2, in_chans: int = 1) -> nn.Modul
     Raises:
         ValueError: unknown name (the message lists the valid names), or bad sizes.
     """
+    if ":" in name:
+        from medcnn.models.families import build
+
+        if int(in_chans) != 1:
+            raise ValueError(f"{name}: imported architectures take the one-channel tensor (in_chans=1), "
+                             f"got {in_chans}")
+        return build(name, num_classes, 3 if stem_chans is None else int(stem_chans), input_affine)
     _check_name(name)
+    if stem_chans not in (None, in_chans) or input_affine is not None:
+        raise ValueError(f"{name!r} is built for its input channels: stem_chans and input_affine are for "
+                         f"imported (family:name) architectures")
     if int(num_classes) < 2:
         raise ValueError(f"num_classes must be >= 2 (binary tasks use 2 logits), got {num_classes}")
     if int(in_chans) < 1:
@@ -272,7 +301,19 @@ def default_target_layer(name: str) -> str:
     pooling; it works with ``captum.attr.LayerGradCam(model, model.get_submodule(name))``.
 
     Raises:
-        ValueError: unknown architecture.
+        ValueError: unknown architecture, or a family id (its layer is found per model:
+            :func:`find_target_layer`).
     """
+    if ":" in name:
+        raise ValueError(f"{name}: the Grad-CAM layer of an imported architecture is found on the built model "
+                         f"(find_target_layer(model, input_size)) and stored in its card")
     _check_name(name)
     return _TARGET_LAYERS[name]
+
+
+def find_target_layer(model: nn.Module, input_size: tuple[int, int] = (224, 224)) -> str:
+    """The last module with a spatial 4-D output before global pooling, found with forward hooks on
+    a dummy one-channel input: :func:`medcnn.models.families.find_target_layer`."""
+    from medcnn.models.families import find_target_layer as find
+
+    return find(model, input_size)

@@ -14,6 +14,9 @@ Data flow::
       -> CropOrPad (to the model's aspect)          float32 (H1, W1) in [0, 1]
       -> Resize    (to the model's input size)      float32 (H, W)   in [0, 1]  = ``display``
       -> Normalize ((x - mean) / std)               torch.float32 (1, 1, H, W)  = ``tensor``
+         (or an imported model's pixel contract: ``normalize_imagenet`` / ``normalize_xrv`` /
+         ``normalize_unit``; the tensor stays one-channel, an RGB stem repeats it, see
+         :meth:`~medcnn.preprocess.steps.Normalize.channel_affine`)
 
 Every step's output is returned with its name and parameters (``PipelineResult.steps``)
 so the app can show exactly what the network receives. ``display`` is the image the
@@ -27,7 +30,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from medcnn.preprocess.steps import CLAHE, STEPS, BodyCrop, CropOrPad, Denoise, Invert, Normalize, Resize, Step, Window
+from medcnn.preprocess.steps import (
+    CLAHE, NORMALIZATIONS, STEPS, BodyCrop, CropOrPad, Denoise, ImageNetNormalize, Invert, Normalize, Resize,
+    Step, UnitNormalize, Window, XRVNormalize,
+)
 from medcnn.preprocess.voi import (
     CT_PRESETS,
     WindowSpec,
@@ -49,6 +55,10 @@ __all__ = [
     "CropOrPad",
     "Resize",
     "Normalize",
+    "ImageNetNormalize",
+    "XRVNormalize",
+    "UnitNormalize",
+    "NORMALIZATIONS",
     "STEPS",
     "StepOutput",
     "PipelineResult",
@@ -93,16 +103,18 @@ class PipelineResult:
 class Pipeline:
     """Chain of :class:`Step` objects; its config is plain JSON stored in the model card.
 
-    The first step must be ``window`` and the last ``normalize``; exactly one ``resize``
-    fixes the model input size.
+    The first step must be ``window`` and the last a normalisation (``normalize`` or a pixel
+    contract's ``normalize_*``); exactly one ``resize`` fixes the model input size.
     """
 
     def __init__(self, steps: list[Step]):
         names = [s.name for s in steps]
-        if not steps or names[0] != "window" or names[-1] != "normalize" or names.count("resize") != 1:
+        if (not steps or names[0] != "window" or not isinstance(steps[-1], Normalize)
+                or names.count("resize") != 1):
             raise ValueError(
                 f"a pipeline must start with 'window', contain exactly one 'resize' and end with "
-                f"'normalize'; got {names}"
+                f"'normalize' (or one of {', '.join(c.name for c in NORMALIZATIONS.values())}); "
+                f"got {names}"
             )
         self.steps = steps
 
@@ -164,7 +176,8 @@ class Pipeline:
         # holds by construction here; to_tensor() checks it for images from outside.
         tensor = torch.from_numpy(self.normalizer(display)).unsqueeze(0).unsqueeze(0)
         if keep_steps:
-            outputs.append(StepOutput("normalize", self.normalizer.config(), tensor[0, 0].numpy()))
+            params = self.normalizer.apply(display, meta)[1]
+            outputs.append(StepOutput(self.normalizer.name, params, tensor[0, 0].numpy()))
         return PipelineResult(tensor=tensor, display=display, steps=outputs, window=window_used)
 
     def to_tensor(self, display: np.ndarray | torch.Tensor) -> torch.Tensor:

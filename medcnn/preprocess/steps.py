@@ -16,7 +16,8 @@ from medcnn.preprocess.body import body_mask
 from medcnn.preprocess.voi import CT_PRESETS, WindowSpec, _apply_voi_lut, apply_window, resolve_window
 from medcnn.io import ImageMeta
 
-__all__ = ["Step", "Window", "Invert", "Denoise", "CLAHE", "BodyCrop", "CropOrPad", "Resize", "Normalize", "STEPS"]
+__all__ = ["Step", "Window", "Invert", "Denoise", "CLAHE", "BodyCrop", "CropOrPad", "Resize", "Normalize",
+           "ImageNetNormalize", "XRVNormalize", "UnitNormalize", "NORMALIZATIONS", "STEPS"]
 
 class Step:
     """A preprocessing step: settings in ``__init__``, the work in ``__call__``.
@@ -277,8 +278,98 @@ class Normalize(Step):
     def __call__(self, x: np.ndarray, meta: ImageMeta | None = None) -> np.ndarray:
         return (x - np.float32(self.mean)) * np.float32(1.0 / self.std)
 
+    def channel_affine(self, channels: int = 1) -> tuple[list[float], list[float]]:
+        """How the network's ``channels`` input channels are made from this step's one-channel tensor.
+
+        Input channel ``c`` is ``tensor * scale[c] + shift[c]``. A one-channel contract feeds the
+        tensor as it is; an RGB stem reads the grey tensor repeated (``scale = 1``, ``shift = 0``).
+        The network applies it (:func:`medcnn.models.registry.create_model`, ``input_affine``), so
+        the tensor, the explanations' baselines and the gate all stay one-channel.
+
+        Returns:
+            ``(scale, shift)``, each a list of ``channels`` floats.
+        """
+        if channels < 1:
+            raise ValueError(f"channels must be >= 1, got {channels}")
+        return [1.0] * channels, [0.0] * channels
+
+
+# ---------------------------------------------------------------------- pixel contracts of imported models
+class ImageNetNormalize(Normalize):
+    """ImageNet pixel contract: the grey image repeated to R, G, B, each ``(x - mean_c) / std_c`` on [0, 1].
+
+    The tensor is the [0, 1] image itself (one channel); the per-channel ``(x - mean_c) / std_c`` is
+    the :meth:`channel_affine` the network's RGB stem applies to it, exactly (also at the zero-padded
+    borders, which a folded one-channel convolution would get wrong). Means and standard deviations
+    are torchvision's (``torchvision.transforms.Normalize`` in its ImageNet recipes).
+    """
+
+    name = "normalize_imagenet"
+    MEAN = (0.485, 0.456, 0.406)
+    STD = (0.229, 0.224, 0.225)
+
+    def __init__(self, mean: list[float] | tuple[float, ...] = MEAN, std: list[float] | tuple[float, ...] = STD):
+        mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"normalize_imagenet needs 3 means and 3 standard deviations > 0, got {mean}, {std}")
+        super().__init__(0.0, 1.0)
+        self.mean_rgb, self.std_rgb = mean, std
+
+    def config(self) -> dict[str, Any]:
+        return {"mean": list(self.mean_rgb), "std": list(self.std_rgb)}
+
+    def apply(self, x: np.ndarray, meta: ImageMeta) -> tuple[np.ndarray, dict[str, Any]]:
+        return self(x, meta), {**self.config(), "channels": 3, "applied": "grey repeated to R, G, B; "
+                               "(x - mean_c) / std_c in the network's RGB stem"}
+
+    def channel_affine(self, channels: int = 3) -> tuple[list[float], list[float]]:
+        if channels != 3:
+            raise ValueError(f"the imagenet normalisation is per R, G, B channel: it needs 3 input channels, "
+                             f"got {channels} (use the 'unit' or 'xrv' normalisation for a one-channel stem)")
+        return [1.0 / s for s in self.std_rgb], [-m / s for m, s in zip(self.mean_rgb, self.std_rgb)]
+
+
+class XRVNormalize(Normalize):
+    """TorchXRayVision's pixel contract: [0, 1] -> [-1024, 1024] (``xrv.datasets.normalize``:
+    ``(2 * x / maxval - 1) * 1024``), one channel, black = -1024."""
+
+    name = "normalize_xrv"
+
+    def __init__(self, scale: float = 1024.0):
+        if scale <= 0:
+            raise ValueError(f"normalize_xrv scale must be > 0, got {scale}")
+        super().__init__(0.5, 0.5 / float(scale))
+        self.scale = float(scale)
+
+    def config(self) -> dict[str, Any]:
+        return {"scale": self.scale}
+
+    def __call__(self, x: np.ndarray, meta: ImageMeta | None = None) -> np.ndarray:
+        return (np.float32(2.0) * x - np.float32(1.0)) * np.float32(self.scale)
+
+
+class UnitNormalize(Normalize):
+    """Unit pixel contract: the network reads the [0, 1] image as it is (black 0, white 1)."""
+
+    name = "normalize_unit"
+
+    def __init__(self):
+        super().__init__(0.0, 1.0)
+
+    def config(self) -> dict[str, Any]:
+        return {}
+
+    def __call__(self, x: np.ndarray, meta: ImageMeta | None = None) -> np.ndarray:
+        return np.array(x, dtype=np.float32, copy=True)
+
+
+#: Pixel contract name (``import-model --normalize``) -> its final step.
+NORMALIZATIONS: dict[str, Callable[..., Normalize]] = {
+    "imagenet": ImageNetNormalize, "xrv": XRVNormalize, "unit": UnitNormalize,
+}
 
 #: Step registry: config ``name`` -> class.
 STEPS: dict[str, Callable[..., Step]] = {
-    cls.name: cls for cls in (Window, Invert, Denoise, CLAHE, BodyCrop, CropOrPad, Resize, Normalize)
+    cls.name: cls for cls in (Window, Invert, Denoise, CLAHE, BodyCrop, CropOrPad, Resize, Normalize,
+                              ImageNetNormalize, XRVNormalize, UnitNormalize)
 }
