@@ -1,13 +1,18 @@
-"""Model cards: model and preprocessing, data and citation, metrics with CIs, plots, intended
-use, limitations, training record, experiments, the out-of-distribution gate, audit.
+"""Model cards: a one-screen summary first (intended use and population, what each output means,
+performance with CIs, operating points as sensitivity / specificity, what it must not be used for,
+when last checked), then model and preprocessing, data and citation, metrics with CIs, plots,
+training record, experiments, the out-of-distribution gate, audit.
 
-Every field is a table or a chart (no JSON trees). Thin page: metric tables come from
+Opens on the default chest X-ray model. Developer detail (commands, commit hashes, experiment
+tables, field dumps) sits in expanders. Every field is a table or a chart (no JSON trees). Thin
+page: the summary comes from :mod:`medcnn.app.card_summary`, metric tables from
 :mod:`medcnn.visualize.report`, the other tables, charts and figures from :mod:`medcnn.app.cards`
 (figures are cached PNGs of :mod:`medcnn.visualize.plots`).
 """
 import streamlit as st
 
 from medcnn.app import cards as app_cards
+from medcnn.app.card_summary import default_card_name, ordered_cards, show_summary
 from medcnn.app import findings as app_findings
 from medcnn.app import state as appstate
 from medcnn.app.nav import page_setup
@@ -43,19 +48,20 @@ def chart(spec: dict | None, key: str) -> None:
 
 st.title("Model cards")
 st.caption(appstate.DISCLAIMER)
-cards = appstate.list_models()
+cards = ordered_cards(appstate.list_models())  # the default model first: the page opens on it
 appstate.require_models(cards)
 
-for tab, card in zip(st.tabs([c.name for c in cards]), cards):
+for tab, card in zip(st.tabs([c.name for c in cards], default=default_card_name(cards), key="card_tabs"), cards):
     with tab:
         card_path, mtime = str(card.path), app_cards.card_mtime(card)
         st.header(card.name)
-        for line in report.card_summary(card):
-            st.markdown(f"- {line}")
+        st.caption(" · ".join(report.card_summary(card)[:1]))
+        show_summary(card)
 
         st.subheader("Model")
         c1, c2 = st.columns(2)
-        c1.dataframe(app_cards.model_fields(card), hide_index=True, key=f"model_{card.name}")
+        with c1.expander("Model fields", key=f"model_fields_{card.name}"):
+            st.dataframe(app_cards.model_fields(card), hide_index=True, key=f"model_{card.name}")
         with c2:
             st.markdown("**Preprocessing**, in order (the last step gives the network's input)")
             st.dataframe(app_cards.preprocessing_rows(card), hide_index=True, key=f"preprocessing_{card.name}")
@@ -63,7 +69,7 @@ for tab, card in zip(st.tabs([c.name for c in cards]), cards):
         st.subheader("Data and citation")
         training = card.training or {}
         for key, label in (("dataset", "Dataset"), ("citation", "Citation"), ("licence", "Licence"),
-                           ("license", "Licence"), ("date", "Trained"), ("git_commit", "Commit")):
+                           ("license", "Licence"), ("date", "Trained")):
             if training.get(key):
                 st.markdown(f"**{label}:** {training[key]}")
         for src in training.get("sources", []):
@@ -82,9 +88,12 @@ for tab, card in zip(st.tabs([c.name for c in cards]), cards):
                 chart(app_cards.split_count_chart(card), f"splits_chart_{card.name}")
             if training.get("test_rows_excluded"):
                 st.caption(f"{training['test_rows_excluded']} test rows are held out of training and validation.")
-        if training.get("command"):
-            st.markdown("**Training command**")
-            st.code(training["command"], language="bash", wrap_lines=True)
+        if training.get("command") or training.get("git_commit"):
+            with st.expander("Training command and commit", key=f"command_{card.name}"):
+                if training.get("git_commit"):
+                    st.markdown(f"**Commit:** `{training['git_commit']}`")
+                if training.get("command"):
+                    st.code(training["command"], language="bash", wrap_lines=True)
 
         st.subheader("Metrics (95% bootstrap confidence intervals)")
         if card.multilabel:  # one row per finding instead of the single-label table
@@ -153,10 +162,6 @@ for tab, card in zip(st.tabs([c.name for c in cards]), cards):
         else:
             st.info("No confusion matrix or scores stored in this card: plots are not available.")
 
-        st.subheader("Intended use")
-        st.markdown(card.intended_use or "_Not stated._")
-        st.subheader("Limitations")
-        st.markdown("\n".join(f"- {item}" for item in card.limitations) or "_None stated._")
         st.subheader("Training record")
         chart(app_cards.history_chart(card), f"history_{card.name}")
         record = {k: v for k, v in training.items() if k not in SHOWN}
@@ -172,8 +177,10 @@ for tab, card in zip(st.tabs([c.name for c in cards]), cards):
 
         st.subheader("Experiments")
         if card.experiments:
-            st.dataframe(app_cards.experiment_rows(card), hide_index=True, key=f"experiments_{card.name}",
-                         column_config={"command": st.column_config.TextColumn("command", width="large")})
+            with st.expander(f"{len(card.experiments)} experiments: settings, commands and results",
+                             key=f"experiments_box_{card.name}"):
+                st.dataframe(app_cards.experiment_rows(card), hide_index=True, key=f"experiments_{card.name}",
+                             column_config={"command": st.column_config.TextColumn("command", width="large")})
         else:
             st.caption("No experiments recorded.")
 
@@ -186,13 +193,15 @@ for tab, card in zip(st.tabs([c.name for c in cards]), cards):
         # Shortcut / saliency-location audit results stored in ``card.audit`` by ``python -m medcnn audit``.
         st.subheader("Shortcut audit")
         if card.audit:
-            for name, value in card.audit.items():
-                st.markdown(f"**{name.replace('_', ' ')}**")
+            for name, value in card.audit.items():  # the warnings in view, the tables in expanders
                 if isinstance(value, dict) and isinstance(value.get("warning"), str):
                     st.warning(value["warning"])
-                if isinstance(value, (dict, list)):
-                    tables(value, name)
-                else:
-                    st.markdown(str(value))
+            with st.expander("Audit tables", key=f"audit_{card.name}"):
+                for name, value in card.audit.items():
+                    st.markdown(f"**{name.replace('_', ' ')}**")
+                    if isinstance(value, (dict, list)):
+                        tables(value, name)
+                    else:
+                        st.markdown(str(value))
         else:
             st.caption("No audit recorded for this model yet (`python -m medcnn audit --data LABELS.csv`).")
