@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "recalibrate": ("medcnn.cli.recalibrate", "refit a model's temperature and threshold on one site's labelled images"),
     "dicomweb": ("medcnn.cli.dicomweb", "analyse a PACS study over DICOMweb; send confirmed results back"),
     "export-dicom": ("medcnn.cli.export_dicom", "write the PACS result objects (SR, overlay, PDF) of a local DICOM"),
+    "import-model": ("medcnn.cli.import_model", "check and import your own 2-D CNN classifier (weights + card)"),
 }
 
 

@@ -323,7 +323,7 @@ def resolve_card(meta: ImageMeta | None = None, model: str | Path | None = None,
     if names_a_file and p.is_file():
         return card_file(p)
     candidate = weights_dir / card_file(p.name if names_a_file else model)
-    if candidate.is_file() and candidate.with_suffix(".pt").is_file():
+    if candidate.is_file() and load_card(candidate).weights_path.is_file():
         return candidate
     names = sorted(c.name for c in list_cards(weights_dir))
     raise ValueError(f"model {str(model)!r} not found (no file {p} nor {candidate} with its .pt); "

@@ -3,10 +3,13 @@
 A checkpoint is two files: ``<name>.pt`` (a ``state_dict`` only, loaded with
 ``torch.load(..., weights_only=True)``) and ``<name>.json`` (the
 :class:`~medcnn.models.card.ModelCard` holding architecture, labels, preprocessing, Grad-CAM
-layer, threshold and temperature).
+layer, threshold and temperature). An imported model's card names its weights instead
+(``weights_file``, a ``.safetensors`` file) and their SHA-256 (``weights_sha256``), which
+:func:`load_model` checks before reading a byte of them as tensors.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,12 @@ from torch import nn
 from medcnn.models.card import CardError, ModelCard, card_file
 from medcnn.models.registry import create_model
 
-__all__ = ["get_device", "prepare_for_device", "predict_logits", "save_checkpoint", "load_model"]
+__all__ = ["WeightsIntegrityError", "build_from_card", "file_sha256", "get_device", "prepare_for_device",
+           "predict_logits", "read_state_dict", "save_checkpoint", "load_model"]
+
+
+class WeightsIntegrityError(CardError):
+    """A weights file is not the one its card names (SHA-256 mismatch)."""
 
 
 # --------------------------------------------------------------------------- devices
@@ -109,19 +117,17 @@ def load_model(
             the card's architecture / label count.
     """
     card = card_or_path if isinstance(card_or_path, ModelCard) else ModelCard.load(card_or_path)
-    try:
-        model = create_model(card.architecture, num_classes=len(card.labels), in_chans=1)
-    except ValueError as e:
-        raise CardError(f"model card {card.name!r}: {e}") from None
+    model = build_from_card(card)
     wpath = card.weights_path
     if not wpath.is_file():
         raise CardError(f"weights not found: {wpath} (expected next to the card {card.path})")
-    try:
-        state = torch.load(wpath, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many types for corrupt files
-        raise CardError(f"cannot read weights {wpath}: {type(e).__name__}: {e}") from None
-    if not isinstance(state, dict):
-        raise CardError(f"weights {wpath} are not a state_dict (got {type(state).__name__})")
+    if card.weights_sha256:
+        actual = file_sha256(wpath)
+        if actual != card.weights_sha256.lower():
+            raise WeightsIntegrityError(
+                f"weights {wpath} do not match the card {card.name!r}: SHA-256 {actual} but the card names "
+                f"{card.weights_sha256}; the file was changed or replaced: restore it or re-import the model")
+    state = read_state_dict(wpath)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
@@ -132,3 +138,53 @@ def load_model(
         ) from None
     model = prepare_for_device(model, get_device(device)).eval()
     return model, card
+
+
+def build_from_card(card: ModelCard) -> nn.Module:
+    """The card's network with random weights, via the registry: its architecture, one output per
+    label, its stem channels and (for an RGB stem) its pixel contract's per-channel affine.
+
+    Raises:
+        CardError: unknown architecture or a pixel contract the stem cannot read.
+    """
+    from medcnn.preprocess import Pipeline
+
+    try:
+        if ":" not in card.architecture:
+            return create_model(card.architecture, num_classes=len(card.labels), in_chans=1)
+        affine = Pipeline.from_config(card.preprocessing).normalizer.channel_affine(card.channels)
+        return create_model(card.architecture, num_classes=len(card.labels), in_chans=1,
+                            stem_chans=card.channels, input_affine=affine if card.channels == 3 else None)
+    except ValueError as e:
+        raise CardError(f"model card {card.name!r}: {e}") from None
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A ``state_dict`` from ``.safetensors`` or a ``torch.save`` file (``weights_only=True``).
+
+    Raises:
+        CardError: unreadable file, or not a mapping of names to tensors (a pickled whole model
+            is refused by ``weights_only=True`` and reported here).
+    """
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch / safetensors raise many types for bad files
+        raise CardError(f"cannot read weights {path}: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CardError(f"weights {path} are not a state_dict of tensors (got {type(state).__name__})")
+    return state
