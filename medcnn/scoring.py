@@ -27,7 +27,8 @@ from typing import Any
 from medcnn.inference import Prediction, Predictor, check_modality, resolve_card
 from medcnn.io import MedImage, read_image
 
-__all__ = ["ROW_KEYS", "SKIP_REASONS", "STAGES", "Scored", "Scorer", "Source", "analysed_logits", "new_row"]
+__all__ = ["ROW_KEYS", "SKIP_REASONS", "STAGES", "Scored", "Scorer", "Source", "analysed_logits", "left_out_by_class",
+           "new_row"]
 
 #: Keys of one row, in order (those of ``predict --json`` entries).
 ROW_KEYS = ("file", "ok", "error", "error_stage", "model", "decision", "label", "called", "probabilities",
@@ -229,18 +230,42 @@ def analysed_logits(scorer: Scorer, sources: Sequence[Source],
         ``(logits, kept, skipped)``: float32 (M, C) raw logits, int64 (M,) indices into ``sources``
         of those rows, and reason (:data:`SKIP_REASONS`) -> count of the images left out.
     """
+    logits, kept, left_out = left_out_by_class(scorer, sources, [""] * len(sources), progress)
+    return logits, kept, left_out.get("", {})
+
+
+def _left_out_stage(scored: Scored) -> str | None:
+    """Why :func:`analysed_logits` leaves a source out (a :data:`SKIP_REASONS` key), None when it is used."""
+    return scored.row["error_stage"] or ("withheld" if scored.row["decision"] == "not analysed" else None)
+
+
+def left_out_by_class(scorer: Scorer, sources: Sequence[Source], classes: Sequence[str],
+                      progress: Callable[[int, int], None] | None = None) -> tuple[Any, Any, dict[str, dict[str, int]]]:
+    """:func:`analysed_logits`, with the images left out counted per class instead of in total.
+
+    Args:
+        scorer, sources, progress: As for :func:`analysed_logits`.
+        classes: The class of each source (same length as ``sources``).
+
+    Returns:
+        ``(logits, kept, left_out)``: as :func:`analysed_logits`, and class -> reason
+        (:data:`SKIP_REASONS`) -> count of that class's images left out.
+
+    Raises:
+        ValueError: ``classes`` and ``sources`` differ in length.
+    """
     import numpy as np
 
-    logits, kept, skipped = [], [], {}
-    n_labels = None
+    if len(classes) != len(sources):
+        raise ValueError(f"one class per source is needed: {len(sources)} sources, {len(classes)} classes")
+    logits, kept, left_out = [], [], {}
     for i, scored in enumerate(scorer.score(sources, progress)):
-        stage = scored.row["error_stage"] or ("withheld" if scored.row["decision"] == "not analysed" else None)
-        if stage is not None:
-            skipped[SKIP_REASONS[stage]] = skipped.get(SKIP_REASONS[stage], 0) + 1
+        stage = _left_out_stage(scored)
+        if stage is None:
+            logits.append(scored.prediction.logits)
+            kept.append(i)
             continue
-        logits.append(scored.prediction.logits)
-        kept.append(i)
-        n_labels = len(scored.prediction.logits)
-    if n_labels is None:  # nothing kept: the model's label count from its card
-        n_labels = len(scorer.predictor(scorer.model).card.labels)
-    return (np.asarray(logits, dtype=np.float32).reshape(-1, n_labels), np.asarray(kept, dtype=np.int64), skipped)
+        per_class = left_out.setdefault(str(classes[i]), {})
+        per_class[SKIP_REASONS[stage]] = per_class.get(SKIP_REASONS[stage], 0) + 1
+    n_labels = len(logits[0]) if logits else len(scorer.predictor(scorer.model).card.labels)
+    return (np.asarray(logits, dtype=np.float32).reshape(-1, n_labels), np.asarray(kept, dtype=np.int64), left_out)

@@ -1,141 +1,138 @@
-"""Per-site recalibration: refit temperature and operating threshold on a site's labelled images.
+"""Site onboarding: refit a label's temperature and operating point only where held-out data shows it helps.
 
-Scores drift between hospitals and scanner versions while the ranking of cases often holds,
-so a site can re-fit the two numbers a card applies after the network, the temperature
-(Guo et al. 2017, "On Calibration of Modern Neural Networks", ICML) and the Youden
-threshold (Youden 1950, Cancer 3(1)), without retraining. The network weights are never
-touched: :func:`medcnn.evaluation.site_card.write_recalibrated` copies the ``.pt`` byte for byte
-and checks its SHA-256.
+Scores drift between hospitals and scanner versions while the ranking of cases often holds, so a
+site can re-fit the two numbers a card applies after the network, the temperature (Guo et al.
+2017, "On Calibration of Modern Neural Networks", ICML) and the operating point (Youden 1950,
+Cancer 3(1)), without retraining. A refit measured on the images it was fitted on always looks
+better; on other images of the same site it can be worse. So each component is refitted only
+where grouped cross-validation on the site's images shows that it helps
+(:mod:`medcnn.evaluation.site_cv`, rule in :data:`~medcnn.evaluation.site_cv.RULE`); otherwise the
+shipped value is kept and the report says why. The headline figures are the held-out ones
+(before: the shipped point; after: what would be written, refitted on the other folds), with
+95 % cluster-bootstrap CIs; in-sample figures are kept only as a secondary record.
 
-Everything here works on logits (pure numpy, no torch), so it can be tested on synthetic
-scores; reading images and running the model is the caller's job (``python -m medcnn
-recalibrate``, the app's Recalibrate page).
+The label is the positive label of a softmax card or one finding of a multi-label card
+(:class:`~medcnn.evaluation.site_task.SiteTask`); the site's labels are 0/1 for it. Images the
+model does not analyse (withheld by the out-of-distribution gate, unreadable, ...) cannot shape an
+operating point the app applies only to analysed images, but they are counted and reported per
+class, never silently dropped. The network weights are never touched
+(:func:`medcnn.evaluation.site_card.write_recalibrated` copies them byte for byte).
 
-The operating point fitted on the site's images is measured on those same images, which is
-optimistic. :func:`recalibrate` therefore also reports a cross-validated estimate: temperature
-and threshold fitted on k-1 folds (whole patients per fold when groups are given) and applied
-to the held-out fold.
+Everything here works on logits (pure numpy, no torch); reading images and running the model is
+the caller's job (``python -m medcnn recalibrate``, the app's Recalibrate page).
 """
 from __future__ import annotations
 
 import warnings
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from medcnn.evaluation import compute_metrics, expected_calibration_error, fit_temperature, softmax_t, youden_threshold
+from medcnn.evaluation.metrics import compute_metrics
+from medcnn.evaluation.site_cv import RULE, after_arms, cross_validate, decide
+from medcnn.evaluation.site_task import InsufficientSiteDataError, Point, RecalibrationError, SiteTask
 from medcnn.models.card import ModelCard
 
 __all__ = [
     "DEFAULT_MIN_PER_CLASS",
     "InsufficientSiteDataError",
     "RecalibrationError",
+    "binary_names",
+    "component_rows",
+    "left_out_rows",
     "recalibrate",
     "summary_rows",
 ]
 
-#: Fewest labelled images of each class accepted for a recalibration.
+#: Fewest labelled images of each class accepted for a recalibration (see InsufficientSiteDataError).
 DEFAULT_MIN_PER_CLASS = 20
-_HIGH_ECE = 0.1  # above this the probabilities are not trustworthy as probabilities
+_GATE = "withheld by the out-of-distribution gate"
+_QUANTITIES = (("sensitivity", "sensitivity"), ("specificity", "specificity"),
+               ("balanced_accuracy", "balanced accuracy"), ("flagged", "flagged share"),
+               ("ece", "ECE (calibration error)"), ("nll", "NLL (log loss)"))
 
 
-class RecalibrationError(ValueError):
-    """Recalibration cannot proceed: bad inputs, or files that would overwrite the original."""
+def binary_names(card: ModelCard, finding: str | None = None, positive: str | None = None) -> list[str]:
+    """(negative, positive) names of the site's binary problem.
 
-
-class InsufficientSiteDataError(RecalibrationError):
-    """Too few labelled images of some class.
-
-    Attributes:
-        counts: label -> number of usable images.
-        needed: the minimum per class.
+    Args:
+        card: The card.
+        finding: The label recalibrated (default: the card's positive label).
+        positive: The site label that marks positives for ``finding`` (multi-label cards).
     """
-
-    def __init__(self, counts: dict[str, int], needed: int):
-        self.counts, self.needed = dict(counts), int(needed)
-        have = ", ".join(f"{k}: {v}" + (f" ({needed - v} more needed)" if v < needed else "")
-                         for k, v in self.counts.items())
-        super().__init__(
-            f"too few labelled images to recalibrate: at least {needed} of each class are needed, "
-            f"the site data has {have}. Add labelled images of the short class(es)."
-        )
+    finding = finding or card.positive_label
+    if positive:
+        return [f"not {positive}", positive]
+    if len(card.labels) == 2 and not card.multilabel and finding == card.positive_label:
+        return [card.labels[1 - card.positive_index], finding]
+    return [f"not {finding}", finding]
 
 
-def _binary_names(card: ModelCard) -> list[str]:
-    """(negative, positive) names of the positive-vs-rest problem the threshold decides."""
-    if len(card.labels) == 2:
-        return [card.labels[1 - card.positive_index], card.positive_label]
-    return [f"not {card.positive_label}", card.positive_label]
-
-
-def _check_inputs(card: ModelCard, logits: Any, y: Any, groups: Any,
-                  min_per_class: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict[str, int]]:
+def _check_inputs(task: SiteTask, logits: Any, y: Any, groups: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     z = np.asarray(logits, dtype=np.float64)
-    t = np.asarray(y).astype(np.int64).ravel()
-    if z.ndim != 2 or z.shape[1] != len(card.labels):
-        raise RecalibrationError(f"logits must be (N, {len(card.labels)}) for model {card.name!r} "
-                                 f"(labels {', '.join(card.labels)}), got shape {z.shape}")
+    t = np.asarray(y).ravel()
+    if z.ndim != 2 or z.shape[1] != task.n_outputs:
+        raise RecalibrationError(f"logits must be (N, {task.n_outputs}) for model {task.card.name!r} "
+                                 f"(labels {', '.join(task.card.labels)}), got shape {z.shape}")
     if z.shape[0] != t.size:
         raise RecalibrationError(f"logits have {z.shape[0]} rows but y has {t.size}")
     if not np.isfinite(z).all():
         raise RecalibrationError("logits must be finite (got NaN or inf)")
-    if t.size and (t.min() < 0 or t.max() >= len(card.labels)):
-        raise RecalibrationError(f"y must hold label indices in [0, {len(card.labels)}), got {t.min()}..{t.max()}")
-    if int(min_per_class) < 1:
-        raise RecalibrationError(f"min_per_class must be >= 1, got {min_per_class}")
+    if t.size and not np.isin(t, [0, 1]).all():
+        raise RecalibrationError(f"y must be 0/1 (1 = positive for {task.finding!r}), got values "
+                                 f"{sorted(set(t.tolist()))[:10]}")
     g = None if groups is None else np.asarray(groups).astype(str).ravel()
     if g is not None and g.size != t.size:
         raise RecalibrationError(f"groups must have one value per row ({t.size}), got {g.size}")
-    counts = {name: int((t == i).sum()) for i, name in enumerate(card.labels)}
-    if min(counts.values()) < int(min_per_class):
-        raise InsufficientSiteDataError(counts, int(min_per_class))
-    return z, t, g, counts
+    return z, t.astype(np.int64), g
 
 
-def _operating_point(y_pos: np.ndarray, prob: np.ndarray, temperature: float, threshold: float,
-                     names: list[str], groups: np.ndarray | None, n_boot: int, seed: int) -> tuple[dict, dict]:
-    """(summary, full compute_metrics dict) at one temperature and threshold."""
-    m = compute_metrics(y_pos, prob, threshold, labels=names, n_boot=n_boot, seed=seed, groups=groups)
-    ci = m["ci"]
-    summary = {
-        "temperature": float(temperature), "threshold": float(threshold),
-        "sensitivity": m["recall"], "sensitivity_ci": ci["recall"],
-        "specificity": m["specificity"], "specificity_ci": ci["specificity"],
-        "ece": m["ece"], "ece_ci": ci["ece"], "auc": m["auc"], "auc_ci": m["auc_ci"],
-        "confusion_matrix": m["confusion_matrix"],
-    }
-    return summary, {**m, "temperature": float(temperature)}
+def _left_out(names: list[str], counts: dict[str, int], left_out: Mapping[str, Mapping[str, int]] | None) -> dict:
+    """Per class: listed, used, withheld by the gate (count and share), and every reason."""
+    out = {}
+    for name in names:
+        reasons = {str(k): int(v) for k, v in (left_out or {}).get(name, {}).items() if v}
+        listed = counts[name] + sum(reasons.values())
+        withheld = sum(v for k, v in reasons.items() if _GATE in k)
+        out[name] = {"listed": listed, "used": counts[name], "withheld": withheld,
+                     "withheld_share": withheld / listed if listed else 0.0, "reasons": reasons}
+    return out
 
 
-def _fit(z: np.ndarray, t: np.ndarray, pos: int) -> tuple[float, float]:
-    temperature = fit_temperature(z, t)
-    return temperature, youden_threshold((t == pos).astype(np.int64), softmax_t(z, temperature)[:, pos])
+def _check_counts(names: list[str], counts: dict[str, int], left: dict, min_per_class: int) -> None:
+    if int(min_per_class) < 1:
+        raise RecalibrationError(f"min_per_class must be >= 1, got {min_per_class}")
+    if min(counts.values()) >= int(min_per_class):
+        return
+    lost = "; ".join(f"{n}: {sum(left[n]['reasons'].values())} of {left[n]['listed']} left out "
+                     f"({', '.join(f'{v} {k}' for k, v in sorted(left[n]['reasons'].items()))})"
+                     for n in names if left[n]["reasons"])
+    raise InsufficientSiteDataError(counts, int(min_per_class), f" Not counted: {lost}." if lost else "")
 
 
-def _cross_validate(z: np.ndarray, t: np.ndarray, pos: int, groups: np.ndarray | None, folds: int,
-                    names: list[str], n_boot: int, seed: int) -> tuple[dict[str, Any] | None, str | None]:
-    """Out-of-fold sensitivity / specificity / ECE of the refit (k-fold, whole groups per fold)."""
-    from sklearn.model_selection import StratifiedGroupKFold
+def _held_out(evidence: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any] | None:
+    """Before (shipped) / after (written) / change on the held-out folds, each with its 95 % CI."""
+    stats = evidence["stats"]
+    if stats is None:
+        return None
+    arms = after_arms(evidence, decision)
+    out: dict[str, Any] = {"folds": evidence["folds"], "before": {}, "after": {}, "change": {}}
+    for key, _ in _QUANTITIES:
+        arm = arms[key]
+        out["before"][key], out["before"][f"{key}_ci"] = stats[key]["old"]["value"], stats[key]["old"]["ci"]
+        out["after"][key], out["after"][f"{key}_ci"] = stats[key][arm]["value"], stats[key][arm]["ci"]
+        kept = arm == "old"
+        out["change"][key] = 0.0 if kept else stats[key]["change"]["value"]
+        out["change"][f"{key}_ci"] = [0.0, 0.0] if kept else stats[key]["change"]["ci"]
+    return out
 
-    y_pos = (t == pos).astype(np.int64)
-    k = min(int(folds), int(np.bincount(y_pos, minlength=2).min()))
-    g = groups if groups is not None else np.arange(t.size).astype(str)
-    if k < 2 or len(np.unique(g)) < k:
-        return None, f"too few images or patients for a {folds}-fold cross-validated estimate"
-    prob, pred = np.zeros(t.size), np.zeros(t.size)
-    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # per-fold temperature warnings repeat the full fit's
-        for train, test in splitter.split(z, y_pos, g):
-            if len(np.unique(y_pos[train])) < 2:
-                return None, "a cross-validation fold lacked a class (too few patients of one class)"
-            temperature, threshold = _fit(z[train], t[train], pos)
-            prob[test] = softmax_t(z[test], temperature)[:, pos]
-            pred[test] = prob[test] >= threshold
-    m = compute_metrics(y_pos, pred, 0.5, labels=names, n_boot=n_boot, seed=seed, groups=groups)
-    return {"folds": k, "sensitivity": m["recall"], "sensitivity_ci": m["ci"]["recall"],
-            "specificity": m["specificity"], "specificity_ci": m["ci"]["specificity"],
-            "ece": expected_calibration_error(y_pos, prob), "ece_ci": None}, None
+
+def _in_sample(task: SiteTask, z: np.ndarray, y: np.ndarray, point: Point, names: list[str],
+               g: np.ndarray | None) -> dict[str, Any]:
+    """Metrics on the images the point was fitted on: a record, never the headline, so no CIs."""
+    prob = task.probability(z, point.temperature)
+    return {**compute_metrics(y, prob, point.threshold, labels=names, n_boot=0, groups=g),
+            "temperature": point.temperature}
 
 
 def recalibrate(
@@ -145,100 +142,139 @@ def recalibrate(
     groups: Sequence[Any] | np.ndarray | None = None,
     min_per_class: int = DEFAULT_MIN_PER_CLASS,
     *,
+    finding: str | None = None,
+    names: Sequence[str] | None = None,
+    left_out: Mapping[str, Mapping[str, int]] | None = None,
     n_boot: int = 1000,
     seed: int = 0,
     folds: int = 5,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Refit a card's temperature and Youden threshold on a site's labelled logits.
-
-    Before = the card's temperature and threshold; after = both refitted on all rows
-    (:func:`~medcnn.evaluation.fit_temperature`, then
-    :func:`~medcnn.evaluation.youden_threshold` on the recalibrated probabilities, as for the
-    shipped cards). Sensitivity and specificity refer to ``card.positive_label`` vs the rest.
+    """Decide, per component, whether the site's images show a refit helps, and refit only those.
 
     Args:
         card: The model card whose logits these are.
-        logits: float (N, C) raw logits in ``card.labels`` order.
-        y: int (N,) label index in ``card.labels`` of each row.
-        groups: Optional (N,) patient id per row: bootstrap CIs resample whole patients and
-            cross-validation folds keep a patient's images together.
-        min_per_class: Fewest rows of each of ``card.labels`` accepted.
-        n_boot: Bootstrap resamples of every CI (0: no CIs).
-        seed: Seed of the bootstrap and of the fold assignment.
-        folds: Folds of the cross-validated estimate.
+        logits: float (N, C) raw logits in ``card.labels`` order, of the images the model analyses.
+        y: int (N,) 0/1: 1 = the image is positive for ``finding``.
+        groups: Optional (N,) patient id per row: folds keep a patient's images together and the
+            bootstrap resamples whole patients.
+        min_per_class: Fewest usable rows of each class.
+        finding: The label recalibrated (default: the card's positive label; a multi-label card:
+            one of its findings, whose temperature and operating point alone may change).
+        names: (negative, positive) class names (default :func:`binary_names`).
+        left_out: Class name -> {reason -> count} of the site's images not in ``logits`` (e.g.
+            withheld by the gate): reported per class with the share withheld.
+        n_boot: Bootstrap resamples of every CI (0: no CIs, so nothing can be shown to help and
+            every component is kept).
+        seed: Seed of the folds and the bootstrap.
+        folds: Folds of the cross-validation.
 
     Returns:
-        ``(fields, report)``. ``fields``: ``temperature``, ``threshold`` and ``metrics``
-        (``site``: :func:`~medcnn.evaluation.compute_metrics` at the new operating point, with
-        the per-image ``scores`` for the curves; ``site_before_recalibration``: at the card's).
-        ``report``: JSON-ready ``model``, ``n_images``, ``counts`` per label,
-        ``min_per_class``, ``labels`` (negative, positive), ``bootstrap`` ("rows" /
-        "groups"), ``n_groups``, ``n_boot``, ``before`` / ``after`` (temperature, threshold,
-        sensitivity, specificity, ECE, AUC with ``*_ci`` and the confusion matrix),
-        ``cross_validated`` (folds, sensitivity, specificity, ECE; None when not estimable)
-        and ``notes``.
+        ``(fields, report)``. ``fields``: ``finding``, ``temperature`` and ``threshold`` to
+        write, ``changed`` (False: every component kept, the shipped card stands) and
+        ``metrics`` (in-sample ``site`` with per-image ``scores``, and
+        ``site_before_recalibration``). ``report``: JSON-ready ``model``, ``finding``,
+        ``labels``, ``n_images``, ``counts``, ``left_out`` (per class: listed, used, withheld,
+        withheld_share, reasons), ``min_per_class``, ``bootstrap``, ``n_groups``, ``n_boot``,
+        ``held_out`` (before / after / change with ``*_ci``; None without evidence),
+        ``ranking``, ``components`` (per component: shipped, written, refit, reason), ``rule``,
+        ``before`` / ``after`` (temperature, threshold), ``in_sample`` and ``notes``.
 
     Raises:
-        InsufficientSiteDataError: a label has fewer than ``min_per_class`` rows (the message
-            lists every count and what is needed).
-        RecalibrationError: logits, labels or groups of the wrong shape or values.
+        InsufficientSiteDataError: a class has fewer than ``min_per_class`` rows (the message says
+            how many, why the minimum exists, and what was left out).
+        RecalibrationError: logits, labels or groups of the wrong shape or values; a label with
+            no operating point of its own.
     """
-    z, t, g, counts = _check_inputs(card, logits, y, groups, min_per_class)
-    pos, names = card.positive_index, _binary_names(card)
-    y_pos = (t == pos).astype(np.int64)
+    task = SiteTask(card, finding)
+    z, t, g = _check_inputs(task, logits, y, groups)
+    names = list(names or binary_names(card, task.finding))
+    counts = {names[0]: int((t == 0).sum()), names[1]: int((t == 1).sum())}
+    left = _left_out(names, counts, left_out)
+    _check_counts(names, counts, left, min_per_class)
+
+    evidence = cross_validate(task, z, t, g, folds=folds, n_boot=n_boot, seed=seed)
+    decision = decide(evidence)
+    refit_t, refit_op = decision["temperature"]["refit"], decision["operating_point"]["refit"]
     with warnings.catch_warnings(record=True) as caught:  # reported in the notes
         warnings.simplefilter("always")
-        temperature, threshold = _fit(z, t, pos)
-    p_old = softmax_t(z, card.temperature)[:, pos]
-    p_new = softmax_t(z, temperature)[:, pos]
-    before, m_before = _operating_point(y_pos, p_old, card.temperature, card.threshold, names, g, n_boot, seed)
-    after, m_after = _operating_point(y_pos, p_new, temperature, threshold, names, g, n_boot, seed)
-    cv, why = _cross_validate(z, t, pos, g, folds, names, n_boot, seed)
-    order = np.lexsort((y_pos, -p_new))  # sorted, so no row order of the site data is kept
-    m_after["scores"] = {"y": [int(v) for v in y_pos[order]], "prob": [float(v) for v in p_new[order]]}
-    notes = ["'after' is measured on the images it was fitted on (optimistic); 'cross-validated' "
-             "fits on the other folds and measures on the held-out one"]
-    notes += [str(w.message) for w in caught]
-    if after["ece"] is not None and after["ece"] > _HIGH_ECE:
-        notes.append(f"the calibration error stays high after recalibration ({after['ece']:.3f}): the site's "
-                     "scores are shifted in a way one temperature cannot undo, so treat the probabilities "
-                     "as scores; the refitted threshold still sets the operating point")
-    if why:
-        notes.append(f"no cross-validated estimate: {why}")
-    m_after["notes"] = list(m_after.get("notes", [])) + [notes[0]]
-    report = {
-        "model": card.name, "n_images": int(t.size), "counts": counts, "min_per_class": int(min_per_class),
-        "labels": names, "bootstrap": "groups" if g is not None else "rows",
-        "n_groups": int(len(np.unique(g))) if g is not None else int(t.size), "n_boot": int(n_boot),
-        "before": before, "after": after, "cross_validated": cv, "notes": notes,
+        point = task.fit(z, t, temperature=refit_t, threshold=refit_op)
+    shipped = task.shipped
+    components = {
+        "temperature": {"shipped": shipped.temperature, "written": point.temperature, **decision["temperature"]},
+        "operating_point": {"shipped": shipped.threshold, "written": point.threshold, **decision["operating_point"]},
     }
-    fields = {"temperature": float(temperature), "threshold": float(threshold),
+    notes = [str(w.message) for w in caught]
+    if not (refit_t or refit_op):
+        notes.insert(0, "nothing is refitted: the held-out folds do not show that a refit helps, so the "
+                        "shipped card stands as it is")
+    elif refit_t and not refit_op:
+        notes.append("the operating point is kept: the threshold is carried to the new temperature so that "
+                     "it calls exactly the same images")
+    shares = {n: v["withheld_share"] for n, v in left.items()}
+    if max(shares.values()) > 0:
+        notes.append("images withheld by the gate get no result at this site whatever the card says; the figures "
+                     "describe the images the model analyses (" + ", ".join(
+                         f"{n}: {left[n]['withheld']} of {left[n]['listed']} withheld, {shares[n]:.0%}"
+                         for n in names) + ")")
+    report = {
+        "model": card.name, "finding": task.finding, "labels": names, "n_images": int(t.size), "counts": counts,
+        "left_out": left, "min_per_class": int(min_per_class), "bootstrap": "groups" if g is not None else "rows",
+        "n_groups": int(len(np.unique(g))) if g is not None else int(t.size), "n_boot": int(n_boot),
+        "held_out": _held_out(evidence, decision), "ranking": evidence["ranking"], "components": components,
+        "rule": dict(RULE), "before": {"temperature": shipped.temperature, "threshold": shipped.threshold},
+        "after": {"temperature": point.temperature, "threshold": point.threshold}, "notes": notes,
+    }
+    m_before = _in_sample(task, z, t, shipped, names, g)
+    m_after = _in_sample(task, z, t, point, names, g)
+    report["in_sample"] = {side: {k: m[k] for k in ("recall", "specificity", "balanced_accuracy", "ece", "auc")}
+                           for side, m in (("before", m_before), ("after", m_after))}
+    p_new = task.probability(z, point.temperature)
+    order = np.lexsort((t, -p_new))  # sorted, so no row order of the site data is kept
+    m_after["scores"] = {"y": [int(v) for v in t[order]], "prob": [float(v) for v in p_new[order]]}
+    m_after["notes"] = list(m_after.get("notes", [])) + [
+        "measured on the images it was fitted on (optimistic); metrics['recalibration']['held_out'] has the "
+        "cross-validated figures"]
+    fields = {"finding": task.finding, "temperature": point.temperature, "threshold": point.threshold,
+              "changed": bool(refit_t or refit_op),
               "metrics": {"site": m_after, "site_before_recalibration": m_before}}
     return fields, report
 
 
-def _fmt(value: float | None, ci: Sequence[float] | None = None) -> str:
+def _fmt(value: float | None, ci: Sequence[float] | None = None, sign: bool = False) -> str:
     if value is None:
         return "n/a"
-    return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+    f = "{:+.3f}" if sign else "{:.3f}"
+    return f.format(value) + (f" [{f.format(ci[0])}, {f.format(ci[1])}]" if ci else "")
 
 
 def summary_rows(report: dict[str, Any]) -> list[dict[str, str]]:
-    """Before / after table of a :func:`recalibrate` report: one row per quantity.
+    """The headline table: held-out before (shipped) / after (written) / change, 95 % CIs in brackets.
 
     Returns:
-        Rows with ``quantity``, ``before``, ``after`` and ``after, cross-validated``
-        (values as text, 95 % CIs in brackets).
+        One row per quantity with ``quantity``, ``before (held-out)``, ``after (held-out)`` and
+        ``change``; empty when there is no held-out evidence.
     """
-    b, a, cv = report["before"], report["after"], report.get("cross_validated") or {}
-    cv_name = "after, cross-validated" + (f" ({cv['folds']}-fold)" if cv else "")
+    held = report.get("held_out")
+    if not held:
+        return []
+    return [{"quantity": title, "before (held-out)": _fmt(held["before"][k], held["before"][f"{k}_ci"]),
+             "after (held-out)": _fmt(held["after"][k], held["after"][f"{k}_ci"]),
+             "change": _fmt(held["change"][k], held["change"][f"{k}_ci"], sign=True)} for k, title in _QUANTITIES]
+
+
+def component_rows(report: dict[str, Any]) -> list[dict[str, str]]:
+    """One row per component: shipped value, value written, refit or kept, and why."""
+    return [{"component": name.replace("_", " "), "shipped": f"{c['shipped']:.4g}", "written": f"{c['written']:.4g}",
+             "decision": "refit" if c["refit"] else "kept", "why": c["reason"]}
+            for name, c in report["components"].items()]
+
+
+def left_out_rows(report: dict[str, Any]) -> list[dict[str, str]]:
+    """One row per class: images listed, used, withheld by the gate (count and share), other reasons."""
     rows = []
-    for key, title in (("sensitivity", "sensitivity"), ("specificity", "specificity"),
-                       ("ece", "ECE (calibration error)"), ("auc", "AUC (same weights)")):
-        rows.append({"quantity": title, "before": _fmt(b[key], b.get(f"{key}_ci")),
-                     "after": _fmt(a[key], a.get(f"{key}_ci")),
-                     cv_name: _fmt(cv.get(key), cv.get(f"{key}_ci")) if cv else "n/a"})
-    for key in ("temperature", "threshold"):
-        rows.append({"quantity": key, "before": f"{b[key]:.4g}", "after": f"{a[key]:.4g}",
-                     cv_name: "refitted per fold" if cv else "n/a"})
+    for name, v in report["left_out"].items():
+        other = {k: n for k, n in v["reasons"].items() if _GATE not in k}
+        rows.append({"class": name, "listed": str(v["listed"]), "used": str(v["used"]),
+                     "withheld by the gate": f"{v['withheld']} ({v['withheld_share']:.0%})",
+                     "other left out": ", ".join(f"{n} {k}" for k, n in sorted(other.items())) or "none"})
     return rows

@@ -16,12 +16,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from medcnn.evaluation.site import RecalibrationError
+from medcnn.evaluation.site_task import Point, RecalibrationError, SiteTask
 from medcnn.models.card import ModelCard, card_file
 
 __all__ = ["file_sha256", "recalibrated_card", "site_data_sha256", "write_recalibrated"]
 
-_THRESHOLD_RULE = "Youden's J on calibrated site probabilities"
+_THRESHOLD_RULE = ("Youden's J on calibrated site probabilities when refitted; a kept operating point is "
+                   "carried to a refitted temperature so that it calls the same images")
 
 
 def file_sha256(path: str | Path) -> str:
@@ -64,16 +65,19 @@ def recalibrated_card(
     extra: dict[str, Any] | None = None,
     date: str | None = None,
 ) -> ModelCard:
-    """The new card: the original with the refitted temperature and threshold.
+    """The new card: the original with the label's refitted temperature and operating point.
 
-    Architecture, labels, preprocessing, scope and gate settings are the original's. The
-    original's ``training`` section is kept and gains ``recalibrated_from`` (original card,
-    its temperature, threshold and the SHA-256 of its weights; a previous recalibration is
-    nested under ``previous``) and ``recalibration`` (site data summary: the SHA-256 of its
-    labelled images, counts per class, skipped images, date, command, report). No file name of the
-    site's goes into the card (an upload's or a folder's name can name a patient). The original's metrics are kept
-    as ``original_<key>``; the site's are added (see :func:`recalibrate`). The gate file is
-    renamed ``<name>.ood.pt`` (same bytes and checksum).
+    Only the recalibrated label changes (``report["finding"]``: the positive label of a softmax
+    card, or one finding of a multi-label card, in ``findings[finding]``); architecture, labels,
+    the other findings, preprocessing, scope and gate settings are the original's. The
+    original's ``training`` section is kept and gains ``recalibrated_from`` (original card, the
+    label, its shipped temperature and threshold and the SHA-256 of its weights; a previous
+    recalibration is nested under ``previous``) and ``recalibration`` (the decision per component,
+    the site data summary: the SHA-256 of its labelled images, counts and images left out per
+    class, date, command, report). No file name of the site's goes into the card (an upload's or
+    a folder's name can name a patient). The original's metrics are kept as ``original_<key>``;
+    the site's are added (see :func:`recalibrate`). The gate file is renamed ``<name>.ood.pt``
+    (same bytes and checksum).
 
     Args:
         card: The original card.
@@ -87,37 +91,47 @@ def recalibrated_card(
         date: ISO date-time (default: now, UTC).
 
     Raises:
-        RecalibrationError: ``name`` is empty or the original's.
+        RecalibrationError: ``name`` is empty or the original's; nothing was refitted (the held-out
+            folds did not show that any component helps, so the original card stands).
     """
     if not name or name == card.name:
         raise RecalibrationError(f"the recalibrated card needs a new name (not {card.name!r}), so the "
                                  "original stays as it is")
-    new = ModelCard(**copy.deepcopy(card.to_dict()))
+    if not fields.get("changed", True):
+        raise RecalibrationError("nothing was refitted (the held-out folds do not show that a refit helps), so "
+                                 f"there is no new card to write: keep using {card.name!r}")
+    task = SiteTask(card, fields.get("finding"))
+    fitted = task.card_with(Point(fields["temperature"], fields["threshold"]))
+    new = ModelCard(**copy.deepcopy(fitted.to_dict()))
     new.name, new.path = name, None
-    new.temperature, new.threshold = fields["temperature"], fields["threshold"]
     date = date or datetime.now(timezone.utc).isoformat(timespec="seconds")
     training = new.training
     previous = {k: training.pop(k) for k in ("recalibrated_from", "recalibration") if k in training}
     training["recalibrated_from"] = {
-        "card": card.name, "temperature": card.temperature, "threshold": card.threshold,
-        "weights_sha256": weights_sha256, **({"previous": previous} if previous else {}),
+        "card": card.name, "finding": task.finding, "temperature": task.shipped.temperature,
+        "threshold": task.shipped.threshold, "weights_sha256": weights_sha256,
+        **({"previous": previous} if previous else {}),
     }
+    decisions = {k: ("refit" if c["refit"] else "kept") + ": " + c["reason"]
+                 for k, c in report.get("components", {}).items()}
     training["recalibration"] = {
-        "date": date, "command": command, "temperature": new.temperature, "threshold": new.threshold,
-        "threshold_rule": _THRESHOLD_RULE,
+        "date": date, "command": command, "finding": task.finding, "temperature": float(fields["temperature"]),
+        "threshold": float(fields["threshold"]), "threshold_rule": _THRESHOLD_RULE, "decisions": decisions,
         "site_data": {"sha256": data_sha256, "n_images": report["n_images"], "counts": report["counts"],
-                      "skipped": dict(skipped or {}), **(extra or {})},
+                      "left_out": report.get("left_out", {}), "skipped": dict(skipped or {}), **(extra or {})},
         "weights": "unchanged (byte-identical copy of the original's .pt)",
     }
     new.metrics = {**{f"original_{k}": v for k, v in card.metrics.items()}, **fields["metrics"],
                    "recalibration": report}
     if new.ood.get("file"):
         new.ood["file"] = f"{name}.ood.pt"
+    refitted = " and ".join(k.replace("_", " ") for k, c in report.get("components", {}).items() if c["refit"])
     new.limitations = list(new.limitations) + [
-        f"Recalibrated from {card.name} on {report['n_images']} labelled images of one site "
-        f"(site data SHA-256 {data_sha256[:12]}, {date[:10]}): only the temperature and the operating threshold were refitted, "
-        "the network is unchanged. The 'site' metrics are measured on the images they were fitted "
-        "on; the cross-validated figures in metrics['recalibration'] are the fairer estimate."
+        f"Recalibrated from {card.name} for {task.finding!r} on {report['n_images']} labelled images of one site "
+        f"(site data SHA-256 {data_sha256[:12]}, {date[:10]}): only the {refitted or 'temperature and threshold'} "
+        "of that label changed, where cross-validation on the site's images showed it helps; the network is "
+        "unchanged. metrics['recalibration']['held_out'] has the held-out figures; the 'site' metrics are "
+        "measured on the images they were fitted on (optimistic)."
         + (" The 'original_*' metrics are the original model's at its own operating point." if card.metrics else "")
     ]
     return new
