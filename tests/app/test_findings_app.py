@@ -302,7 +302,7 @@ def test_finding_metric_rows_without_any_metrics():
 
 def test_landing_page_row_of_the_findings_model(weights):
     at = page("app.py")
-    df = at.dataframe[0].value.set_index("model")
+    df = at.table[0].value.set_index("model")  # a static table: long cells wrap
     assert df.loc["cxr_findings", "AUC (95% CI)"] == "mean 0.738 over 4 findings"
     assert "Hernia" not in df.loc["cxr_findings", "classes"]
     assert df.loc["cxr_pneumonia", "AUC (95% CI)"].startswith("0.750")
