@@ -54,8 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def check_explanations(model: Any, card: Any, x: Any) -> dict[str, Any]:
     """Run every method of :data:`medcnn.explain.METHODS` on the first check image.
 
-    A method passes when its map is finite and not constant; Integrated Gradients must also hold
-    completeness (``rel_delta <= IG_MAX_REL_DELTA``). Grad-CAM and IG are required.
+    A method passes when its map is finite and not constant; Integrated Gradients (adaptive rule)
+    must also hold completeness (``rel_delta <= IG_MAX_REL_DELTA``). Grad-CAM and IG are required.
 
     Returns:
         ``{"passed": [...], "failed": {method: reason}, "checked_on": ...}`` for the card.
@@ -76,8 +76,10 @@ def check_explanations(model: Any, card: Any, x: Any) -> dict[str, Any]:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
+                # IG: the adaptive rule, which refines until completeness holds (tol 1 %, at most 512 steps)
+                options = {"n_steps": None, "max_steps": 512} if method == "integrated_gradients" else {}
                 e = explain(model, x[:1], head.positive_index, method, layer=card.target_layer, head=head,
-                            pipeline=pipe)
+                            pipeline=pipe, **options)
             a = e.attribution
             if not (np.isfinite(a).all() and np.isfinite(e.heatmap).all()):
                 raise ValueError("the map has NaN or infinite values")
