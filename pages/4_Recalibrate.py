@@ -1,6 +1,7 @@
-"""Recalibrate: refit a model's temperature and operating threshold on one site's labelled images.
+"""Recalibrate: onboard a site, refitting a label's temperature and operating point only where held-out
+images of the site show it helps.
 
-Thin page: reading the uploads, scoring, the refit and the figures live in
+Thin page: reading the uploads, scoring, the decision and the figures live in
 :mod:`medcnn.app.recalibrate` (on :mod:`medcnn.evaluation.site`). The network weights are never
 changed; the new card is a download, installed next to a byte-identical copy of the weights.
 """
@@ -22,17 +23,20 @@ def fail(what: str, error: Exception) -> None:
     st.stop()
 
 
-multilabel = [c.name for c in appstate.list_models() if c.multilabel]
-cards = [c for c in appstate.list_models() if not c.multilabel]  # one temperature and threshold per model
+cards = appstate.list_models()
 with st.sidebar:
     st.header("Options")
     model_name = st.selectbox("Model to recalibrate", [c.name for c in cards], key="recal_model")
-    if multilabel:
-        st.caption(f"Not offered here: {', '.join(multilabel)} (multi-label: each finding has its own "
-                   "temperature and operating point, which this page does not refit).")
-    min_per_class = st.number_input("Fewest images per class", min_value=5, max_value=100_000, value=20,
-                                    step=5, key="recal_min_per_class",
-                                    help="Fewer labelled images give an unreliable threshold.")
+    card = next((c for c in cards if c.name == model_name), None)
+    finding = None
+    if card is not None and card.multilabel:
+        finding = st.selectbox("Finding the site's labels speak to", card.labels,
+                               index=card.labels.index(card.positive_label), key="recal_finding",
+                               help="Only this finding's temperature and operating point can change.")
+    min_per_class = st.number_input(
+        "Fewest images per class", min_value=5, max_value=100_000, value=20, step=5, key="recal_min_per_class",
+        help="With fewer, the held-out folds hold only a handful of images of a class: they cannot tell a real "
+             "improvement from chance, and a refitted operating point would follow single images.")
     n_boot = st.select_slider("Bootstrap resamples (95% CIs)", options=[200, 500, 1000, 2000], value=500,
                               key="recal_n_boot")
 
@@ -40,9 +44,10 @@ st.title("Per-site recalibration")
 st.caption(appstate.DISCLAIMER)
 appstate.require_models(cards)
 st.markdown(
-    "Scores drift between hospitals and scanner versions. With labelled images from your site, this page "
-    "refits the model's **temperature** and its **operating threshold** (Youden's J, as for the shipped "
-    "cards) and shows what changes. The network itself is never changed."
+    "Scores drift between hospitals and scanner versions. With labelled images from your site, this page checks "
+    "whether refitting the model's **temperature** and its **operating point** would help *on images the refit "
+    "has not seen* (grouped cross-validation), and refits only what is shown to help; everything else keeps "
+    "its shipped value. The network itself is never changed."
 )
 
 files = st.file_uploader(
@@ -55,15 +60,19 @@ if not files:
             "for all the ZIPs of one upload.")
     st.stop()
 
-card = next(c for c in cards if c.name == model_name)
 uploads = [(f.name, f.getvalue()) for f in files]
 try:
     table = app_recal.read_site_csv(uploads)
 except Exception as e:  # noqa: BLE001 - shown as a message, never a traceback
     fail("reading the labels CSV", e)
-group_column = split = None
+group_column = split = positive = None
+labels = card.labels
+if card.multilabel and table is None:
+    st.info(f"{card.name} is a multi-label model: upload a labels CSV plus a ZIP of the images, then choose "
+            "which label marks the finding.")
+    st.stop()
 if table is not None:
-    cols = st.columns(2)
+    cols = st.columns(3 if card.multilabel else 2)
     columns = ["(none: resample images)"] + [c for c in table.columns if c not in ("path", "label")]
     default = next((columns.index(c) for c in ("patient_id", "group_id") if c in columns), 0)
     group = cols[0].selectbox("Patient column (CIs resample whole patients)", columns, index=default,
@@ -73,12 +82,16 @@ if table is not None:
         choice = cols[1].selectbox("Rows", ["all"] + sorted(table["split"].dropna().str.lower().unique()),
                                    key="recal_split")
         split = None if choice == "all" else choice
+    if card.multilabel:
+        labels = sorted(table["label"].str.strip().unique())
+        positive = cols[-1].selectbox(f"Label marking {finding} (all others: negatives)", labels,
+                                      key="recal_positive")
 
 try:
-    site = app_recal.collect_site(uploads, card.labels, group_column, split, cache=app_batch.session_cache())
-    with st.spinner(f"Scoring {len(site.data)} images with {card.name}..."):
+    site = app_recal.collect_site(uploads, labels, group_column, split, cache=app_batch.session_cache())
+    with st.spinner(f"Scoring {len(site.data)} images with {card.name} and cross-validating..."):
         result = app_recal.recalibrate_site(site.key, site, str(card.path), app_cards.card_mtime(card),
-                                            int(min_per_class), int(n_boot))
+                                            int(min_per_class), int(n_boot), finding, positive)
 except ArchiveBudgetError as e:  # the same message as on the other pages that take ZIPs
     st.error(app_batch.refusal_message(e))
     st.stop()
@@ -87,22 +100,35 @@ except Exception as e:  # noqa: BLE001
 
 report = result.report
 counts = ", ".join(f"{k}: {v}" for k, v in report["counts"].items())
-st.markdown(f"**{report['n_images']} images used** ({counts}) of {result.n_listed} uploaded · "
-            f"95% CIs from {report['n_boot']} bootstrap resamples over {report['n_groups']} "
+st.markdown(f"**{report['n_images']} images used** ({counts}) of {result.n_listed} uploaded, for "
+            f"**{report['finding']}** · 95% CIs from {report['n_boot']} bootstrap resamples over {report['n_groups']} "
             f"{'patients' if report['bootstrap'] == 'groups' else 'images'}")
-for reason, n in sorted(result.skipped.items()):
+st.dataframe(result.left_out, hide_index=True, key="recal_left_out")
+for reason, n in sorted(site.skipped.items()):
     st.caption(f"Skipped {n}: {reason}")
 
-st.subheader("Before and after")
-st.dataframe(result.rows, hide_index=True, key="recal_table")
+st.subheader("Held-out before and after")
+if result.rows:
+    st.caption(f"Each image is scored by a refit made without it ({report['held_out']['folds']}-fold grouped "
+               "cross-validation). Before: the shipped card. After: what the new card would do.")
+    cols = st.columns([3, 2])
+    cols[0].dataframe(result.rows, hide_index=True, key="recal_table")
+    cols[1].image(result.figures["held_out"], width="stretch")
+st.dataframe(result.components, hide_index=True, key="recal_components")
 for note in report["notes"]:
     st.caption(f"Note: {note}")
-cols = st.columns(3)
-cols[0].image(result.figures["reliability_before"], width="stretch")
-cols[1].image(result.figures["reliability_after"], width="stretch")
-cols[2].image(result.figures["roc"], caption="Square: old operating point; circle: new", width="stretch")
+if result.figures:
+    cols = st.columns(2)
+    cols[0].image(result.figures["reliability_before"], width="stretch")
+    cols[1].image(result.figures["reliability_after"], width="stretch")
+ins = report["in_sample"]["after"]
+st.caption(f"In-sample (measured on the images it was fitted on, so optimistic): sensitivity {ins['recall']:.3f}, "
+           f"specificity {ins['specificity']:.3f}, ECE {ins['ece']:.3f}.")
 
 st.subheader("Recalibrated model card")
+if not result.fields["changed"]:
+    st.success(f"Nothing to change: the held-out folds do not show that a refit helps, so keep using {card.name}.")
+    st.stop()
 name = st.text_input("Name of the new card", value=f"{card.name}_site", key="recal_name")
 try:
     data = app_recal.card_json(card, result, name, site.key)

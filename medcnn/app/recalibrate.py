@@ -11,8 +11,10 @@ through the session's cache, :func:`medcnn.app.batch.session_cache`, only once p
   plus a ZIP of the images.
 
 The model runs through the shared cached :class:`~medcnn.inference.Predictor`, one compute slot
-per batch (:func:`medcnn.app.compute.slotted`: other sessions' analyses get in between); the refit is
-:func:`medcnn.evaluation.site.recalibrate`. The page cannot write into the weights folder,
+per batch (:func:`medcnn.app.compute.slotted`: other sessions' analyses get in between); what is
+refitted is decided by :func:`medcnn.evaluation.site.recalibrate` on held-out folds, and images
+the model does not analyse (withheld by the gate, ...) are counted per class. A multi-label card
+needs a labels CSV and the label that marks the chosen finding. The page cannot write into the weights folder,
 so the new card is offered as a download together with how to install it.
 """
 from __future__ import annotations
@@ -30,13 +32,14 @@ import streamlit as st
 
 from medcnn.app.compute import slotted
 from medcnn.app.state import get_predictor
-from medcnn.evaluation.site import RecalibrationError, recalibrate, summary_rows
+from medcnn.evaluation.site import (RecalibrationError, binary_names, component_rows, left_out_rows, recalibrate,
+                                   summary_rows)
 from medcnn.evaluation.site_card import file_sha256, recalibrated_card, site_data_sha256
 from medcnn.io.archive import ArchiveMemberError, ExpansionCache, UploadSet
 from medcnn.models.card import ModelCard
 
 __all__ = ["SiteImages", "SiteResult", "card_json", "collect_site", "install_instructions", "read_site_csv",
-           "recalibrate_site"]
+           "recalibrate_site", "site_targets"]
 
 SKIP_NO_CLASS = "not inside a folder named after a class"
 SKIP_NOT_IN_ZIP = "listed in the CSV but not found in the ZIP"
@@ -67,7 +70,8 @@ class SiteImages:
 
 @dataclass
 class SiteResult:
-    """What the page shows: report, table rows, figures (PNG bytes) and what the card needs."""
+    """What the page shows: report, tables (held-out ``rows``, ``components``, ``left_out`` per class),
+    figures (PNG bytes; none without held-out evidence) and what the card needs."""
 
     report: dict[str, Any]
     fields: dict[str, Any]
@@ -76,6 +80,8 @@ class SiteResult:
     n_listed: int
     figures: dict[str, bytes]
     weights_sha256: str
+    components: list[dict[str, str]] = field(default_factory=list)
+    left_out: list[dict[str, str]] = field(default_factory=list)
 
 
 def _split_uploads(files: Sequence[tuple[str, bytes]]) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes]]]:
@@ -209,19 +215,43 @@ def collect_site(files: Sequence[tuple[str, bytes]], labels: Sequence[str], grou
     return SiteImages(data, classes, groups, dict(skipped), site_data_sha256(data, classes, groups))
 
 
-def _figures(y_pos: np.ndarray, p_old: np.ndarray, thr_old: float, p_new: np.ndarray, thr_new: float) -> dict[str, bytes]:
-    """Reliability diagrams before / after and the ROC with both operating points, as PNG bytes."""
+def _held_out_figure(report: dict[str, Any]) -> Any:
+    """Held-out before / after with 95 % CIs, one row per quantity (a forest plot)."""
+    from matplotlib.figure import Figure
+
+    held = report["held_out"]
+    keys = [("sensitivity", "sensitivity"), ("specificity", "specificity"),
+            ("balanced_accuracy", "balanced accuracy"), ("ece", "ECE")]
+    fig = Figure(figsize=(5.2, 3.2), layout="constrained")
+    ax = fig.add_subplot()
+    for row, (key, _) in enumerate(keys):
+        for side, dy, style in (("before", 0.15, "s"), ("after", -0.15, "o")):
+            value, ci = held[side][key], held[side][f"{key}_ci"]
+            if value is None:
+                continue
+            err = None if ci is None else [[value - ci[0]], [ci[1] - value]]
+            ax.errorbar([value], [row + dy], xerr=err, fmt=style, color="C0" if side == "before" else "C1",
+                        capsize=3, label=f"{side} ({'shipped' if side == 'before' else 'written'})" if row == 0 else None)
+    ax.set_yticks(range(len(keys)), [t for _, t in keys])
+    ax.invert_yaxis()
+    ax.set(xlim=(0, 1), xlabel="held-out value (95% CI)", title=f"Held-out folds ({held['folds']}-fold)")
+    ax.legend(loc="lower right", fontsize=8)
+    return fig
+
+
+def _figures(fields: dict[str, Any], report: dict[str, Any]) -> dict[str, bytes]:
+    """Held-out figures as PNG bytes: before / after with CIs, reliability of the held-out probabilities."""
     from medcnn.visualize import plots
 
-    figs = {"reliability_before": plots.reliability_figure(y_pos, p_old, title="Reliability before"),
-            "reliability_after": plots.reliability_figure(y_pos, p_new, title="Reliability after"),
-            "roc": plots.roc_figure(y_pos, p_new, None, "ROC (same weights)")}
-    if len(np.unique(y_pos)) == 2:
-        ax = figs["roc"].axes[0]
-        for p, thr, style, name in ((p_old, thr_old, "s", "old"), (p_new, thr_new, "o", "new")):
-            tpr, fpr = float((p[y_pos == 1] >= thr).mean()), float((p[y_pos == 0] >= thr).mean())
-            ax.plot([fpr], [tpr], style, ms=8, label=f"{name} threshold {thr:.3f}")
-        ax.legend(loc="lower right", fontsize=8)
+    scores = fields.get("held_out_scores")
+    if not scores:
+        return {}
+    y = np.asarray(scores["y"])
+    figs = {"held_out": _held_out_figure(report),
+            "reliability_before": plots.reliability_figure(y, np.asarray(scores["before"]),
+                                                           title="Reliability before (held-out)"),
+            "reliability_after": plots.reliability_figure(y, np.asarray(scores["after"]),
+                                                          title="Reliability after (held-out)")}
     out = {}
     for name, fig in figs.items():
         buf = io.BytesIO()
@@ -230,38 +260,54 @@ def _figures(y_pos: np.ndarray, p_old: np.ndarray, thr_old: float, p_new: np.nda
     return out
 
 
+def site_targets(card: ModelCard, labels: Sequence[str], finding: str | None,
+                 positive: str | None) -> tuple[np.ndarray, list[str]]:
+    """(N,) 0/1 target of each site label and the (negative, positive) class names.
+
+    Args:
+        card: The card.
+        labels: The site label of each image.
+        finding: The label recalibrated (None: the card's positive label).
+        positive: The site label that marks positives (a multi-label card); None: the card's
+            positive label.
+    """
+    names = binary_names(card, finding, positive)
+    want = positive or card.positive_label
+    return np.asarray([int(v == want) for v in labels], dtype=np.int64), names
+
+
 @st.cache_data(show_spinner=False, max_entries=8)
 def recalibrate_site(key: str, _site: SiteImages, card_path: str, mtime: float, min_per_class: int,
-                     n_boot: int) -> SiteResult:
-    """Score the site's images with the cached model and refit (cached by ``key`` = ``_site.key``).
+                     n_boot: int, finding: str | None = None, positive: str | None = None) -> SiteResult:
+    """Score the site's images with the cached model and decide what to refit (cached by ``key`` =
+    ``_site.key`` and the other arguments).
+
+    Args:
+        finding: The label recalibrated (a multi-label card's finding; default the positive label).
+        positive: The site label marking positives for it (default: the card's positive label).
 
     Raises:
-        InsufficientSiteDataError: too few usable images of a class (the message says how many).
+        InsufficientSiteDataError: too few usable images of a class (the message says how many
+            and what was left out).
         CardError: the card or its weights are unreadable.
     """
-    from medcnn.evaluation import softmax_t
-    from medcnn.scoring import Scorer, analysed_logits
+    from medcnn.scoring import Scorer, left_out_by_class
 
     predictor = get_predictor(card_path)
     card = predictor.card
+    y_all, names = site_targets(card, _site.labels, finding, positive)
     sources = [(f"site image {i}", data) for i, data in enumerate(_site.data)]
-    logits, kept, skipped = analysed_logits(Scorer(slotted(predictor)), sources)
-    skipped = {**_site.skipped, **skipped}
-    y = np.asarray([card.labels.index(_site.labels[i]) for i in kept], dtype=np.int64)
+    logits, kept, left_out = left_out_by_class(Scorer(slotted(predictor)), sources, [names[v] for v in y_all])
     groups = None if _site.groups is None else [_site.groups[i] for i in kept]
-    try:
-        fields, report = recalibrate(card, logits, y, groups, min_per_class, n_boot=n_boot)
-    except RecalibrationError as e:
-        if not skipped:
-            raise
-        why = "; ".join(f"{n} {reason}" for reason, n in sorted(skipped.items()))
-        raise RecalibrationError(f"{e} Left out before counting: {why}.") from None
-    pos = card.positive_index
-    y_pos = (y == pos).astype(np.int64)
-    figures = _figures(y_pos, softmax_t(logits, card.temperature)[:, pos], card.threshold,
-                       softmax_t(logits, fields["temperature"])[:, pos], fields["threshold"])
+    fields, report = recalibrate(card, logits, y_all[kept], groups, min_per_class, finding=finding, names=names,
+                                 left_out=left_out, n_boot=n_boot)
+    skipped = dict(_site.skipped)
+    for reasons in left_out.values():
+        for reason, n in reasons.items():
+            skipped[reason] = skipped.get(reason, 0) + n
     return SiteResult(report, fields, summary_rows(report), skipped,
-                      len(_site.data) + sum(_site.skipped.values()), figures, file_sha256(card.weights_path))
+                      len(_site.data) + sum(_site.skipped.values()), _figures(fields, report),
+                      file_sha256(card.weights_path), component_rows(report), left_out_rows(report))
 
 
 def card_json(card: ModelCard, result: SiteResult, name: str, data_sha256: str) -> bytes:

@@ -127,6 +127,17 @@ def _held_out(evidence: dict[str, Any], decision: dict[str, Any]) -> dict[str, A
     return out
 
 
+def _held_out_scores(evidence: dict[str, Any], decision: dict[str, Any], y: np.ndarray) -> dict[str, list] | None:
+    """Out-of-fold ``y``, ``before`` / ``after`` probabilities (for the page's plots), sorted so that no
+    row order of the site data is kept; None without evidence."""
+    arms = evidence["arms"]
+    if arms is None:
+        return None
+    after = arms["p_new"] if decision["temperature"]["refit"] else arms["p_old"]
+    order = np.lexsort((y, -arms["p_old"]))
+    return {"y": y[order].tolist(), "before": arms["p_old"][order].tolist(), "after": after[order].tolist()}
+
+
 def _in_sample(task: SiteTask, z: np.ndarray, y: np.ndarray, point: Point, names: list[str],
                g: np.ndarray | None) -> dict[str, Any]:
     """Metrics on the images the point was fitted on: a record, never the headline, so no CIs."""
@@ -170,9 +181,10 @@ def recalibrate(
 
     Returns:
         ``(fields, report)``. ``fields``: ``finding``, ``temperature`` and ``threshold`` to
-        write, ``changed`` (False: every component kept, the shipped card stands) and
-        ``metrics`` (in-sample ``site`` with per-image ``scores``, and
-        ``site_before_recalibration``). ``report``: JSON-ready ``model``, ``finding``,
+        write, ``changed`` (False: every component kept, the shipped card stands), ``metrics``
+        (in-sample ``site`` with per-image ``scores``, and ``site_before_recalibration``) and
+        ``held_out_scores`` (out-of-fold ``y`` / ``before`` / ``after`` probabilities, for plots;
+        not written into a card). ``report``: JSON-ready ``model``, ``finding``,
         ``labels``, ``n_images``, ``counts``, ``left_out`` (per class: listed, used, withheld,
         withheld_share, reasons), ``min_per_class``, ``bootstrap``, ``n_groups``, ``n_boot``,
         ``held_out`` (before / after / change with ``*_ci``; None without evidence),
@@ -236,7 +248,8 @@ def recalibrate(
         "cross-validated figures"]
     fields = {"finding": task.finding, "temperature": point.temperature, "threshold": point.threshold,
               "changed": bool(refit_t or refit_op),
-              "metrics": {"site": m_after, "site_before_recalibration": m_before}}
+              "metrics": {"site": m_after, "site_before_recalibration": m_before},
+              "held_out_scores": _held_out_scores(evidence, decision, t)}
     return fields, report
 
 
