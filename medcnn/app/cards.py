@@ -246,6 +246,7 @@ def model_fields(card: ModelCard) -> list[dict[str, str]]:
                      ("Presented findings", card.shown_findings() or "none"),
                      ("Input size", f"{card.input_size[0]} x {card.input_size[1]}"),
                      ("Operating points, temperatures", "per finding (see the per-finding metrics)")]
+    rows += [("Not known", "; ".join(card.unknown))] if card.unknown else []
     return [{"field": k, "value": fmt(v)} for k, v in rows]
 
 
