@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
 
     model, card = load_model(args.model, device="cpu" if not torch.cuda.is_available() else None)
     pipe = Pipeline.from_config(card.preprocessing)
-    layers = default_layers(card.architecture)
+    # an imported (family:name) architecture has no stage table: its gate pools the Grad-CAM layer
+    layers = (card.target_layer,) if ":" in card.architecture else default_layers(card.architecture)
     extract = FeatureExtractor(model, layers, grid=args.grid)
 
     def feats(images):

@@ -108,3 +108,20 @@ def test_the_analyze_page_serves_the_imported_model(imported):
             os.environ.pop("MEDCNN_WEIGHTS_DIR", None)
         else:
             os.environ["MEDCNN_WEIGHTS_DIR"] = old
+
+
+def test_fit_ood_gates_the_imported_model_on_its_grad_cam_layer(imported, tmp_path):
+    folder, _ = imported
+    card = tmp_path / "byo.json"
+    for name in ("byo.json", "byo.safetensors"):
+        (tmp_path / name).write_bytes((folder / "weights" / name).read_bytes())
+    lines = ["path,label,split"]
+    for i in range(100):
+        (tmp_path / f"i{i}.png").write_bytes(_png_bytes(64, seed=i))
+        lines.append(f"i{i}.png,{'NORMAL' if i % 2 else 'PNEUMONIA'},{['train', 'train', 'val', 'test'][i % 4]}")
+    (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
+    rc, _, err = _run(["fit-ood", "--model", str(card), "--data", str(tmp_path / "labels.csv"), "--components", "4",
+                       "--n-transformed", "4", "--n-synthetic", "2"])
+    assert rc == 0, err
+    ood = json.loads(card.read_text())["ood"]
+    assert ood["layers"] == ["layer4"] and (tmp_path / "byo.ood.pt").is_file()
