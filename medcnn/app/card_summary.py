@@ -57,7 +57,7 @@ def _population(card: ModelCard) -> str:
     scope = resolve_scope(card.modality, card.scope)
     parts = []
     if scope.get("min_age_years"):
-        parts.append(f"adults ({scope['min_age_years']} years and over)")
+        parts.append(f"Adults ({scope['min_age_years']} years and over)")
     views = scope.get("view_positions") or []
     if card.modality == "CXR":
         parts.append("frontal chest radiographs" + (f" ({' or '.join(views)})" if views else ""))

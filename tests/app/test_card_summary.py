@@ -44,7 +44,7 @@ def test_summary_of_a_softmax_card_states_use_outputs_ci_operating_point_and_lim
                                                                     "specificity": [0.68, 0.871]}}})
     s = summary(card)
     assert s.intended_use == "Teaching."
-    assert s.population.startswith("adults (18 years and over); frontal chest radiographs (PA or AP)")
+    assert s.population.startswith("Adults (18 years and over); frontal chest radiographs (PA or AP)")
     assert "P(PNEUMONIA) is at or above the threshold 0.270" in s.outputs[1]
     assert s.performance[0] == {"set": "test", "images": "115", "AUC (95% CI)": "0.892 (95% CI 0.810-0.954)",
                                 "sensitivity (95% CI)": "0.854 (95% CI 0.733-0.954)",
