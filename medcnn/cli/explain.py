@@ -48,7 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="IG: use the adaptive rule instead, refining until the completeness delta is "
                              "within this fraction of |f(x) - f(baseline)| (faster, but its map is coarser)")
     parser.add_argument("--alpha", type=float, default=0.4, help="overlay opacity (default 0.4)")
-    parser.add_argument("--cmap", default="jet", help="matplotlib colormap (default jet)")
+    parser.add_argument("--cmap", default="inferno",
+                        help="matplotlib colormap (default inferno, perceptually uniform; jet still accepted)")
     parser.add_argument("--contour", type=float, default=None, metavar="PCT",
                         help="outline the top PCT %% of the map")
     parser.add_argument("--scale-by-prob", action="store_true",
