@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pytest
@@ -27,11 +26,6 @@ def fixed_model_logits(n: int, rng: np.random.Generator, mean: float = 2.0) -> t
     y = rng.integers(0, 2, n)
     diff = rng.normal(np.where(y == 1, mean, -mean), 1.0)
     return np.stack([np.zeros(n), diff], axis=1), y
-
-
-def boundary(temperature: float, threshold: float) -> float:
-    """Logit difference at which P(positive) = threshold: the decision boundary in logit space."""
-    return temperature * math.log(threshold / (1 - threshold))
 
 
 def shipped_card(rng: np.random.Generator, mean: float = 2.0) -> ModelCard:
