@@ -11,15 +11,16 @@ from medcnn.app import batch as app_batch
 from medcnn.app import display as app_display
 from medcnn.app import state as appstate
 from medcnn.visualize import overlay
+from medcnn.visualize.presentation import map_scale
 
-page_setup("Batch", "🗂️")
+page_setup("Batch", ":material/stacks:")
 
 cards = appstate.list_models()
 with st.sidebar:
     st.header("Options")
     model_choice = st.selectbox("Model", [appstate.AUTO_MODEL] + [c.name for c in cards],
                                 key="batch_model_choice")
-    alpha = st.slider("Overlay opacity", 0.0, 1.0, 0.4, 0.05, key="batch_opacity")
+    alpha = st.slider("Overlay opacity", 0.0, 1.0, 0.6, 0.05, key="batch_opacity")
     cmap = st.selectbox("Colormap", app_display.COLORMAPS, key="batch_cmap")
     n_cols = st.slider("Thumbnails per row", 2, 8, 4, key="batch_columns")
 
@@ -54,28 +55,29 @@ progress.empty()
 rows = [r.row for r in results]
 n_err = sum(bool(r["error"]) for r in rows)
 n_flag = sum("⚑" in r["flag"] for r in rows)
-st.markdown(f"**{len(rows)} files** · {n_flag} above the operating threshold · {n_err} with errors")
+st.markdown(f"**{len(rows)} files** · {n_flag} with a positive finding · {n_err} with errors")
 st.dataframe(
     rows, hide_index=True, key="batch_table",
     column_config={
         "file": st.column_config.TextColumn("file", width="medium"),
         "error": st.column_config.TextColumn("error", width="large"),
-        "probability": st.column_config.NumberColumn(
-            "probability", help="Calibrated probability of the model's positive class", format="%.3f"),
+        "probability": st.column_config.TextColumn(
+            "probability", width="large", help="The positive label's calibrated probability and its threshold; "
+                                                "for a multi-label model, the findings at or above their operating "
+                                                "points and the top one"),
         "flag": st.column_config.TextColumn(
-            "flag", width="small", help="P(positive) at or above the model's threshold; for a multi-label "
+            "flag", width="small", help="The decision calls the model's positive label or, for a multi-label "
                                         "model, a finding at or above its operating point"),
+        "caution": st.column_config.TextColumn("caution", width="medium"),
     },
 )
 st.download_button("Download CSV", app_batch.rows_to_csv(rows), file_name="medcnn_batch.csv",
                    mime="text/csv", key="batch_csv", on_click="ignore")
 
-st.subheader("Thumbnails (Grad-CAM for the predicted class; multi-label models: the top finding)")
+st.subheader("Thumbnails (Grad-CAM for the decided class; multi-label models: the top finding)")
 shown = [r for r in results if r.heatmap is not None]
 for start in range(0, len(shown), n_cols):
     cols = st.columns(n_cols)
     for col, r in zip(cols, shown[start:start + n_cols]):
-        img = overlay(r.display, r.heatmap, cmap=cmap, alpha=alpha)
-        target = "" if r.target == r.row["predicted label"] else f" · map: {r.target}"
-        col.image(img, caption=f"{r.row['file']}: {r.row['predicted label']}{target} "
-                               f"(P = {r.probability:.2f}){' ⚑' if '⚑' in r.row['flag'] else ''}", width="stretch")
+        img = overlay(r.display, r.heatmap, cmap=cmap, alpha=alpha, scale=map_scale(r.probability))
+        col.image(img, caption=r.caption, width="stretch")

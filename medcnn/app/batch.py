@@ -20,13 +20,15 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from medcnn.app.findings import batch_columns, default_target, is_multilabel
+from medcnn.app.findings import batch_columns
 from medcnn.app.state import (AUTO_MODEL, digest, error_message, explain_upload, get_predictor, predict_upload,
                               read_upload, resolve_card_path)
 from medcnn.io import archive
 from medcnn.io.archive import ArchiveBudgetError, ArchiveMemberError, ExpansionCache, UploadSet
+from medcnn.visualize import presentation
 
 __all__ = [
+    "BATCH_COLUMNS",
     "BatchItem",
     "BatchResult",
     "SESSION_EXPANDED_BYTES",
@@ -155,19 +157,36 @@ def batch_items(files: Sequence[tuple[str, bytes]]) -> tuple[list[BatchItem], st
 # --------------------------------------------------------------------------- analysis
 @dataclass
 class BatchResult:
-    """Row of the batch table plus what the thumbnail needs (None after an error): the map's target
-    (the predicted class, or a multi-label model's top finding) and its probability."""
+    """Row of the batch table plus what the thumbnail needs (None after an error): the prediction and
+    card (for the caption), the map's target (the decided label, or a multi-label model's top
+    finding) and its probability."""
 
     row: dict[str, Any]
     display: np.ndarray | None = None
     heatmap: np.ndarray | None = None
     probability: float | None = None
     target: str | None = None
+    prediction: Any = None
+    card: Any = None
+
+    @property
+    def caption(self) -> str:
+        """The thumbnail's caption (:func:`medcnn.visualize.presentation.thumbnail_caption`), with the
+        row's ⚑ when it calls a positive finding."""
+        text = presentation.thumbnail_caption(self.row["file"], self.card, self.prediction, self.target,
+                                              self.probability)
+        return text + (" ⚑" if "⚑" in self.row["flag"] else "")
 
 
-def _with_columns(row: dict[str, Any], columns: dict[str, Any], before: str = "ood level") -> dict[str, Any]:
+#: The Batch table's columns, in order (snake_case; a multi-label card adds its ``P(<finding>)``
+#: columns and ``findings_above_threshold`` before ``caution``).
+BATCH_COLUMNS = ("file", "modality", "model", "decision", "probability", "flag", "caution", "ood_level",
+                 "ood_score", "ood_reasons", "error")
+
+
+def _with_columns(row: dict[str, Any], columns: dict[str, Any], before: str = "caution") -> dict[str, Any]:
     """``row`` with ``columns`` inserted before the column ``before`` (the per-finding columns sit
-    next to the label and flag, not after the error)."""
+    next to the decision and flag, not after the error)."""
     if not columns:
         return row
     out: dict[str, Any] = {}
@@ -181,13 +200,16 @@ def _with_columns(row: dict[str, Any], columns: dict[str, Any], before: str = "o
 def analyze_batch_item(item: BatchItem, model_choice: str = AUTO_MODEL, method: str = "gradcam") -> BatchResult:
     """Predict and explain one batch item; any error is caught into the row's ``error``.
 
-    A multi-label card's row has no single ``probability``: it gets one ``P(<finding>)`` column per
-    presented finding and ``findings_above_threshold`` (:func:`medcnn.app.findings.batch_columns`),
-    and its thumbnail explains the top finding.
+    The cells say what the Analyze page says (:mod:`medcnn.visualize.presentation`): the decision,
+    the probability named by its label (a multi-label card: the count of findings at or above their
+    operating points and the top one), the gate's caution. ``flag`` marks a row whose decision calls
+    one of the card's positive findings (:attr:`medcnn.models.head.Head.positives`). A multi-label
+    card's row also gets one ``P(<finding>)`` column per presented finding and
+    ``findings_above_threshold`` (:func:`medcnn.app.findings.batch_columns`); its thumbnail explains
+    the top finding.
     """
-    row: dict[str, Any] = {"file": item.name, "modality": "", "model": "", "predicted label": "",
-                           "probability": None, "flag": "", "ood level": "", "ood score": None,
-                           "ood reasons": "", "error": item.error}
+    row: dict[str, Any] = dict.fromkeys(BATCH_COLUMNS, "")
+    row.update(file=item.name, ood_score=None, error=item.error)
     if item.error:
         return BatchResult(row)
     try:
@@ -197,25 +219,26 @@ def analyze_batch_item(item: BatchItem, model_choice: str = AUTO_MODEL, method: 
         row["modality"] = image.meta.modality
         card_path = resolve_card_path(image.meta, model_choice)
         pred, _ = predict_upload(key, data, card_path, None, None)
-        row.update({"model": pred.model, "ood level": pred.ood.level,
-                    "ood score": None if pred.ood.score is None else round(pred.ood.score, 3),
-                    "ood reasons": "; ".join(pred.ood.reasons)})
         card = get_predictor(card_path).card
+        head = card.head_rule
+        row.update(model=pred.model, decision=presentation.batch_decision(card, pred),
+                   probability=presentation.batch_probability(card, pred), caution=presentation.batch_caution(pred),
+                   ood_level=pred.ood.level, ood_score=None if pred.ood.score is None else round(pred.ood.score, 3),
+                   ood_reasons="; ".join(pred.ood.reasons))
         if pred.ood.withheld:  # not what this model reads: no label, no probability, no map
-            row.update({"predicted label": "not analysed", "flag": "⚠ outside the model's scope"})
-            return BatchResult(_with_columns(row, batch_columns(card)), pred.pipeline_result.display)
-        multilabel = is_multilabel(card)
-        called = any(r["above"] for r in pred.findings) if multilabel else pred.above_threshold
-        row.update({"predicted label": pred.label, "probability": None if multilabel else round(pred.positive_prob, 4),
-                    "flag": (("⚑ finding" if multilabel else "⚑ positive") if called else "")
-                    + (" ⚠ unusual image" if pred.ood.flagged else "")})
+            row["flag"] = "⚠ outside the model's scope"
+            return BatchResult(_with_columns(row, batch_columns(card)), pred.pipeline_result.display,
+                               prediction=pred, card=card)
+        called = set(pred.decided or ()) & set(head.positives)
+        row["flag"] = ("⚑ positive finding" if called else "") + (" ⚠ unusual image" if pred.ood.flagged else "")
         row = _with_columns(row, batch_columns(card, pred))
-        target = default_target(card, pred)
+        target = head.default_target(head.decide(list(pred.probabilities.values())))
         expl = explain_upload(key, data, card_path, None, None, method, target)
     except Exception as e:  # noqa: BLE001 - one bad file must not stop the batch
         row["error"] = str(e) if isinstance(e, ValueError) else f"unexpected error ({type(e).__name__})"
         return BatchResult(row)
-    return BatchResult(row, pred.pipeline_result.display, expl.heatmap, pred.probabilities[target], target)
+    return BatchResult(row, pred.pipeline_result.display, expl.heatmap, pred.probabilities[target], target,
+                       pred, card)
 
 
 def rows_to_csv(rows: list[dict[str, Any]]) -> bytes:

@@ -144,6 +144,12 @@ class Head:
         head or a single output, ``"difference"`` for a softmax head with two or more outputs."""
         return "logit" if self.multilabel or len(self.labels) < 2 else "difference"
 
+    @property
+    def positives(self) -> tuple[str, ...]:
+        """The labels whose call is a positive finding (what a table flags): a softmax head's positive
+        label, a sigmoid head's presented findings."""
+        return self.shown if self.multilabel else (self.positive_label,)
+
     def index(self, label: str) -> int:
         """Output index of ``label``.
 

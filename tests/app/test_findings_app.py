@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import re
 import zipfile
 
 import numpy as np
@@ -180,17 +181,21 @@ def test_batch_csv_has_a_column_per_finding(weights):
 
     result = analyze_batch_item(BatchItem("a.png", png_bytes(seed=14)), "cxr_findings")
     row = result.row
-    assert row["error"] == "" and row["predicted label"] == "Nodule" and row["probability"] is None
+    assert row["error"] == "" and row["decision"] == "Nodule"
+    # the probability cell names what it is: the count called and the top finding against its point
+    assert row["probability"] == ("1 of 3 findings at or above their operating points; top P(Nodule) = 0.400 "
+                                  "(operating point 0.200)")
     assert row["P(Nodule)"] == pytest.approx(0.4, abs=0.02) and "P(Hernia)" not in row
     assert row["findings_above_threshold"] == "Nodule" and "⚑" in row["flag"]
     assert result.target == "Nodule" and result.heatmap is not None
     header = rows_to_csv([row]).decode().splitlines()[0].split(",")
-    assert header[header.index("flag") + 1:header.index("ood level")] == [
+    assert header[header.index("flag") + 1:header.index("caution")] == [
         "P(Effusion)", "P(Nodule)", "P(Pneumothorax)", "findings_above_threshold"]
 
     softmax = analyze_batch_item(BatchItem("b.png", png_bytes(seed=15)), "cxr_pneumonia").row
-    assert list(softmax) == ["file", "modality", "model", "predicted label", "probability", "flag", "ood level",
-                             "ood score", "ood reasons", "error"]
+    assert list(softmax) == ["file", "modality", "model", "decision", "probability", "flag", "caution", "ood_level",
+                             "ood_score", "ood_reasons", "error"]  # one snake_case schema
+    assert re.fullmatch(r"P\(PNEUMONIA\) = 0\.\d{3} \(threshold 0\.500\)", softmax["probability"])
 
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as z:
@@ -204,7 +209,7 @@ def test_batch_csv_has_a_column_per_finding(weights):
     assert list(table["findings_above_threshold"]) == ["Nodule", "Nodule"]
     assert {"P(Effusion)", "P(Nodule)", "P(Pneumothorax)"} <= set(table.columns)
     captions = [c for img in at.image for c in img.captions]
-    assert captions == ["cases.zip/c.png: Nodule (P = 0.40) ⚑", "cases.zip/d.png: Nodule (P = 0.40) ⚑"]
+    assert captions == ["cases.zip/c.png: Nodule (P(Nodule) = 0.40) ⚑", "cases.zip/d.png: Nodule (P(Nodule) = 0.40) ⚑"]
 
 
 # ----------------------------------------------------------------------------- case review
@@ -308,7 +313,12 @@ def test_landing_page_row_of_the_findings_model(weights):
     assert df.loc["cxr_pneumonia", "AUC (95% CI)"].startswith("0.750")
 
 
-def test_recalibrate_page_does_not_offer_the_findings_models(weights):
+def test_recalibrate_page_offers_the_findings_models_with_a_finding_choice(weights):
+    # site onboarding now serves multi-label cards: one finding's temperature and operating point
     at = page("pages/4_Recalibrate.py")
-    assert at.selectbox(key="recal_model").options == ["ct_covid", "cxr_pneumonia"]
-    assert any("Not offered here: cxr_findings, cxr_findings_untested" in c.value for c in at.sidebar.caption)
+    assert set(at.selectbox(key="recal_model").options) == {"ct_covid", "cxr_pneumonia", "cxr_findings",
+                                                            "cxr_findings_untested"}
+    at.selectbox(key="recal_model").set_value("cxr_findings").run()
+    assert not at.exception
+    finding = at.selectbox(key="recal_finding")
+    assert finding.value == "Effusion" and set(finding.options) == {"Effusion", "Nodule", "Pneumothorax", "Hernia"}

@@ -73,19 +73,19 @@ def test_batch_table_and_csv_carry_the_flag(gated_weights):
 
     good = analyze_batch_item(BatchItem("good.png", png_bytes(96, seed=3002)))
     bad = analyze_batch_item(BatchItem("noise.png", noise_png(1)))
-    assert good.row["ood level"] == "ok" and good.row["predicted label"] in ("NORMAL", "PNEUMONIA")
-    assert bad.row["ood level"] == "outside" and bad.row["predicted label"] == "not analysed"
-    assert bad.row["probability"] is None and bad.heatmap is None and bad.row["ood reasons"]
+    assert good.row["ood_level"] == "ok" and good.row["decision"] in ("NORMAL", "PNEUMONIA")
+    assert bad.row["ood_level"] == "outside" and bad.row["decision"] == "not analysed"
+    assert bad.row["probability"] == "not shown" and bad.heatmap is None and bad.row["ood_reasons"]
     csv = rows_to_csv([good.row, bad.row]).decode()
-    assert csv.splitlines()[0].count("ood level") == 1 and "ood score" in csv and "not analysed" in csv
+    assert csv.splitlines()[0].count("ood_level") == 1 and "ood_score" in csv and "not analysed" in csv
 
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as z:
         z.writestr("a.png", png_bytes(96, seed=3003))
         z.writestr("b.png", noise_png(2))
     at = upload(page("pages/2_Batch.py"), [("cases.zip", archive.getvalue(), "application/zip")])
-    table = table_with(at, "ood level")
-    assert sorted(table["ood level"]) == ["ok", "outside"]
+    table = table_with(at, "ood_level")
+    assert sorted(table["ood_level"]) == ["ok", "outside"]
 
 
 def test_pdf_report_carries_the_flag(gated_weights):

@@ -295,7 +295,7 @@ def test_batch_files_and_zip_with_a_bad_member(weights):
         zf.writestr("ct_slice", ct_small())
     upload(at, [("two.png", png_bytes(seed=2), "image/png"), ("set.zip", buf.getvalue(), "application/zip")])
     assert not at.error
-    df = table_with(at, "predicted label")
+    df = table_with(at, "decision")
     assert len(df) == 4
     row = df.set_index("file")
     assert row.loc["set.zip/a/broken.txt", "error"].startswith("not an image") or "not an image" in row.loc["set.zip/a/broken.txt", "error"]

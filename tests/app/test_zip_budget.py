@@ -72,12 +72,12 @@ def errors(at) -> list[str]:
 def test_batch_refuses_four_zips_over_one_budget_and_keeps_the_earlier_results(weights, big_zips, expansions):
     small = small_zip(10)
     at = upload(page("pages/2_Batch.py"), [small])
-    assert not at.error and len(table_with(at, "predicted label")) == 2
+    assert not at.error and len(table_with(at, "decision")) == 2
     assert sorted(expansions) == ["set/img0.png", "set/img1.png"]
     at = upload(at, [small, *big_zips])
     assert errors(at) == [EXPECTED(n=5)]
     assert sorted(expansions) == ["set/img0.png", "set/img1.png"]  # nothing of the big ZIPs expanded
-    rows = table_with(at, "predicted label")  # the earlier upload's results stay on the page
+    rows = table_with(at, "decision")  # the earlier upload's results stay on the page
     assert list(rows["file"]) == ["small10.zip/set/img0.png", "small10.zip/set/img1.png"]
     assert any("previous upload" in c.value for c in at.caption)
 
@@ -90,12 +90,12 @@ def test_batch_alone_over_budget_is_an_error_not_a_traceback(weights, big_zips, 
 def test_batch_rerun_does_not_expand_the_zip_again(weights, expansions):
     at = upload(page("pages/2_Batch.py"), [small_zip(20)])
     assert not at.error and sorted(expansions) == ["set/img0.png", "set/img1.png"]
-    first = table_with(at, "predicted label")
+    first = table_with(at, "decision")
     at.slider(key="batch_opacity").set_value(0.7).run()
     at.selectbox(key="batch_cmap").set_value("inferno").run()
     assert not at.exception and not at.error
     assert len(expansions) == 2  # reruns take the members from the session's cache
-    assert table_with(at, "predicted label").equals(first)
+    assert table_with(at, "decision").equals(first)
 
 
 def test_case_review_refuses_the_same_set_and_keeps_the_loaded_one(weights, big_zips, expansions):

@@ -90,3 +90,8 @@ def test_wrong_number_of_outputs_and_unknown_labels_name_the_labels():
         BINARY.probabilities(np.zeros((1, 3)))
     with pytest.raises(ValueError, match="'Mass' is not one of the model's labels"):
         MULTI.operating_point("Mass")
+
+
+def test_positives_are_what_a_table_flags():
+    assert BINARY.positives == ("PNEUMONIA",)
+    assert MULTI.positives == ("Effusion", "Nodule", "Pneumothorax")  # Hernia is not presented
