@@ -179,7 +179,10 @@ def write_recalibrated(card: ModelCard, new_card: ModelCard, out: str | Path, ov
     out = card_file(out)
     if out.stem != new_card.name:
         raise RecalibrationError(f"the output file {out.name} does not match the card's name {new_card.name!r}")
-    src_pt, dst_pt = card.weights_path, out.with_suffix(".pt")
+    src_pt = card.weights_path
+    dst_pt = out.parent / f"{new_card.name}{src_pt.suffix}"  # .pt, or an imported model's .safetensors
+    if card.weights_file:  # the new card names its copy, in the same format
+        new_card.weights_file = dst_pt.name
     if dst_pt.resolve() == src_pt.resolve() or out.resolve() == Path(card.path).resolve():
         raise RecalibrationError(f"{out} would overwrite the original card {card.name!r}: choose a new name")
     if out.exists() and not overwrite:

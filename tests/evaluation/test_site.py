@@ -235,3 +235,19 @@ def test_written_card_points_at_byte_identical_weights_and_gate(tmp_path):
     with pytest.raises(RecalibrationError, match="SHA-256"):
         write_recalibrated(card, new, tmp_path / "site" / "cxr_site.json", overwrite=True)
     assert (tmp_path / "site" / "cxr_site.pt").read_bytes() == payload  # the good copy is kept
+
+
+def test_an_imported_models_safetensors_weights_are_copied_and_named_by_the_new_card(tmp_path):
+    card, fields, report = _fitted()
+    orig = tmp_path / "weights"
+    orig.mkdir()
+    payload = b"safetensors bytes " * 500
+    (orig / "cxr_test.safetensors").write_bytes(payload)
+    card.weights_file, card.weights_sha256 = "cxr_test.safetensors", file_sha256(orig / "cxr_test.safetensors")
+    card.save(orig / "cxr_test.json")
+    new = recalibrated_card(card, fields, report, "cxr_site", weights_sha256=card.weights_sha256,
+                            data_sha256="0", command="c")
+    out = write_recalibrated(card, new, tmp_path / "site" / "cxr_site.json")  # another folder
+    loaded = ModelCard.load(out)
+    assert loaded.weights_file == "cxr_site.safetensors" and not (tmp_path / "site" / "cxr_site.pt").exists()
+    assert loaded.weights_path.read_bytes() == payload and file_sha256(loaded.weights_path) == loaded.weights_sha256
