@@ -216,17 +216,22 @@ _KINDS = {"1.2.840.10008.5.1.4.1.1.88.33": "structured report", "1.2.840.10008.5
 
 
 def review_study_from_pacs() -> None:
-    """Case review's "Open from PACS": a whole study's images become the case set (keys: SHA-256 of the UIDs)."""
+    """Case review's "Open from PACS": a study's images become the case set, or are added to it (so
+    a list of studies can be reviewed in one set); cases are keyed by the SHA-256 of their UIDs."""
     from medcnn.pacs.analysis import uid_hash
 
-    with st.expander("Open a study from PACS"):
+    with st.expander("Open studies from PACS"):
         config = pacs_config()
         if config is None:
             return
         study = _search_form("review", config)
         if study is None:
             return
-        if st.button("Review this study", key="review_pacs_take", type="primary"):
+        c1, c2 = st.columns(2)
+        replace = c1.button("Review this study", key="review_pacs_take", type="primary")
+        append = c2.button("Add this study to the set", key="review_pacs_add",
+                           help="Studies added one after the other are reviewed as one set.")
+        if replace or append:
             try:
                 client = _client(config)
                 images = [i for i in client.instances(study.study_uid) if i.has_pixels][:review.MAX_CASES]
@@ -238,7 +243,5 @@ def review_study_from_pacs() -> None:
             if not cases:
                 st.info("This study holds no image (only reports or other objects).")
                 return
-            review.clear_set()
-            st.session_state[f"{review._STATE}_set"] = cases  # the same store take_uploads fills
-            st.session_state[f"{review._STATE}_index"] = 0
+            review.set_cases(cases, append=append)
             st.rerun()

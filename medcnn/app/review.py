@@ -159,13 +159,28 @@ def take_uploads(uploads: Sequence[Any]) -> list[Case] | None:
         st.session_state[f"{_STATE}_refused"] = refusal_message(e)
         return None
     st.session_state.pop(f"{_STATE}_refused", None)
+    return set_cases(cases)
+
+
+def set_cases(cases: Sequence[Case], append: bool = False) -> list[Case]:
+    """Make ``cases`` the session's case set (or add them after the loaded ones, renumbered, up to
+    :data:`MAX_CASES`), starting on the first new case; results of images no longer in the set are
+    dropped. Uploads (:func:`take_uploads`) and a PACS's studies use it.
+
+    Returns:
+        The set now loaded.
+    """
+    earlier = loaded_cases() if append else []
+    room = max(MAX_CASES - len(earlier), 0)
+    added = [dataclasses.replace(c, number=len(earlier) + i) for i, c in enumerate(list(cases)[:room], start=1)]
+    cases = earlier + added
     keys = {c.key for c in cases}
     for name in ("results", "explanations"):
         store = _store(name)
         for k in [k for k in store if k[0] not in keys]:
             del store[k]
     st.session_state[f"{_STATE}_set"] = cases
-    st.session_state[f"{_STATE}_index"] = 0
+    st.session_state[f"{_STATE}_index"] = len(earlier) if added else 0
     return cases
 
 

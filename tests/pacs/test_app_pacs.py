@@ -105,3 +105,18 @@ def test_case_review_takes_a_whole_study(orthanc, study, pacs_env):
     dx_key = hashlib.sha256(study["dx"].encode()).hexdigest()
     assert "Case 1 of 2" in titles and "Decision:" in titles
     assert dx_key[:8] in titles or hashlib.sha256(study["ct"].encode()).hexdigest()[:8] in titles
+
+
+def test_case_review_adds_studies_one_after_the_other_into_one_set(orthanc, study, pacs_env):
+    at = page("pages/5_Case_review.py")
+    by_key(at.text_input, "review_pacs_patient").set_value(FAKES["PatientID"])
+    by_key(at.button, "review_pacs_search").click()
+    at.run()
+    by_key(at.button, "review_pacs_take").click()
+    at.run()
+    assert "Case 1 of 2" in " ".join(m.value for m in at.markdown)
+    by_key(at.button, "review_pacs_add").click()  # a second study (here the same one again) joins the set
+    at.run()
+    assert not at.exception, at.exception
+    titles = " ".join(m.value for m in at.markdown)
+    assert "Case 3 of 4" in titles and "Decision:" in titles  # the first added case is shown
