@@ -40,8 +40,9 @@ __all__ = ["PER_IMAGE_CACHES", "SESSION_KEYS", "forget_button", "forget_upload",
 
 #: The ``st.cache_data`` functions of :mod:`medcnn.app.state` that hold per-image results.
 PER_IMAGE_CACHES = ("read_upload", "predict_upload", "explain_upload", "sanity_upload", "deidentified_upload")
-#: Session-state entries of the Analyze page that refer to the current upload.
-SESSION_KEYS = ("audited_upload", "frame_of", "frame", "sanity_result")
+#: Session-state entries of the Analyze page that refer to the current image, the one opened from
+#: a PACS included (``medcnn.app.pacs``'s ``pacs_image``: its bytes and UIDs, in memory only).
+SESSION_KEYS = ("audited_upload", "frame_of", "frame", "sanity_result", "pacs_image")
 _GENERATION = "medcnn_upload_generation"
 
 

@@ -27,7 +27,7 @@ from medcnn.app import state as appstate
 
 __all__ = ["open_from_pacs", "pacs_config", "review_study_from_pacs", "send_to_pacs"]
 
-_IMAGE = "pacs_image"  # session key: the opened PACS image (bytes, key, UIDs) of the Analyze page
+_IMAGE = "pacs_image"  # session key: the opened PACS image (bytes, key, UIDs); "Forget this image" drops it
 
 
 def pacs_config() -> Any:

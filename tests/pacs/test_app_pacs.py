@@ -120,3 +120,19 @@ def test_case_review_adds_studies_one_after_the_other_into_one_set(orthanc, stud
     assert not at.exception, at.exception
     titles = " ".join(m.value for m in at.markdown)
     assert "Case 3 of 4" in titles and "Decision:" in titles  # the first added case is shown
+
+
+def test_forget_this_image_drops_an_image_opened_from_the_pacs(orthanc, study, pacs_env):
+    at = search(page("pages/1_Analyze.py"), FAKES["PatientID"])
+    image_box = by_key(at.selectbox, "analyze_pacs_instance")
+    image_box.set_value(next(i for i, text in enumerate(image_box.options) if "DX" in text))
+    at.run()
+    by_key(at.button, "analyze_pacs_open").click()
+    at.run()
+    assert "Decision:" in " ".join(m.value for m in at.markdown) and "pacs_image" in at.session_state
+    by_key(at.button, "forget_image").click()
+    at.run()
+    assert not at.exception, at.exception
+    assert "pacs_image" not in at.session_state  # its bytes and UIDs are gone from the session
+    assert "Decision:" not in " ".join(m.value for m in at.markdown)
+    assert any("forgotten" in s.value for s in at.success)
