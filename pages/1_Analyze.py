@@ -5,6 +5,7 @@ Thin page: every computation is in :mod:`medcnn.app.state` (cached), :mod:`medcn
 """
 from datetime import datetime, timezone
 
+import numpy as np
 import streamlit as st
 
 from medcnn.app.auth import audit_analysis, audit_event
@@ -100,23 +101,34 @@ if app_display.is_ct_dicom(image.meta):
     window = None if preset == "model default" else (float(level), float(width)) if preset == "custom" else preset
 
 try:
-    card_path = appstate.resolve_card_path(image.meta, model_choice)
     with st.spinner("Predicting..."):
-        pred, steps = appstate.predict_upload(key, data, card_path, frame, window)
+        routed = appstate.route_upload(key, data, model_choice, frame, window)
 except Exception as e:  # noqa: BLE001
     fail("predicting", e)
-card = appstate.get_predictor(card_path).card
 for message in image.meta.warnings:
     st.warning(message)
 
 # ----------------------------------------------------------------------------- prediction
 st.subheader("Prediction")
-kind = "PNG/JPEG" if image.meta.modality == "OT" else image.meta.modality
-how = f"auto-chosen for {kind}" if model_choice == appstate.AUTO_MODEL else "chosen in the sidebar"
+if routed.prediction is None:  # no model reads this image (e.g. MR): not analysed, with the reason
+    st.warning(f"**Not analysed: no model here reads this image.**\n\n- {routed.reason[0].upper()}{routed.reason[1:]}.")
+    st.markdown(f"**Decision: {presentation.NOT_ANALYSED}** · {routed.reason}")
+    px = np.asarray(image.pixels, np.float32)
+    st.image(app_display.to_uint8(appstate.thumbnail((px - px.min()) / max(float(np.ptp(px)), 1e-6))),
+             caption="The image (not analysed)", width=480)
+    st.subheader("Image")
+    st.table(app_display.meta_rows(image.meta), border="horizontal", hide_index=True)
+    forget_button(key)
+    st.stop()
+card_path, pred, steps, how = routed.card_path, routed.prediction, routed.steps, routed.how
+card = appstate.get_predictor(card_path).card
+if routed.rerouted:
+    st.info(f"Model {card.name}: {how}.")
 gate_title, gate_reasons = app_display.ood_message(pred.ood)
 if gate_title:
     (st.error if pred.ood.withheld else st.warning)(
-        "\n\n".join([f"**{gate_title}**", *(f"- {r[0].upper()}{r[1:]}." for r in gate_reasons)]))
+        "\n\n".join([f"**{gate_title}**", *(f"- {r[0].upper()}{r[1:]}." for r in gate_reasons)]
+                     + ([f"*{routed.reason[0].upper()}{routed.reason[1:]}.*"] if routed.reason else [])))
 decision, detail = presentation.decision_parts(card, pred)
 st.markdown(f"**Decision: {decision}** · {detail}")
 if pred.ood.withheld:

@@ -92,6 +92,10 @@ with panel.container(key="review_panel"):
     if result.error:
         with st.container(key="review_decision"):
             st.markdown("## Could not be analysed")
+    elif result.prediction is None:  # no model reads this image (e.g. MR): not analysed, with the reason
+        with st.container(key="review_decision"):
+            st.markdown(f"## Decision: {presentation.NOT_ANALYSED}")
+        st.warning(f"**Not analysed: no model here reads this image.** {result.reason[0].upper()}{result.reason[1:]}.")
     else:
         pred, card = result.prediction, result.card
         gate_title, gate_reasons = app_display.ood_message(pred.ood)
@@ -109,7 +113,9 @@ with panel.container(key="review_panel"):
         else:
             st.caption("Dashed line: the threshold.")
             st.vega_lite_chart(review.probability_bars(pred), key="review_prob_chart")
-        how = "auto-chosen by modality" if model_choice == appstate.AUTO_MODEL else "chosen in the sidebar"
+        if result.reason:
+            st.markdown(f"*{result.reason[0].upper()}{result.reason[1:]}.*")
+        how = result.how
         explained = "the top finding" if card.multilabel else "the predicted class"
         st.caption(f"Model **{card.name}** ({card.architecture}, {how}) · target of the map: {explained}.")
 
@@ -131,6 +137,8 @@ with panel.container(key="review_panel"):
 with image_area.container(key="review_image"):
     if result.error:
         st.error(result.error)
+    elif result.display is None:
+        st.info("No model input: no model here reads this image.")
     elif not show_map:
         st.image(app_display.to_uint8(result.display), caption="Model input (no explanation: image not analysed)",
                  width="stretch")
@@ -154,7 +162,7 @@ with image_area.container(key="review_image"):
                 if expl.notice:
                     col.info(expl.notice)
 
-if not result.error:
+if not result.error and result.steps:
     with st.expander("Preprocessing: every step up to the model's input", key="review_steps"):
         step_cols = st.columns(len(result.steps))
         for col, view in zip(step_cols, result.steps):

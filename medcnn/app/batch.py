@@ -21,8 +21,7 @@ import numpy as np
 import streamlit as st
 
 from medcnn.app.findings import batch_columns
-from medcnn.app.state import (AUTO_MODEL, digest, error_message, explain_upload, get_predictor, predict_upload,
-                              read_upload, resolve_card_path)
+from medcnn.app.state import AUTO_MODEL, digest, error_message, explain_upload, get_predictor, read_upload, route_upload
 from medcnn.io import archive
 from medcnn.io.archive import ArchiveBudgetError, ArchiveMemberError, ExpansionCache, UploadSet
 from medcnn.visualize import presentation
@@ -217,14 +216,19 @@ def analyze_batch_item(item: BatchItem, model_choice: str = AUTO_MODEL, method: 
         key = digest(data)
         image = read_upload(key, data, None)
         row["modality"] = image.meta.modality
-        card_path = resolve_card_path(image.meta, model_choice)
-        pred, _ = predict_upload(key, data, card_path, None, None)
+        routed = route_upload(key, data, model_choice)  # per image: a mixed set reaches each family's model
+        if routed.prediction is None:  # no model reads it (e.g. MR): not analysed, with the reason
+            row.update(decision=presentation.NOT_ANALYSED, probability="not shown", caution=routed.reason,
+                       flag="⚠ no model for this image")
+            return BatchResult(row)
+        card_path, pred = routed.card_path, routed.prediction
         card = get_predictor(card_path).card
         head = card.head_rule
         row.update(model=pred.model, decision=presentation.batch_decision(card, pred),
                    probability=presentation.batch_probability(card, pred), caution=presentation.batch_caution(pred),
                    ood_level=pred.ood.level, ood_score=None if pred.ood.score is None else round(pred.ood.score, 3),
-                   ood_reasons="; ".join(pred.ood.reasons))
+                   ood_reasons="; ".join(pred.ood.reasons + ([routed.how] if routed.rerouted else [])
+                                         + ([routed.reason] if routed.reason else [])))
         if pred.ood.withheld:  # not what this model reads: no label, no probability, no map
             row["flag"] = "⚠ outside the model's scope"
             return BatchResult(_with_columns(row, batch_columns(card)), pred.pipeline_result.display,

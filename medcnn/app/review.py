@@ -232,6 +232,8 @@ class CaseResult:
         display: float32 (H, W) in [0, 1], the model-input image (overlay target).
         steps: Preprocessing steps for display (uint8 thumbnails).
         meta: The image's non-identifying :class:`~medcnn.io.ImageMeta`.
+        how: How the model was chosen (:class:`medcnn.app.state.Routed`).
+        reason: Why no model's result is shown and what to do ("" when one is).
     """
 
     error: str = ""
@@ -241,6 +243,8 @@ class CaseResult:
     display: np.ndarray | None = None
     steps: list[appstate.StepView] = field(default_factory=list)
     meta: Any = None
+    how: str = ""
+    reason: str = ""
 
     @property
     def withheld(self) -> bool:
@@ -289,15 +293,19 @@ def case_result(case: Case, model_choice: str) -> CaseResult:
     if key not in store:
         try:
             image = appstate.read_upload(case.key, case.data, None)
-            card_path = appstate.resolve_card_path(image.meta, model_choice)
-            pred, steps = appstate.predict_upload(case.key, case.data, card_path, None, None)
-            card = appstate.get_predictor(card_path).card
+            routed = appstate.route_upload(case.key, case.data, model_choice)  # per image, like Analyze
+            card = appstate.get_predictor(routed.card_path).card if routed.prediction is not None else None
         except Exception as e:  # noqa: BLE001 - one bad file must not stop the review
             store[key] = CaseResult(error=appstate.error_message("analysing this file", e))
         else:
-            views = [dataclasses.replace(s, image=_to_uint8(s.image)) for s in steps]
-            store[key] = CaseResult("", card_path, card, dataclasses.replace(pred, pipeline_result=None),
-                                    np.asarray(pred.pipeline_result.display, np.float32), views, image.meta)
+            if routed.prediction is None:  # no model reads it (e.g. MR): not analysed, with the reason
+                store[key] = CaseResult(meta=image.meta, how=routed.how, reason=routed.reason)
+                return store[key]
+            pred = routed.prediction
+            views = [dataclasses.replace(s, image=_to_uint8(s.image)) for s in routed.steps]
+            store[key] = CaseResult("", routed.card_path, card, dataclasses.replace(pred, pipeline_result=None),
+                                    np.asarray(pred.pipeline_result.display, np.float32), views, image.meta,
+                                    routed.how, routed.reason)
     return store[key]
 
 
@@ -347,7 +355,8 @@ def series_cases(cases: list[Case], model_choice: str, method: str | None, metho
         notice = None
         result = case_result(case, model_choice)
         if result.error or result.prediction is None:
-            out.append(SeriesCase(case.number, case.image_id, error=result.error))
+            out.append(SeriesCase(case.number, case.image_id,
+                                  error=result.error or f"{presentation.NOT_ANALYSED}: {result.reason}"))
             continue
         over, target, seconds = None, None, None
         if method and result.explainable:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +47,14 @@ __all__ = [
     "digest",
     "error_message",
     "explain_upload",
+    "Routed",
     "get_predictor",
     "list_models",
     "predict_upload",
     "read_upload",
     "require_models",
     "resolve_card_path",
+    "route_upload",
     "sanity_upload",
     "step_views",
     "thumbnail",
@@ -70,16 +72,16 @@ _THUMB = 384  # max side of preprocessing-step images sent to the browser
 
 # --------------------------------------------------------------------------- models
 def weights_dir() -> Path:
-    """Folder of the model cards (:func:`medcnn.inference.default_weights_dir`: env
+    """Folder of the model cards (:func:`medcnn.models.catalogue.default_weights_dir`: env
     ``MEDCNN_WEIGHTS_DIR``, else ``weights`` in the directory the app was started from)."""
-    from medcnn.inference import default_weights_dir
+    from medcnn.models.catalogue import default_weights_dir
 
     return default_weights_dir()
 
 
 def list_models(folder: str | Path | None = None) -> list[ModelCard]:
-    """Valid cards (``.json`` + ``.pt``) in the weights folder, by name."""
-    from medcnn.inference import list_cards
+    """Valid cards (``.json`` + ``.pt``) in the weights folder, by name (:mod:`medcnn.models.catalogue`)."""
+    from medcnn.models.catalogue import list_cards
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -88,12 +90,12 @@ def list_models(folder: str | Path | None = None) -> list[ModelCard]:
 
 def resolve_card_path(meta: ImageMeta, choice: str = AUTO_MODEL, folder: str | Path | None = None) -> str:
     """Card path for an image: auto by modality, or the model named in ``choice``
-    (:func:`medcnn.inference.resolve_card` decides).
+    (:func:`medcnn.models.catalogue.resolve_card` decides).
 
     Raises:
         ValueError: unsupported modality or no matching model.
     """
-    from medcnn.inference import resolve_card
+    from medcnn.models.catalogue import resolve_card
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -307,6 +309,80 @@ def deidentified_upload(key: str, _data: bytes) -> tuple[bytes, Any]:
     from medcnn.privacy import deidentify_bytes
 
     return deidentify_bytes(_data, clean_descriptors=True, remove_unlisted=True)
+
+
+# --------------------------------------------------------------------------- routing
+_FAMILY = {"CXR": ("chest X-ray", "a chest X-ray", "DX"), "CT": ("CT", "a CT slice", "CT")}  # name, looks, modality
+
+
+@dataclass
+class Routed:
+    """Which model answers an upload and why (:func:`route_upload`): its card and result (``card_path``
+    "" and ``prediction`` None when no model reads the image), ``how`` it was chosen (for the caption),
+    ``rerouted`` (an earlier model's gate found it outside its scope) and ``reason``: why it is not
+    analysed and what to do ("" otherwise)."""
+
+    card_path: str = ""
+    prediction: Any = None
+    steps: list[StepView] = field(default_factory=list)
+    how: str = ""
+    rerouted: bool = False
+    reason: str = ""
+
+
+def route_upload(key: str, data: bytes, choice: str = AUTO_MODEL, frame: int | None = None,
+                 window: Any = None) -> Routed:
+    """The one routing of an image to a model, for Analyze, Batch and Case review alike.
+
+    A model chosen in the sidebar answers (it raises for a DICOM modality it does not accept). Under
+    :data:`AUTO_MODEL` the modality picks the family (:func:`medcnn.inference.choose_model`); a PNG/JPEG
+    carries no modality, so when the chest X-ray model's out-of-distribution gate finds it outside its
+    scope the CT model (if it has a gate) is tried: the first model whose gate accepts it answers. When
+    no gate accepts it, the first result (withheld) stays and ``reason`` names the family whose gate
+    scores it closer (score / refusal threshold). MR, US, ...: not analysed, with the reason.
+
+    Raises:
+        UnsupportedImageError, CardError, ValueError: unreadable image, bad card, unknown model name,
+            a DICOM modality the chosen model does not accept.
+    """
+    from medcnn.inference import CARD_FAMILIES, choose_model
+
+    meta = read_upload(key, data, frame).meta
+    modality = (meta.modality or "OT").upper()
+    if choice and choice != AUTO_MODEL:
+        path = resolve_card_path(meta, choice)
+        return Routed(path, *predict_upload(key, data, path, frame, window), how="chosen in the sidebar")
+    if modality not in CARD_FAMILIES:
+        return Routed(how="auto", reason=f"no model here reads {modality} images: the CT model reads CT, the "
+                                         "chest X-ray model CR, DX, PNG and JPEG")
+    tried: list[tuple[str, str, Any, list[StepView]]] = []
+    for fam in ["CXR", "CT"] if modality == "OT" else [CARD_FAMILIES[modality]]:
+        try:
+            path = str(choose_model(replace(meta, modality=_FAMILY[fam][2]), weights_dir()))
+        except ValueError:  # no card of this family: the next one may read it
+            continue
+        if tried and get_predictor(path).gate is None:  # a fallback needs a gate that can accept the image
+            continue
+        tried.append((fam, path, *predict_upload(key, data, path, frame, window)))
+        if not tried[-1][2].ood.withheld:
+            break
+    if not tried:
+        choose_model(meta, weights_dir())  # raises the resolver's own message (no card of the family)
+    (fam0, *first), (fam, *last) = tried[0], tried[-1]
+    kind = "PNG/JPEG" if modality == "OT" else modality
+    if not last[1].ood.withheld:
+        if len(tried) == 1:
+            return Routed(*last, how=f"auto-chosen for {kind}")
+        return Routed(*last, how=f"auto-chosen: the {_FAMILY[fam0][0]} model's gate found this image outside "
+                                 f"its scope; the {_FAMILY[fam][0]} model reads it", rerouted=True)
+    reason = ""
+    if len(tried) > 1:
+        ood = [t[2].ood for t in tried]
+        closer = tried[min(range(len(tried)), key=lambda i: (ood[i].score or float("inf"))
+                           / (ood[i].refuse_threshold or 1.0))][0]
+        reason = (f"no model's gate finds this image within its scope. It looks more like {_FAMILY[closer][1]}: "
+                  f"if it is one, choose the {_FAMILY[closer][0]} model")
+    return Routed(*first, how=f"auto-chosen for {kind}", reason=reason)
 
 
 # --------------------------------------------------------------------------- errors
