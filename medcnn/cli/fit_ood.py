@@ -29,6 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grid", type=int, default=3, help="average-pooling layout per layer (default: 3x3)")
     parser.add_argument("--n-transformed", type=int, default=60, help="test films per transform (default: 60)")
     parser.add_argument("--n-synthetic", type=int, default=20, help="synthetic images per kind (default: 20)")
+    parser.add_argument("--variants", type=int, default=2,
+                        help="acquisition variants per film for the kind question (default: 2; 0: one-question gate)")
+    parser.add_argument("--kind-layers", nargs="+", default=None, metavar="LAYER",
+                        help="layers the kind question uses (default: all the gate's layers)")
     parser.add_argument("--dry-run", action="store_true", help="measure and print, do not write the card")
     parser.add_argument("--json", action="store_true", help="print the card's ood section as JSON")
 
@@ -70,7 +74,13 @@ def run(args: argparse.Namespace) -> int:
     val_imgs = [img for d in datas for img in per_csv[d][args.val_split]]
     test_imgs = [img for d in datas for img in per_csv[d][args.test_split]]
     print(f"fitting on {len(fit_imgs)} {args.fit_split} images, thresholds from {len(val_imgs)} {args.val_split} images")
-    gate = OODGate.fit(feats(fit_imgs), feats(val_imgs), layers, args.grid, components=args.components)
+    variants = {}
+    if args.variants > 0:
+        print(f"kind question: + {args.variants} acquisition variants of each film")
+        variants = {"train_variants": feats(v.acquisition_variants(fit_imgs, args.variants, seed=0)),
+                    "val_variants": feats(v.acquisition_variants(val_imgs, 1, seed=1))}
+    gate = OODGate.fit(feats(fit_imgs), feats(val_imgs), layers, args.grid, components=args.components,
+                       kind_layers=args.kind_layers, **variants)
 
     def rates(images) -> dict[str, Any]:
         return v.flag_rates(v.verdicts_of(gate, extract, pipe, images)) if images else {"n": 0}
@@ -100,9 +110,13 @@ def run(args: argparse.Namespace) -> int:
 
     section = {
         "method": "probabilistic-PCA Mahalanobis distance on pooled stage features (Lee et al. 2018; "
-                  "Tipping & Bishop 1999), mean over stages of distance / validation median",
+                  "Tipping & Bishop 1999), mean over stages of distance / validation median"
+                  + ("; two questions: kind (fitted with acquisition variants of the training films; "
+                     "may withhold) and style (the films alone; only cautions)" if args.variants else ""),
         "layers": list(layers), "grid": args.grid, "components": args.components,
         "caution_threshold": round(gate.caution, 4), "refuse_threshold": round(gate.refuse, 4),
+        "kind_layers": [layers[i] for i in gate.kind_index], "variants": args.variants,
+        "style_caution_threshold": None if gate.style_caution is None else round(gate.style_caution, 4),
         "fitted_on": {"data": " ".join(map(str, datas)), "split": args.fit_split, "n": len(fit_imgs),
                       "threshold_split": args.val_split, "n_threshold": len(val_imgs),
                       "note": "only in-distribution images are used to fit; every check set is unseen"},
@@ -115,12 +129,19 @@ def run(args: argparse.Namespace) -> int:
         out = card_path.with_suffix(".ood.pt")
         section["file"] = out.name
         section["sha256"] = gate.save(out)
-        card.ood = section
-        card.save(card_path)
+        write_ood_section(card_path, section)
         print(f"wrote {out} and the ood section of {card_path}")
     if args.json:
         print(json.dumps(section, indent=2))
     return 0
+
+
+def write_ood_section(card_path: Path, section: dict[str, Any]) -> None:
+    """Replace only the card's ``ood`` key, re-reading the file right before writing (other keys,
+    which someone else may have changed since the card was loaded, are kept as they are on disk)."""
+    raw = json.loads(card_path.read_text())
+    raw["ood"] = section
+    card_path.write_text(json.dumps(raw, indent=2, sort_keys=False) + "\n")
 
 
 def _age_bands(data: Path, split: str, images: list, rates) -> dict[str, Any]:
@@ -141,13 +162,15 @@ def _argv(args: argparse.Namespace) -> list[str]:
         out += ["--check", spec]
     for spec in args.also:
         out += ["--also", spec]
-    return out + ["--components", str(args.components), "--grid", str(args.grid)]
+    out += ["--kind-layers", *args.kind_layers] if args.kind_layers else []
+    return out + ["--components", str(args.components), "--grid", str(args.grid), "--variants", str(args.variants)]
 
 
 def _print(section: dict[str, Any]) -> None:
     print(f"thresholds: caution > {section['caution_threshold']:.2f}, not read > {section['refuse_threshold']:.2f}")
     for kind, rows in section["measured"].items():
-        print(f"\n{'set':<56} {'n':>4} {'flagged':>8} {'not read':>9}  ({kind.replace('_', ' ')})")
+        print(f"\n{'set':<56} {'n':>4} {'flagged':>8} {'not read':>9} {'kind':>7} {'style':>7}  ({kind.replace('_', ' ')})")
         for name, r in rows.items():
             if r.get("n"):
-                print(f"{name:<56} {r['n']:>4} {100 * r['flagged']:>7.1f}% {100 * r['outside']:>8.1f}%")
+                parts = "".join(f" {100 * r[k]:>6.1f}%" if k in r else "       -" for k in ("kind_flagged", "style_flagged"))
+                print(f"{name:<56} {r['n']:>4} {100 * r['flagged']:>7.1f}% {100 * r['outside']:>8.1f}%{parts}")

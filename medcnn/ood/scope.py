@@ -70,5 +70,5 @@ def check_scope(meta: ImageMeta, scope: dict[str, Any], result: OODResult) -> OO
     if photometric and pi and pi not in photometric:
         result.escalate("unusual", (
             f"the image is stored as {pi} (colour); this model was trained on greyscale "
-            "images, so the colour was converted to grey"))
+            "images, so the colour was converted to grey"), question="style")
     return result

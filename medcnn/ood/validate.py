@@ -18,7 +18,7 @@ import numpy as np
 
 from medcnn.io import ImageMeta, MedImage, UnsupportedImageError, read_image
 
-__all__ = ["TRANSFORMS", "SYNTHETIC", "features_of", "flag_rates", "verdicts_of", "read_table_images", "synthetic_images",
+__all__ = ["TRANSFORMS", "SYNTHETIC", "acquisition_variants", "features_of", "flag_rates", "verdicts_of", "read_table_images", "synthetic_images",
            "transformed"]
 
 
@@ -126,13 +126,34 @@ def read_table_images(csv: str | Path, split: str | None = None, group: str | No
 
 
 def flag_rates(verdicts: Sequence[Any]) -> dict[str, Any]:
-    """Share of images flagged at either level, and not read (``"outside"``), with the count."""
+    """Share of images flagged at either level, and not read (``"outside"``), with the count.
+
+    For a two-question gate also ``kind_flagged`` (the kind question cautions or withholds) and
+    ``style_flagged`` (the style question cautions).
+    """
     n = len(verdicts)
     if n == 0:
         return {"n": 0, "flagged": None, "outside": None, "median_score": None}
-    return {"n": n, "flagged": round(sum(r.flagged for r in verdicts) / n, 4),
-            "outside": round(sum(r.withheld for r in verdicts) / n, 4),
-            "median_score": round(float(np.median([r.score for r in verdicts])), 3)}
+    out = {"n": n, "flagged": round(sum(r.flagged for r in verdicts) / n, 4),
+           "outside": round(sum(r.withheld for r in verdicts) / n, 4),
+           "median_score": round(float(np.median([r.score for r in verdicts])), 3)}
+    if all(getattr(r, "style", None) is not None for r in verdicts):
+        out["kind_flagged"] = round(sum(r.kind.flagged for r in verdicts) / n, 4)
+        out["style_flagged"] = round(sum(r.style.flagged for r in verdicts) / n, 4)
+    return out
+
+
+def acquisition_variants(images: Sequence[MedImage], copies: int, seed: int = 0) -> list[MedImage]:
+    """``copies`` random acquisition variants of each image (:mod:`medcnn.ood.augment`), seeded."""
+    from medcnn.ood.augment import acquisition_variant
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(copies):
+        for img in images:
+            p = acquisition_variant(img.pixels, rng)
+            out.append(MedImage(p, ImageMeta(source_format="png", rows=p.shape[0], columns=p.shape[1])))
+    return out
 
 
 def verdicts_of(gate: Any, extract: Callable, pipeline: Callable, images: Sequence[MedImage],

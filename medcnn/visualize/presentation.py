@@ -86,17 +86,32 @@ def decision_line(card: Any, prediction: Any) -> str:
 def ood_heading(ood: Any) -> tuple[str | None, list[str]]:
     """Title and reasons of the out-of-distribution message (``(None, [])`` when the image passed).
 
-    ``"unusual"``: the caution title; ``"outside"``: the not-analysed title.
+    The gate answers two questions (:class:`medcnn.ood.OODResult` ``kind`` and ``style``), and the
+    title says which one spoke: withheld -> the not-analysed title; the kind question cautions ->
+    "may not be the kind of image this model reads"; only the style question cautions -> "acquired
+    differently from the training films: results may be less reliable" (the film is the kind the
+    model reads, from another scanner or processing). A verdict without the parts (an older gate,
+    header checks alone) keeps the one caution title.
     """
+    kind_title = "Caution: this may not be the kind of image this model reads."
+    style_title = "Caution: acquired differently from the training films: results may be less reliable."
     if ood is None or not ood.flagged:
         return None, []
-    return (_OUTSIDE if ood.withheld else _UNUSUAL), list(ood.reasons)
+    if ood.withheld:
+        return _OUTSIDE, list(ood.reasons)
+    kind, style = getattr(ood, "kind", None), getattr(ood, "style", None)
+    if style is not None and style.flagged and not (kind is not None and kind.flagged):
+        return style_title, list(ood.reasons)
+    if kind is not None and kind.flagged and style is not None:
+        return kind_title, list(ood.reasons)
+    return _UNUSUAL, list(ood.reasons)
 
 
 def caution_text(prediction: Any) -> str | None:
     """The gate's message as one paragraph (title, then the reasons as sentences), or None.
 
-    Printed at the top of a result, above the probabilities and the findings.
+    Printed at the top of a result, above the probabilities and the findings. The title names the
+    question that spoke (:func:`ood_heading`).
     """
     title, reasons = ood_heading(getattr(prediction, "ood", None))
     if title is None:
