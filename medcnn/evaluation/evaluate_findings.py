@@ -115,7 +115,10 @@ def evaluate_findings_card(card_path: str | Path, csv_paths: Sequence[str | Path
     card.metrics["test"] = m
     shortcut = (card.audit.get("shortcut_findings") or {}).get("findings")
     for name, v in finding_visibility(m["per_finding"], min_lower, shortcut).items():
-        card.findings[name].update(v)
+        f = card.findings[name]
+        if v["shown"] and f.get("operating_point_shown") is False:  # the operating-point policy's verdict stands
+            v = {"shown": False, "reason": f"{v['reason']}; but {f.get('operating_point_reason')}"}
+        f.update(v)
     if write:
         card.save(card.path)
     return card

@@ -13,8 +13,10 @@ output layer is a :class:`Head`, a small strategy object the run asks:
   findings);
 * :meth:`Head.box_masks`: box supervision's targets (sigmoid: no box loss where the boxed finding is
   unknown);
-* :meth:`Head.card`: calibration and the card's fields (one temperature and threshold; a temperature
-  and operating point per finding).
+* :meth:`Head.card`: calibration and the card's fields (one temperature and Youden threshold; a
+  temperature and operating point per finding, chosen and vetted by the policy of
+  :mod:`medcnn.evaluation.operating_points`). The single-label head keeps Youden's J: its one
+  threshold separates two classes that are both reported, not a finding called against its absence.
 
 The final-layer options are the same for both heads, so :meth:`Head.shape_model` implements them once:
 ``--head-bias`` (a fixed, untrained bias) and ``--nonneg-head`` (weights projected onto >= 0 at build
@@ -35,6 +37,7 @@ from torch import nn
 
 from medcnn.evaluation.findings import finding_metrics, summarize_findings
 from medcnn.evaluation.metrics import roc_auc
+from medcnn.evaluation.operating_points import choose_operating_point
 from medcnn.models.outputs import sigmoid_t
 from medcnn.training import losses, multilabel
 from medcnn.training.config import TrainConfig
@@ -219,7 +222,10 @@ class SigmoidHead(Head):
 
     def card(self, cfg: TrainConfig, rows: RunRows, pipeline: Any, val_ds: ImageDataset,
              result: dict[str, Any], device: torch.device) -> ModelCard:
-        """Per finding a temperature and operating point on validation, and its metrics there."""
+        """Per finding a temperature and the policy's operating point on validation, and its metrics there.
+
+        A finding whose point has no useful CI on validation is not presented (``shown: False``, the
+        reason in words); the test-AUC rule of ``evaluate --write-card`` may hide more."""
         names, data = rows.labels, rows.findings
         cal = multilabel.calibrate_findings(result["val_logits"], val_ds.targets, names, enabled=cfg.calibrate)
         temps = np.array([cal[n]["temperature"] for n in names])
@@ -232,8 +238,9 @@ class SigmoidHead(Head):
                           {"temperature": 1.0, "threshold": float(cal[rows.positive]["threshold"])}, {}, device)
         card.head = self.name
         card.findings = {n: {"temperature": float(cal[n]["temperature"]), "threshold": float(cal[n]["threshold"]),
-                             "shown": True, "reason": "not yet evaluated on test", "label_source": s.source}
-                         for n, s in zip(names, data.specs)}
+                             "shown": True, "reason": "not yet evaluated on test", "label_source": s.source,
+                             **self._operating_point(prob[:, j], val_ds, j, cal[n], cfg)}
+                         for j, (n, s) in enumerate(zip(names, data.specs))}
         card.metrics = {"val": {"model": card.name, **summarize_findings(per), "per_finding": per}}
         card.training["calibration"] = cal
         card.training["findings"] = {
@@ -246,6 +253,21 @@ class SigmoidHead(Head):
         if unfitted:
             warn("some findings kept T = 1 / threshold 0.5: " + ", ".join(unfitted))
         return card
+
+    @staticmethod
+    def _operating_point(prob: np.ndarray, val_ds: ImageDataset, j: int, cal: dict[str, Any],
+                         cfg: TrainConfig) -> dict[str, Any]:
+        """The policy's verdict on finding ``j``'s validation point (patient bootstrap): card fields."""
+        if cal["fitted_on"] is None:
+            return {"shown": False, "operating_point_shown": False,
+                    "reason": f"no operating point could be chosen: {cal['note']}",
+                    "operating_point_reason": cal["note"]}
+        ok = ~np.isnan(val_ds.targets[:, j])
+        op = choose_operating_point(val_ds.targets[ok, j], prob[ok], groups=val_ds.df["group"].to_numpy()[ok],
+                                    n_boot=cfg.n_boot, seed=cfg.seed)
+        return {"threshold": float(np.clip(op.threshold, 1e-4, 1 - 1e-4)), "rule": op.rule, "val": op.val,
+                "shown": op.shown, "operating_point_shown": op.shown, "operating_point_reason": op.reason,
+                "reason": f"not yet evaluated on test; {op.reason}" if op.shown else op.reason}
 
 
 #: The card's ``head`` field -> the strategy that trains it.

@@ -2,7 +2,9 @@
 
 Targets are a (N, C) matrix with NaN where a finding is unknown for an image
 (:mod:`medcnn.evaluation.finding_labels`); the loss ignores those entries (TorchXRayVision's
-masked loss), and each finding gets its own temperature and operating point on validation.
+masked loss), and each finding gets its own temperature and operating point on validation, the
+point by the one policy of :mod:`medcnn.evaluation.operating_points` (the lowest threshold reaching
+specificity 0.85 on validation).
 """
 from __future__ import annotations
 
@@ -13,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medcnn.evaluation.calibration import fit_temperature, youden_threshold
+from medcnn.evaluation.calibration import fit_temperature
 from medcnn.evaluation.metrics import roc_auc
+from medcnn.evaluation.operating_points import PURPOSE, choose_threshold
 from medcnn.models.outputs import sigmoid_t
 
 __all__ = ["MaskedBCE", "calibrate_findings", "make_multilabel_loss", "multilabel_val_metrics", "positive_weights"]
@@ -112,7 +115,9 @@ def _pair(targets: np.ndarray, logits: np.ndarray, j: int) -> tuple[np.ndarray, 
 
 def calibrate_findings(logits: np.ndarray, targets: np.ndarray, names: Sequence[str],
                        enabled: bool = True) -> dict[str, dict[str, Any]]:
-    """Per finding: temperature (NLL on val) and Youden operating point on the calibrated probability.
+    """Per finding: temperature (NLL on val) and the policy's operating point on the calibrated probability
+    (:func:`medcnn.evaluation.operating_points.choose_threshold`: lowest threshold with validation
+    specificity >= 0.85).
 
     A finding with one class only in validation keeps T = 1 and threshold 0.5, with a note.
     """
@@ -128,9 +133,9 @@ def calibrate_findings(logits: np.ndarray, targets: np.ndarray, names: Sequence[
             z = logits[ok, j].astype(np.float64)
             # sigmoid(z / T) = softmax([0, z] / T)[1]: the softmax temperature fit applies as is
             temp = float(fit_temperature(np.stack([np.zeros_like(z), z], axis=1), yj))
-            thr = float(youden_threshold(yj, sigmoid_t(z, temp)))
+            thr = float(choose_threshold(yj, sigmoid_t(z, temp)))
             entry = {"temperature": temp, "threshold": float(np.clip(thr, 1e-4, 1 - 1e-4)), "fitted_on": "val",
-                     "note": "temperature: NLL on val; threshold: Youden's J on calibrated val probabilities",
+                     "rule": PURPOSE, "note": f"temperature: NLL on val; threshold: {PURPOSE} (calibrated)",
                      "n_val_pos": int(yj.sum()), "n_val_neg": int((yj == 0).sum())}
         out[name] = entry
     return out

@@ -15,7 +15,8 @@ from medcnn.__main__ import main
 from medcnn.evaluation.finding_labels import dedupe, exclude_rows, finding_targets, parse_findings, specs_from_card
 from medcnn.evaluation.findings import finding_metrics, finding_visibility
 from medcnn.models.card import CardError, ModelCard
-from medcnn.models.outputs import relative_to_threshold
+from medcnn.evaluation.operating_points import MIN_POSITIVES, PURPOSE, choose_threshold
+from medcnn.models.outputs import relative_to_threshold, sigmoid_t
 from medcnn.training.multilabel import MaskedBCE, calibrate_findings, multilabel_val_metrics
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -126,6 +127,19 @@ def test_calibrate_findings_fits_on_known_rows():
     assert one_class["A"]["threshold"] == 0.5 and "one class" in one_class["A"]["note"]
 
 
+def test_calibrate_findings_picks_the_policy_point():
+    """The operating point is the policy's (lowest threshold with validation specificity >= 0.85), not Youden's."""
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, (300, 1)).astype(float)
+    z = np.where(y == 1, 1.0, -1.0) + rng.normal(0, 1.5, y.shape)
+    cal = calibrate_findings(z, y, ["A"])["A"]
+    p = sigmoid_t(z[:, 0], cal["temperature"])
+    assert cal["threshold"] == choose_threshold(y[:, 0], p) and cal["rule"] == PURPOSE
+    called = p >= cal["threshold"]
+    spec = (~called[y[:, 0] == 0]).mean()
+    assert spec >= 0.85 and (~(p >= p[p < cal["threshold"]].max())[y[:, 0] == 0]).mean() < 0.85
+
+
 def test_sigmoid_card_round_trip(tmp_path):
     base = dict(name="f", architecture="simplecnn", modality="CXR", labels=["A", "B"], positive_label="A",
                 input_size=(32, 32), preprocessing={}, target_layer="block3", head="sigmoid")
@@ -181,9 +195,16 @@ def test_tiny_multilabel_model_trains_predicts_and_evaluates(shapes, tmp_path, c
     assert set(card["findings"]) == {"Blob", "Bar"} and all(0 < f["threshold"] < 1 for f in card["findings"].values())
     assert card["training"]["findings"]["counts"]["Bar"]["train"]["unknown"] > 0
     assert card["metrics"]["val"]["findings"]["Blob"]["auc"] > 0.8  # the bright spot is easy
+    for f in card["findings"].values():  # the policy's point; 4 validation positives are too few to present
+        assert f["rule"] == PURPOSE and f["val"]["n_pos"] == 4 and f["val"]["specificity"] >= 0.85
+        assert f["shown"] is False and f["reason"].startswith(f"only 4 validation images") and MIN_POSITIVES > 4
     spec_names = [s.name for s in specs_from_card(card["training"])[0]]
     assert spec_names == ["Blob", "Bar"] and specs_from_card(card["training"])[0][1].column == "bar"
     capsys.readouterr()
+    # present both findings by hand, so that predict lists them (the policy's verdict is kept aside)
+    for f in card["findings"].values():
+        f["shown"] = True
+    out.with_suffix(".json").write_text(json.dumps(card))
 
     # predict --json: probabilities keyed by finding, findings sorted by probability relative to the threshold
     assert main(["predict", str(shapes.parent / "40.png"), str(shapes.parent / "41.png"),
@@ -209,6 +230,8 @@ def test_tiny_multilabel_model_trains_predicts_and_evaluates(shapes, tmp_path, c
         if len(set(s["y"])) == 2:
             assert roc_auc_score(s["y"], s["prob"]) == pytest.approx(test["findings"][name]["auc"])
         assert isinstance(card.findings[name]["shown"], bool) and card.findings[name]["reason"]
+        # the test-AUC rule does not override the operating-point policy's verdict
+        assert card.findings[name]["shown"] is False and "only 4 validation images" in card.findings[name]["reason"]
 
 
 def test_per_finding_shortcut_audit(shapes, tmp_path, capsys):
