@@ -1,16 +1,15 @@
 """Inference: one loaded model + its preprocessing, calibrated probabilities, model choice.
 
+Which card serves an image is decided by the torch-free :mod:`medcnn.models.catalogue`
+(:func:`resolve_card`, :func:`list_cards`, :func:`load_card`), re-exported here.
+
 A :class:`Predictor` loads the model once and is safe to share between threads (the app
 caches one per model with ``st.cache_resource``): ``predict`` only runs the network under
 :func:`torch.inference_mode` and never changes the model's state.
 """
 from __future__ import annotations
 
-import copy
-import functools
-import os
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -18,7 +17,18 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from medcnn.models.card import CardError, ModelCard, card_file
+from medcnn.models.card import CardError, ModelCard
+from medcnn.models.catalogue import (  # re-exported: "which card serves an image" has always been asked here
+    AUTO,
+    CARD_FAMILIES,
+    DEFAULT_CARDS,
+    WEIGHTS_ENV,
+    choose_model,
+    default_weights_dir,
+    list_cards,
+    load_card,
+    resolve_card,
+)
 from medcnn.models.checkpoint import predict_logits  # re-exported: the serving path's batch primitive
 from medcnn.io import ImageMeta, MedImage
 from medcnn.models.head import NO_FINDING
@@ -38,12 +48,6 @@ __all__ = [
     "resolve_card",
     "predict_logits",
 ]
-
-#: DICOM Modality -> model family (card.modality). "OT" is what io reports for PNG/JPEG.
-CARD_FAMILIES: dict[str, str] = {"CT": "CT", "CR": "CXR", "DX": "CXR", "OT": "CXR"}
-#: Preferred card of each family in the weights folder.
-DEFAULT_CARDS: dict[str, str] = {"CXR": "cxr_findings", "CT": "ct_covid"}
-
 
 @dataclass
 class Prediction:
@@ -216,115 +220,3 @@ class Predictor:
         logits = logits_t.numpy().astype(np.float64)
         seconds = (time.perf_counter() - t0) / len(images)
         return self._decide(logits, seconds, results, verdicts)
-
-
-# ---------------------------------------------------------------------------------------
-# Which model card serves an image: the one resolver
-# ---------------------------------------------------------------------------------------
-#: Environment variable naming the weights folder.
-WEIGHTS_ENV = "MEDCNN_WEIGHTS_DIR"
-#: The value of a model choice meaning "pick by the image's modality".
-AUTO = "auto"
-
-
-def default_weights_dir() -> Path:
-    """The weights folder: ``$MEDCNN_WEIGHTS_DIR`` if set, else ``weights`` in the working
-    directory (the repository root when started as the README says)."""
-    return Path(os.environ.get(WEIGHTS_ENV) or "weights")
-
-
-@functools.lru_cache(maxsize=64)
-def _parse_card(path: str, mtime_ns: int) -> ModelCard:
-    return ModelCard.load(path)
-
-
-def load_card(path: str | Path) -> ModelCard:
-    """A card parsed once per file version (cached by path and modification time); a copy is
-    returned, so callers may change it freely.
-
-    Raises:
-        CardError: missing or malformed card.
-    """
-    path = card_file(path)
-    try:
-        mtime = path.stat().st_mtime_ns
-    except OSError:
-        raise CardError(f"model card not found: {path} (expected <name>.json next to <name>.pt)") from None
-    return copy.deepcopy(_parse_card(str(path), mtime))
-
-
-def list_cards(weights_dir: str | Path | None = None) -> list[ModelCard]:
-    """Every valid model card (``*.json`` with its ``.pt``) in ``weights_dir``, by name.
-
-    Cards that do not parse are skipped with a warning.
-    """
-    cards = []
-    for path in sorted(Path(weights_dir or default_weights_dir()).glob("*.json")):
-        try:
-            card = load_card(path)
-        except (CardError, TypeError) as e:
-            warnings.warn(f"skipping {path}: {e}", stacklevel=2)
-            continue
-        if card.weights_path.is_file():
-            cards.append(card)
-    return cards
-
-
-def choose_model(meta: ImageMeta, weights_dir: str | Path | None = None) -> Path:
-    """Card path of the model for an image, from its modality.
-
-    CT -> the CT model; CR, DX and PNG/JPEG (``"OT"``) -> the chest X-ray model. Within a
-    family, the default card (``cxr_findings`` / ``ct_covid``) is preferred, else the
-    first by name.
-
-    Raises:
-        ValueError: the modality is not supported (MR, US, NM, ...), or no card of the
-            needed family is in ``weights_dir``.
-    """
-    weights_dir = weights_dir or default_weights_dir()
-    modality = (meta.modality or "OT").upper()
-    family = CARD_FAMILIES.get(modality)
-    if family is None:
-        raise ValueError(
-            f"no model for modality {modality}: supported are CT (CT model) and CR, DX and "
-            f"PNG/JPEG (chest X-ray model)"
-        )
-    cards = [c for c in list_cards(weights_dir) if c.modality.upper() == family]
-    if not cards:
-        raise ValueError(f"no {family} model card (<name>.json + <name>.pt) found in {weights_dir}")
-    preferred = [c for c in cards if c.name == DEFAULT_CARDS[family]]
-    card = (preferred or cards)[0]
-    return card.path  # type: ignore[return-value]
-
-
-def resolve_card(meta: ImageMeta | None = None, model: str | Path | None = None,
-                 weights_dir: str | Path | None = None) -> Path:
-    """The one answer to "which model card serves this image" (app, CLI and library).
-
-    Args:
-        meta: The image's metadata (needed when the model is chosen automatically).
-        model: ``None`` or ``"auto"``: by modality (:func:`choose_model`); a card name in
-            ``weights_dir`` (``"ct_covid"``); or the path of a ``.json`` / ``.pt`` file.
-        weights_dir: Folder of the cards (default :func:`default_weights_dir`).
-
-    Returns:
-        Path of the card's ``.json``.
-
-    Raises:
-        ValueError: unsupported modality, or no such card (the message lists the cards).
-    """
-    weights_dir = Path(weights_dir or default_weights_dir())
-    if model is None or str(model).lower() == AUTO:
-        if meta is None:
-            raise ValueError("choosing a model by modality needs the image's metadata")
-        return Path(choose_model(meta, weights_dir))
-    p = Path(model)
-    names_a_file = card_file(p).stem != p.name  # ``x.pt`` / ``x.json``, not a card name
-    if names_a_file and p.is_file():
-        return card_file(p)
-    candidate = weights_dir / card_file(p.name if names_a_file else model)
-    if candidate.is_file() and load_card(candidate).weights_path.is_file():
-        return candidate
-    names = sorted(c.name for c in list_cards(weights_dir))
-    raise ValueError(f"model {str(model)!r} not found (no file {p} nor {candidate} with its .pt); "
-                     f"models in {weights_dir}: {', '.join(names) or 'none'}")

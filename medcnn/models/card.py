@@ -5,6 +5,12 @@ A checkpoint is two files in ``weights/``: ``<name>.pt`` (a ``state_dict``, load
 everything needed to rebuild the model *and* its exact preprocessing, so train and
 serve can never drift apart (the timm / TorchXRayVision pattern). :func:`card_file` is the one
 rule that names a checkpoint's card from any of its paths.
+
+A card is a small typed serving contract (:attr:`ModelCard.contract`) and a large report
+(:attr:`ModelCard.report`: metrics, experiments, audits, training record), split by
+:data:`~medcnn.models.contract.REPORT_FIELDS`. :meth:`ModelCard.load` reads both;
+:meth:`ModelCard.from_contract` (what :mod:`medcnn.models.catalogue` serves) reads the report from
+the card's file only when one of its fields is first used. The JSON on disk is the same either way.
 """
 from __future__ import annotations
 
@@ -15,9 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from medcnn.models.contract import REPORT_FIELDS, CardContract, CardReport, FindingPoint
 from medcnn.models.head import HEAD_KINDS, Head
 
-__all__ = ["ModelCard", "CardError", "card_file"]
+__all__ = ["ModelCard", "CardError", "card_file", "read_card_json"]
 
 #: Suffixes that name one of a checkpoint's two files: the weights and the card.
 _CHECKPOINT_SUFFIXES = (".pt", ".json")
@@ -46,6 +53,51 @@ def card_file(path: str | Path) -> Path:
     if p.suffix in _CHECKPOINT_SUFFIXES:
         p = p.with_suffix("")
     return p.with_name(p.name + ".json")
+
+
+def read_card_json(path: Path) -> dict[str, Any]:
+    """The JSON object of a card file.
+
+    Raises:
+        CardError: the file is missing or not a JSON object.
+    """
+    if not path.is_file():
+        raise CardError(f"model card not found: {path} (expected <name>.json next to <name>.pt)")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CardError(f"model card {path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise CardError(f"model card {path} is not a JSON object")
+    return data
+
+
+class _ReportField:
+    """A report field of :class:`ModelCard` (descriptor-typed dataclass field).
+
+    A value given or assigned is kept on the card. A card from :meth:`ModelCard.from_contract`
+    reads every report field it lacks from its file on first use; any other card starts with the
+    field's default. The descriptor itself is the dataclass default, meaning "not given".
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, card: "ModelCard | None", owner: type | None = None) -> Any:
+        if card is None:
+            return self
+        values = card.__dict__.setdefault("_report", {})
+        if self.name not in values:
+            card._read_report()
+        return values[self.name]
+
+    def __set__(self, card: "ModelCard", value: Any) -> None:
+        if value is not self:
+            card.__dict__.setdefault("_report", {})[self.name] = value
+
+
+def _report_field(name: str) -> Any:
+    return field(default=_ReportField(name), repr=False)
 
 
 @dataclass
@@ -111,12 +163,12 @@ class ModelCard:
     dicom_modalities: list[str] = field(default_factory=list)
     threshold: float = 0.5
     temperature: float = 1.0
-    training: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    intended_use: str = ""
-    limitations: list[str] = field(default_factory=list)
-    experiments: list[dict[str, Any]] = field(default_factory=list)
-    audit: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = _report_field("training")
+    metrics: dict[str, Any] = _report_field("metrics")
+    intended_use: str = _report_field("intended_use")
+    limitations: list[str] = _report_field("limitations")
+    experiments: list[dict[str, Any]] = _report_field("experiments")
+    audit: dict[str, Any] = _report_field("audit")
     scope: dict[str, Any] = field(default_factory=dict)
     ood: dict[str, Any] = field(default_factory=dict)
     head: str = "softmax"
@@ -130,6 +182,8 @@ class ModelCard:
     path: Path | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        if "_report_from" not in self.__dict__:  # a card built in memory: defaults for what was not given
+            self._fill_report({})
         self.input_size = tuple(int(v) for v in self.input_size)  # type: ignore[assignment]
         if len(self.input_size) != 2:
             raise CardError(f"input_size must be (H, W), got {self.input_size!r}")
@@ -154,10 +208,48 @@ class ModelCard:
                 raise CardError(f"a sigmoid card needs a 'findings' entry (temperature, threshold) for every "
                                 f"label; missing: {', '.join(missing)}")
             for name, f in self.findings.items():
-                t = f.get("threshold", 0.5)
-                if not 0.0 < float(t) < 1.0 or float(f.get("temperature", 1.0)) <= 0:
-                    raise CardError(f"finding {name!r}: threshold must be in (0, 1) and temperature > 0, "
-                                    f"got {t!r} and {f.get('temperature')!r}")
+                try:
+                    FindingPoint.from_dict(name, f)
+                except ValueError as e:
+                    raise CardError(str(e)) from None
+
+    def _fill_report(self, data: dict[str, Any]) -> None:
+        """Set every report field not set yet from ``data``, else its default."""
+        values = self.__dict__.setdefault("_report", {})
+        for f in fields(CardReport):
+            if f.name not in values:
+                values[f.name] = data[f.name] if f.name in data else (
+                    f.default if f.default is not MISSING else f.default_factory())  # type: ignore[misc]
+
+    def _read_report(self) -> None:
+        source = self.__dict__.get("_report_from")
+        self._fill_report({k: v for k, v in read_card_json(source).items() if k in REPORT_FIELDS}
+                          if source is not None else {})
+
+    @property
+    def report(self) -> CardReport:
+        """Training record, metrics, experiments, audits, intended use and limitations (the same
+        objects as the card's fields: changing one changes the card). A card from
+        :meth:`from_contract` reads them from its file now, once."""
+        return CardReport(**{name: getattr(self, name) for name in REPORT_FIELDS})
+
+    @property
+    def contract(self) -> CardContract:
+        """What serving reads (:class:`~medcnn.models.contract.CardContract`), typed; never reads
+        the report."""
+        findings = tuple((n, FindingPoint.from_dict(n, self.findings[n])) for n in self.labels) \
+            if self.multilabel else ()
+        return CardContract(
+            name=self.name, architecture=self.architecture, modality=self.modality,
+            dicom_modalities=tuple(self.dicom_modalities), head=self.head, labels=tuple(self.labels),
+            positive_label=self.positive_label, temperature=float(self.temperature),
+            threshold=float(self.threshold), findings=findings, preprocessing=self.preprocessing,
+            input_size=tuple(self.input_size), channels=self.channels,  # type: ignore[arg-type]
+            target_layer=self.target_layer, scope=self.scope, ood=self.ood,
+            weights_file=self.weights_file, weights_sha256=self.weights_sha256)
+
+    def _points(self) -> list[FindingPoint]:
+        return [FindingPoint.from_dict(n, self.findings[n]) for n in self.labels]
 
     @property
     def head_rule(self) -> Head:
@@ -176,19 +268,19 @@ class ModelCard:
         """Operating point of every label, in label order (sigmoid cards; softmax: the one threshold)."""
         if not self.multilabel:
             return np.full(len(self.labels), float(self.threshold))
-        return np.array([float(self.findings[n].get("threshold", 0.5)) for n in self.labels])
+        return np.array([p.threshold for p in self._points()])
 
     def finding_temperatures(self) -> np.ndarray:
         """Calibration temperature of every output, in label order."""
         if not self.multilabel:
             return np.full(len(self.labels), float(self.temperature))
-        return np.array([float(self.findings[n].get("temperature", 1.0)) for n in self.labels])
+        return np.array([p.temperature for p in self._points()])
 
     def shown_findings(self) -> list[str]:
         """Labels presented as findings (sigmoid cards: ``shown`` ones; softmax: all)."""
         if not self.multilabel:
             return list(self.labels)
-        return [n for n in self.labels if self.findings[n].get("shown", True)]
+        return [n for n, p in zip(self.labels, self._points()) if p.shown]
 
     @property
     def positive_index(self) -> int:
@@ -241,23 +333,46 @@ class ModelCard:
             CardError: the file is missing, not JSON, or lacks required fields.
         """
         path = card_file(path)
-        if not path.is_file():
-            raise CardError(f"model card not found: {path} (expected <name>.json next to <name>.pt)")
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise CardError(f"model card {path} is not valid JSON: {e}") from None
-        known = {f.name for f in fields(cls)} - {"path"}
-        missing = [
-            f.name for f in fields(cls)
-            if f.name in known and f.name not in data
-            and f.default is MISSING and f.default_factory is MISSING
-        ]
-        if missing:
-            raise CardError(f"model card {path} lacks required fields: {', '.join(missing)}")
-        card = cls(**{k: v for k, v in data.items() if k in known})
+        return cls.from_dict(read_card_json(path), path)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], path: Path | None = None) -> "ModelCard":
+        """A card from its JSON object (unknown keys ignored), loaded from ``path`` if given.
+
+        Raises:
+            CardError: required fields are missing or inconsistent.
+        """
+        card = cls(**_init_args(data, path, report=True))
         card.path = path
         return card
+
+    @classmethod
+    def from_contract(cls, contract: dict[str, Any], path: Path) -> "ModelCard":
+        """A card from the contract keys of the card file ``path``; its report fields are read from
+        that file when first used (:attr:`report`).
+
+        Raises:
+            CardError: required fields are missing or inconsistent.
+        """
+        card = cls.__new__(cls)
+        card.__dict__["_report_from"] = path  # read by __post_init__ and _read_report
+        card.__init__(**_init_args(contract, path, report=False), path=path)  # type: ignore[misc]
+        return card
+
+
+def _init_args(data: dict[str, Any], path: Path | None, report: bool) -> dict[str, Any]:
+    """The keyword arguments of :class:`ModelCard` in a card's JSON ``data`` (the report's too
+    when ``report``).
+
+    Raises:
+        CardError: a required field is missing.
+    """
+    required = [f.name for f in fields(ModelCard) if f.default is MISSING and f.default_factory is MISSING]
+    missing = [name for name in required if name not in data]
+    if missing:
+        raise CardError(f"model card {path} lacks required fields: {', '.join(missing)}")
+    known = {f.name for f in fields(ModelCard)} - {"path"} - (set() if report else set(REPORT_FIELDS))
+    return {k: v for k, v in data.items() if k in known}
 
 
 #: Card fields added for imported models, with their defaults (omitted from the JSON when unset).
