@@ -121,9 +121,30 @@ def _multilabel_performance(card: ModelCard) -> tuple[str, list[dict[str, str]],
               "sensitivity": r["sensitivity"], "specificity": r["specificity"]} for r in shown]
     where = {"test": "the held-out test set", "val": "validation (optimistic: it chose the operating points)"}
     title = f"Performance per presented finding, on {where.get(split, 'no recorded set')}"
-    points = [f"{r['finding']}: called at P ≥ {r['operating point']}: sensitivity {r['sensitivity']}, "
+    points = [_policy_point(r["finding"], card.findings.get(r["finding"]) or {}) or
+              f"{r['finding']}: called at P ≥ {r['operating point']}: sensitivity {r['sensitivity']}, "
               f"specificity {r['specificity']}." for r in shown]
     return title, table, points or ["No operating points recorded."]
+
+
+def _ci(m: dict[str, Any], key: str) -> str:
+    value, ci = m.get(key), m.get(f"{key}_ci")
+    if value is None:
+        return "n/a"
+    return f"{value:.2f} (95% CI {ci[0]:.2f}-{ci[1]:.2f})" if ci else f"{value:.2f}"
+
+
+def _policy_point(name: str, f: dict[str, Any]) -> str | None:
+    """A finding's operating point as its purpose and, on test (else validation), sensitivity, specificity
+    and PPV with CIs at each recorded prevalence; None for a card without the policy's record."""
+    m, where = (f.get("test"), "test") if f.get("test") else (f.get("val"), "validation")
+    if not f.get("rule") or not m:
+        return None
+    ppv = [f"PPV {_ci(p, 'ppv')} at {p['prevalence']:.1%} prevalence ({source})"
+           for source, p in (m.get("predictive") or {}).items()]
+    return (f"{name}: called at P ≥ {f['threshold']:.3f}, chosen for {f['rule']}. On {where} "
+            f"({m.get('n_pos')} with, {m.get('n_neg')} without): sensitivity {_ci(m, 'sensitivity')}, "
+            f"specificity {_ci(m, 'specificity')}" + (f"; {'; '.join(ppv)}" if ppv else "") + ".")
 
 
 _DATE_KEYS = ("date", "evaluated", "checked", "created")

@@ -63,6 +63,21 @@ def test_summary_of_a_multilabel_card_lists_each_presented_finding():
     assert any(line.startswith("Not shown: Hernia") for line in s.outputs)
 
 
+def test_summary_states_each_operating_point_purpose_and_rates_with_cis():
+    from medcnn.app.card_summary import summary
+    from medcnn.evaluation.operating_points import PURPOSE
+
+    card = findings_card()
+    card.findings["Nodule"].update(threshold=0.2, rule=PURPOSE, test={
+        "n_pos": 20, "n_neg": 180, "sensitivity": 0.4, "sensitivity_ci": [0.2, 0.6], "specificity": 0.86,
+        "specificity_ci": [0.81, 0.9], "predictive": {"validation": {"prevalence": 0.1, "ppv": 0.24,
+                                                                     "ppv_ci": [0.12, 0.36]}}})
+    line = next(x for x in summary(card).operating_points if x.startswith("Nodule"))
+    assert line == ("Nodule: called at P ≥ 0.200, chosen for specificity >= 0.85 on validation. On test (20 with, "
+                    "180 without): sensitivity 0.40 (95% CI 0.20-0.60), specificity 0.86 (95% CI 0.81-0.90); "
+                    "PPV 0.24 (95% CI 0.12-0.36) at 10.0% prevalence (validation).")
+
+
 def test_model_card_page_opens_on_the_default_model_with_the_summary_first(weights):
     at = page("pages/3_Model_card.py")
     assert not at.error
