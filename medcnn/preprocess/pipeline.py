@@ -160,25 +160,24 @@ class Pipeline:
             keep_steps: keep intermediate images (the app shows them); training passes False.
         """
         meta = image.meta
+        steps = self.steps if window is None else [s.with_settings(window=window) for s in self.steps]
         x = image.pixels
         outputs: list[StepOutput] = []
-        window_used: dict[str, Any] = {}
-        for step in self.steps[:-1]:
-            if isinstance(step, Window):
-                x, params = step.apply(x, meta, window)
-                window_used = params
-            else:
-                x, params = step.apply(x, meta)
+        params_of: list[dict[str, Any]] = []
+        for step in steps[:-1]:
+            x, params = step.apply(x, meta)
+            params_of.append(params)
             if keep_steps:
                 outputs.append(StepOutput(step.name, params, x))
         display = np.ascontiguousarray(x, dtype=np.float32)
         # Every step maps [0, 1] to [0, 1] (window clips, resize clips), so the pixel contract
         # holds by construction here; to_tensor() checks it for images from outside.
-        tensor = torch.from_numpy(self.normalizer(display)).unsqueeze(0).unsqueeze(0)
+        normalized, params = steps[-1].apply(display, meta)
+        tensor = torch.from_numpy(normalized).unsqueeze(0).unsqueeze(0)
         if keep_steps:
-            params = self.normalizer.apply(display, meta)[1]
-            outputs.append(StepOutput(self.normalizer.name, params, tensor[0, 0].numpy()))
-        return PipelineResult(tensor=tensor, display=display, steps=outputs, window=window_used)
+            outputs.append(StepOutput(steps[-1].name, params, tensor[0, 0].numpy()))
+        # the first step is the window (checked in __init__): its parameters are the VOI applied
+        return PipelineResult(tensor=tensor, display=display, steps=outputs, window=params_of[0])
 
     def to_tensor(self, display: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Normalise [0, 1] image(s) (H, W) or (N, H, W) into a (1|N, 1, H, W) float32 tensor.

@@ -1,7 +1,9 @@
 """Preprocessing steps (MONAI-style small callables) behind :class:`medcnn.preprocess.Pipeline`.
 
 Each step takes a float32 (H, W) image and its :class:`~medcnn.io.ImageMeta` and returns a
-new image; ``apply`` also returns the parameters actually used, which the app shows.
+new image with the parameters actually used, which the app shows: one hook,
+:meth:`Step.apply`. Per-call settings (the app's window override) are not a hook: the pipeline
+rebuilds the steps that have such a setting (:meth:`Step.with_settings`).
 ``STEPS`` maps a config ``name`` to its class so a pipeline can be rebuilt from the JSON
 stored in a model card. Import them from :mod:`medcnn.preprocess`.
 """
@@ -19,28 +21,45 @@ from medcnn.io import ImageMeta
 __all__ = ["Step", "Window", "Invert", "Denoise", "CLAHE", "BodyCrop", "CropOrPad", "Resize", "Normalize",
            "ImageNetNormalize", "XRVNormalize", "UnitNormalize", "NORMALIZATIONS", "STEPS"]
 
-class Step:
-    """A preprocessing step: settings in ``__init__``, the work in ``__call__``.
 
-    ``__call__(x, meta)`` takes a float32 (H, W) image and returns a new one; it never
-    modifies ``x`` in place (the pipeline keeps every intermediate for display).
+class Step:
+    """A preprocessing step: settings in ``__init__``, the work in the one hook :meth:`apply`.
+
+    ``apply(x, meta)`` takes a float32 (H, W) image and returns a new one with the parameters
+    used; it never modifies ``x`` in place (the pipeline keeps every intermediate for display).
+    Steps keep no per-call state, so one pipeline can serve concurrent requests.
+
+    Attributes:
+        name: The step's name in a pipeline config (:data:`STEPS`).
+        input_range: The values the step reads, ``None`` for any (modality values such as HU).
     """
 
     name: ClassVar[str] = ""
+    input_range: ClassVar[tuple[float, float] | None] = (0.0, 1.0)
 
-    def __call__(self, x: np.ndarray, meta: ImageMeta) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def apply(self, x: np.ndarray, meta: ImageMeta | None) -> tuple[np.ndarray, dict[str, Any]]:
+        """Run the step: the new image and the parameters actually used (plain data, for display)."""
+        raise NotImplementedError  # pragma: no cover - every step implements it
+
+    def __call__(self, x: np.ndarray, meta: ImageMeta | None = None) -> np.ndarray:
+        """The image of :meth:`apply`."""
+        return self.apply(x, meta)[0]
 
     def config(self) -> dict[str, Any]:
         """Plain-data settings (JSON); ``STEPS[name](**config)`` rebuilds the step."""
         return {}
 
-    def apply(self, x: np.ndarray, meta: ImageMeta) -> tuple[np.ndarray, dict[str, Any]]:
-        """Run the step and also return the parameters actually used (for display).
+    def output_range(self) -> tuple[float, float]:
+        """The values the step's output takes for an input in :attr:`input_range`."""
+        return 0.0, 1.0
 
-        Steps keep no per-call state, so one pipeline can serve concurrent requests.
-        """
-        return self(x, meta), self.config()
+    def with_settings(self, **settings: Any) -> "Step":
+        """This step with the given settings replaced where it has them (``window=...`` for a
+        per-call window); the step itself when it has none of them."""
+        config = self.config()
+        if not set(settings) & set(config):
+            return self
+        return type(self)(**{**config, **{k: v for k, v in settings.items() if k in config}})
 
 
 class Window(Step):
@@ -52,6 +71,7 @@ class Window(Step):
     """
 
     name = "window"
+    input_range = None
 
     def __init__(self, window: WindowSpec = "default", ct_preset: str | None = None,
                  preset_first: bool = False):
@@ -68,13 +88,9 @@ class Window(Step):
         extra = {"preset_first": True} if self.preset_first else {}
         return {"window": w, "ct_preset": self.ct_preset, **extra}
 
-    def __call__(self, x: np.ndarray, meta: ImageMeta, window: WindowSpec = None) -> np.ndarray:
-        return self.apply(x, meta, window)[0]
-
-    def apply(self, x: np.ndarray, meta: ImageMeta,
-              window: WindowSpec = None) -> tuple[np.ndarray, dict[str, Any]]:
-        spec = resolve_window(meta, x, self.window if window is None else window, self.ct_preset,
-                              self.preset_first)
+    def apply(self, x: np.ndarray, meta: ImageMeta | None) -> tuple[np.ndarray, dict[str, Any]]:
+        """Returns the [0, 1] image and the window used (:func:`resolve_window`'s spec)."""
+        spec = resolve_window(meta, x, self.window, self.ct_preset, self.preset_first)
         if spec.get("lut"):
             out = _apply_voi_lut(x, meta.voi_lut)  # type: ignore[arg-type]
         else:
@@ -95,12 +111,9 @@ class Invert(Step):
     def config(self) -> dict[str, Any]:
         return {"mode": self.mode}
 
-    def __call__(self, x: np.ndarray, meta: ImageMeta) -> np.ndarray:
-        return self.apply(x, meta)[0]
-
-    def apply(self, x: np.ndarray, meta: ImageMeta) -> tuple[np.ndarray, dict[str, Any]]:
-        do = self.mode == "always" or (
-            self.mode == "monochrome1" and meta.photometric_interpretation == "MONOCHROME1")
+    def apply(self, x: np.ndarray, meta: ImageMeta | None) -> tuple[np.ndarray, dict[str, Any]]:
+        do = self.mode == "always" or (self.mode == "monochrome1" and meta is not None
+                                       and meta.photometric_interpretation == "MONOCHROME1")
         return ((np.float32(1.0) - x) if do else x), {"mode": self.mode, "inverted": bool(do)}
 
 
@@ -119,13 +132,18 @@ class Denoise(Step):
     def config(self) -> dict[str, Any]:
         return {"method": self.method, "ksize": self.ksize, "sigma": self.sigma}
 
-    def __call__(self, x: np.ndarray, meta: ImageMeta) -> np.ndarray:
+    def apply(self, x: np.ndarray, meta: ImageMeta | None) -> tuple[np.ndarray, dict[str, Any]]:
+        return self._denoise(x), self.config()
+
+    def _denoise(self, x: np.ndarray) -> np.ndarray:
         if self.method == "median":
-            # cv2.medianBlur on float32 supports ksize 3 and 5 only.
+            # cv2.medianBlur on float32 supports ksize 3 and 5 only (and on 8-bit only beyond):
+            # larger kernels take the exact float median, edges replicated as OpenCV does.
             if self.ksize <= 5:
                 return cv2.medianBlur(np.ascontiguousarray(x), self.ksize)
-            u16 = (x * 65535.0 + 0.5).astype(np.uint16)
-            return cv2.medianBlur(u16, self.ksize).astype(np.float32) / np.float32(65535.0)
+            from scipy.ndimage import median_filter
+
+            return median_filter(x, size=self.ksize, mode="nearest").astype(np.float32, copy=False)
         if self.method == "bilateral":
             return cv2.bilateralFilter(np.ascontiguousarray(x), self.ksize, self.sigma, self.ksize)
         return cv2.GaussianBlur(x, (self.ksize, self.ksize), 0)
@@ -144,10 +162,10 @@ class CLAHE(Step):
     def config(self) -> dict[str, Any]:
         return {"clip_limit": self.clip_limit, "tile_grid": self.tile_grid}
 
-    def __call__(self, x: np.ndarray, meta: ImageMeta) -> np.ndarray:
+    def apply(self, x: np.ndarray, meta: ImageMeta | None) -> tuple[np.ndarray, dict[str, Any]]:
         u16 = (x * 65535.0 + 0.5).astype(np.uint16)
         eq = cv2.createCLAHE(self.clip_limit, (self.tile_grid, self.tile_grid)).apply(u16)
-        return eq.astype(np.float32) * np.float32(1.0 / 65535.0)
+        return eq.astype(np.float32) * np.float32(1.0 / 65535.0), self.config()
 
 
 class CropOrPad(Step):
@@ -165,10 +183,7 @@ class CropOrPad(Step):
     def config(self) -> dict[str, Any]:
         return {"aspect": self.aspect, "mode": self.mode, "fill": self.fill}
 
-    def __call__(self, x: np.ndarray, meta: ImageMeta) -> np.ndarray:
-        return self.apply(x, meta)[0]
-
-    def apply(self, x: np.ndarray, meta: ImageMeta) -> tuple[np.ndarray, dict[str, Any]]:
+    def apply(self, x: np.ndarray, meta: ImageMeta | None) -> tuple[np.ndarray, dict[str, Any]]:
         h, w = x.shape
         if self.mode == "pad":
             th, tw = max(h, int(round(w / self.aspect))), max(w, int(round(h * self.aspect)))
@@ -213,10 +228,7 @@ class BodyCrop(Step):
         return {"threshold": self.threshold, "margin": self.margin, "mask_outside": self.mask_outside,
                 "kernel": self.kernel, "min_area": self.min_area}
 
-    def __call__(self, x: np.ndarray, meta: ImageMeta) -> np.ndarray:
-        return self.apply(x, meta)[0]
-
-    def apply(self, x: np.ndarray, meta: ImageMeta) -> tuple[np.ndarray, dict[str, Any]]:
+    def apply(self, x: np.ndarray, meta: ImageMeta | None) -> tuple[np.ndarray, dict[str, Any]]:
         """Returns the crop and ``{settings, level, body_fraction, from, to, offset[, note]}``.
 
         ``level`` is the threshold used (on [0, 1]), ``body_fraction`` the body mask's share of
@@ -252,14 +264,14 @@ class Resize(Step):
     def config(self) -> dict[str, Any]:
         return {"size": list(self.size)}
 
-    def __call__(self, x: np.ndarray, meta: ImageMeta) -> np.ndarray:
+    def apply(self, x: np.ndarray, meta: ImageMeta | None) -> tuple[np.ndarray, dict[str, Any]]:
         h, w = self.size
         if x.shape == (h, w):
-            return x
+            return x, self.config()
         shrink = x.shape[0] >= h and x.shape[1] >= w
         interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
         # Area averaging and bilinear interpolation are convex combinations: [0, 1] stays [0, 1].
-        return cv2.resize(np.ascontiguousarray(x), (w, h), interpolation=interp)
+        return cv2.resize(np.ascontiguousarray(x), (w, h), interpolation=interp), self.config()
 
 
 class Normalize(Step):
@@ -275,8 +287,11 @@ class Normalize(Step):
     def config(self) -> dict[str, Any]:
         return {"mean": self.mean, "std": self.std}
 
-    def __call__(self, x: np.ndarray, meta: ImageMeta | None = None) -> np.ndarray:
-        return (x - np.float32(self.mean)) * np.float32(1.0 / self.std)
+    def apply(self, x: np.ndarray, meta: ImageMeta | None) -> tuple[np.ndarray, dict[str, Any]]:
+        return (x - np.float32(self.mean)) * np.float32(1.0 / self.std), self.config()
+
+    def output_range(self) -> tuple[float, float]:
+        return (0.0 - self.mean) / self.std, (1.0 - self.mean) / self.std
 
     def channel_affine(self, channels: int = 1) -> tuple[list[float], list[float]]:
         """How the network's ``channels`` input channels are made from this step's one-channel tensor.
@@ -318,9 +333,9 @@ class ImageNetNormalize(Normalize):
     def config(self) -> dict[str, Any]:
         return {"mean": list(self.mean_rgb), "std": list(self.std_rgb)}
 
-    def apply(self, x: np.ndarray, meta: ImageMeta) -> tuple[np.ndarray, dict[str, Any]]:
-        return self(x, meta), {**self.config(), "channels": 3, "applied": "grey repeated to R, G, B; "
-                               "(x - mean_c) / std_c in the network's RGB stem"}
+    def apply(self, x: np.ndarray, meta: ImageMeta | None) -> tuple[np.ndarray, dict[str, Any]]:
+        return super().apply(x, meta)[0], {**self.config(), "channels": 3, "applied": "grey repeated to "
+                                           "R, G, B; (x - mean_c) / std_c in the network's RGB stem"}
 
     def channel_affine(self, channels: int = 3) -> tuple[list[float], list[float]]:
         if channels != 3:
@@ -344,8 +359,8 @@ class XRVNormalize(Normalize):
     def config(self) -> dict[str, Any]:
         return {"scale": self.scale}
 
-    def __call__(self, x: np.ndarray, meta: ImageMeta | None = None) -> np.ndarray:
-        return (np.float32(2.0) * x - np.float32(1.0)) * np.float32(self.scale)
+    def apply(self, x: np.ndarray, meta: ImageMeta | None) -> tuple[np.ndarray, dict[str, Any]]:
+        return (np.float32(2.0) * x - np.float32(1.0)) * np.float32(self.scale), self.config()
 
 
 class UnitNormalize(Normalize):
@@ -359,8 +374,8 @@ class UnitNormalize(Normalize):
     def config(self) -> dict[str, Any]:
         return {}
 
-    def __call__(self, x: np.ndarray, meta: ImageMeta | None = None) -> np.ndarray:
-        return np.array(x, dtype=np.float32, copy=True)
+    def apply(self, x: np.ndarray, meta: ImageMeta | None) -> tuple[np.ndarray, dict[str, Any]]:
+        return np.array(x, dtype=np.float32, copy=True), self.config()
 
 
 #: Pixel contract name (``import-model --normalize``) -> its final step.
