@@ -23,6 +23,7 @@ from medcnn.audit.saliency import (
     thorax_mask,
 )
 from medcnn.models import create_model
+from zoo import RegionMean
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -116,19 +117,6 @@ def test_boxes_follow_the_pipeline_geometry(shape):
     assert iou > 0.85, iou
 
 
-class _RegionModel(nn.Module):
-    """Its positive logit is the mean of the input inside a fixed region (attends there by construction)."""
-
-    def __init__(self, region: np.ndarray):
-        super().__init__()
-        self.register_buffer("region", torch.from_numpy(region.astype(np.float32)))
-        self.scale = nn.Parameter(torch.ones(1))
-
-    def forward(self, x):
-        s = (x[:, 0] * self.region).sum((1, 2)) / self.region.sum() * self.scale
-        return torch.stack([-s, s], 1)
-
-
 def _grad_map(model, x, *, target, method, layer):
     x = x.clone().requires_grad_(True)
     model(x)[0, target].backward()
@@ -157,7 +145,7 @@ def tiny_set(tmp_path_factory):
 def test_audit_model_attending_to_the_box(tiny_set):
     csv, card = tiny_set
     region = boxes_mask((32, 32), [(8, 10, 8, 12)])  # the 1024-space box at 32 px
-    rep = audit_saliency(_RegionModel(region), csv, card=card, explain_fn=_grad_map, n_random=5)
+    rep = audit_saliency(RegionMean(region), csv, card=card, explain_fn=_grad_map, n_random=5)
     assert rep["n"] == 12 and rep["labels"] == ["NORMAL", "PNEUMONIA"]
     m = rep["metrics"]
     assert m["in_box"]["n"] == 6 and m["in_box"]["mean"] > 0.99 and m["pointing"]["mean"] == 1.0
@@ -172,7 +160,7 @@ def test_audit_model_attending_to_the_box(tiny_set):
 def test_audit_random_maps_match_baseline(tiny_set):
     csv, card = tiny_set
     rng = np.random.default_rng(0)
-    rep = audit_saliency(_RegionModel(np.ones((32, 32), bool)), csv, card=card, n_random=5,
+    rep = audit_saliency(RegionMean(np.ones((32, 32), bool)), csv, card=card, n_random=5,
                          explain_fn=lambda *a, **k: rng.random((32, 32)))
     for key in ("in_box", "margin_share", "outside_thorax"):
         m = rep["metrics"][key]

@@ -13,6 +13,7 @@ from torch import nn
 from medcnn import models
 from medcnn.explain import METHODS, Explanation, explain
 from medcnn.explain.normalize import normalize_heatmap
+from zoo import RegionMean, linear
 
 pytestmark = pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU")
 
@@ -142,7 +143,7 @@ def test_ig_completeness(baseline, n_classes, target):
 
 
 def test_ig_linear_model_is_exact():
-    lin = nn.Sequential(nn.Flatten(), nn.Linear(64, 2))
+    lin = linear(64)
     x = _image(2, size=8)
     e = explain(lin, x, 1, "integrated_gradients", baseline="mean", baseline_value=0.5, n_steps=None,
                 objective="logit")
@@ -281,17 +282,11 @@ def test_smoothgrad_seeded_and_leaves_global_rng_alone():
     assert not np.allclose(a.attribution, c.attribution)
 
 
-class RegionSum(nn.Module):
-    """logit 1 = mean of the top-left 8x8 region; logit 0 = 0."""
-
-    def forward(self, x):
-        s = x[:, :, :8, :8].mean(dim=(1, 2, 3))
-        return torch.stack([torch.zeros_like(s), s], 1)
-
-
 def test_occlusion_finds_the_region():
     x = torch.ones(1, 1, 32, 32)
-    e = explain(RegionSum(), x, 1, "occlusion", window=4, baseline=0.0)
+    region = np.zeros((32, 32), bool)
+    region[:8, :8] = True  # logit 1 = mean of the top-left 8x8 region
+    e = explain(RegionMean(region), x, 1, "occlusion", window=4, baseline=0.0)
     assert e.params["perturbations"] == 64
     assert (e.attribution[:8, :8] > 0).all() and np.allclose(e.attribution[8:, :], 0)
     assert (e.heatmap[:8, :8] > 0.99).all()

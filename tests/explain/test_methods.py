@@ -22,25 +22,10 @@ from medcnn.explain.ig import adaptive_ig, gauss_legendre
 from medcnn.explain.methods import _registry
 from medcnn.explain.normalize import normalize_heatmap
 from medcnn.preprocess import Pipeline, default_config
+from zoo import SmallCNN, linear
 
 pytestmark = pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU")
 REPO = Path(__file__).resolve().parents[2]
-
-
-class Small(nn.Module):
-    """conv(1->4, stride 1) - relu - conv(4->4, stride 2) - relu - GAP - linear(4->2), seeded."""
-
-    def __init__(self, seed: int = 0):
-        super().__init__()
-        torch.manual_seed(seed)
-        self.c1 = nn.Conv2d(1, 4, 3, padding=1)
-        self.r1 = nn.ReLU()
-        self.c2 = nn.Conv2d(4, 4, 3, stride=2, padding=1)
-        self.r2 = nn.ReLU()
-        self.fc = nn.Linear(4, 2)
-
-    def forward(self, x):
-        return self.fc(self.r2(self.c2(self.r1(self.c1(x)))).mean(dim=(2, 3)))
 
 
 def _image(seed: int = 0, size: int = 16) -> torch.Tensor:
@@ -64,7 +49,7 @@ def _fixed_method(values: list[list[float]], display: Display) -> type[Attributi
     return check_declaration(Fixed)
 
 
-LINEAR = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))  # any model with (N, 2) logits at 4 x 4
+LINEAR = linear(16)  # any model with (N, 2) logits at 4 x 4
 
 
 # ---------------------------------------------------------------- declarations
@@ -147,7 +132,7 @@ def test_registry_and_cli_arguments_import_no_torch():
 ])
 def test_explain_normalises_per_declaration(monkeypatch, display, expected):
     monkeypatch.setitem(METHODS, "fixed", _fixed_method([[-4.0, 2.0], [1.0, 0.0]], display))
-    e = explain(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), torch.ones(1, 1, 2, 2), 1, "fixed",
+    e = explain(linear(4), torch.ones(1, 1, 2, 2), 1, "fixed",
                 clip_percentile=None)
     np.testing.assert_array_equal(e.attribution, [[-4.0, 2.0], [1.0, 0.0]])
     np.testing.assert_allclose(e.heatmap, expected, atol=1e-7)
@@ -169,7 +154,7 @@ def test_coarse_map_shows_its_part_before_upsampling(monkeypatch):
 
 @pytest.mark.parametrize("name", list(METHODS))
 def test_every_method_heatmap_is_the_declared_normalisation(name):
-    model = Small().eval()
+    model = SmallCNN().eval()
     x = _image(1)
     # layer c1 has the input's resolution, so no upsampling separates the two maps.
     e = explain(model, x, 1, name, layer="c1", clip_percentile=99.0)
@@ -188,7 +173,7 @@ def pipeline() -> Pipeline:
 
 @pytest.mark.parametrize("name", ["integrated_gradients", "occlusion"])
 def test_default_black_baseline_is_black_value_of_the_pipeline(pipeline, name):
-    model = Small().eval()
+    model = SmallCNN().eval()
     grey = np.linspace(0.2, 0.8, 256, dtype=np.float32).reshape(16, 16)  # no black pixel
     x = pipeline.to_tensor(grey)
     black = black_value(pipeline)
@@ -207,7 +192,7 @@ def test_default_black_baseline_is_black_value_of_the_pipeline(pipeline, name):
 def test_pipeline_is_accepted_by_every_method(pipeline):
     x = pipeline.to_tensor(np.full((16, 16), 0.5, np.float32))
     for name in METHODS:
-        assert explain(Small().eval(), x, 0, name, pipeline=pipeline).heatmap.shape == (16, 16)
+        assert explain(SmallCNN().eval(), x, 0, name, pipeline=pipeline).heatmap.shape == (16, 16)
 
 
 # ---------------------------------------------------------------- IG pieces and warning
@@ -215,12 +200,12 @@ def test_pipeline_is_accepted_by_every_method(pipeline):
 
 def test_ig_warning_points_at_the_caller_of_explain():
     with pytest.warns(UserWarning, match="did not reach tol") as record:
-        explain(Small().eval(), _image(2) * 3, 1, "integrated_gradients", tol=1e-9, max_steps=8, n_steps=None)
+        explain(SmallCNN().eval(), _image(2) * 3, 1, "integrated_gradients", tol=1e-9, max_steps=8, n_steps=None)
     assert [Path(w.filename) for w in record if "did not reach tol" in str(w.message)] == [Path(__file__)]
 
 
 def test_adaptive_ig_reports_rather_than_warns():
-    model = Small().eval()
+    model = SmallCNN().eval()
     x = _image(2) * 3
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -254,4 +239,4 @@ def test_unknown_layer_lists_close_names_and_blocks():
                                          r"last blocks: block1, block2, head$"):
         explain(model, _image(0, 8), 0, "gradcam", layer="block3")
     with pytest.raises(ValueError, match=r"last module names: c1, r1, c2, r2, fc$"):
-        explain(Small().eval(), _image(0, 8), 0, "gradcam", layer="zzz")
+        explain(SmallCNN().eval(), _image(0, 8), 0, "gradcam", layer="zzz")

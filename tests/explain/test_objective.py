@@ -8,6 +8,7 @@ from torch import nn
 
 from medcnn.explain import METHODS, OBJECTIVES, explain
 from medcnn.explain.objective import ObjectiveHead, describe_objective, objective_scores, resolve_objective
+from zoo import SmallCNN, multilabel_cnn
 
 pytestmark = pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU")
 
@@ -95,20 +96,6 @@ class Differenced(nn.Module):
         return torch.stack(cols, 1)
 
 
-class Small(nn.Module):
-    def __init__(self, n_classes: int, seed: int = 0):
-        super().__init__()
-        torch.manual_seed(seed)
-        self.c1 = nn.Conv2d(1, 4, 3, padding=1)
-        self.r1 = nn.ReLU()
-        self.c2 = nn.Conv2d(4, 6, 3, stride=2, padding=1)
-        self.r2 = nn.ReLU()
-        self.fc = nn.Linear(6, n_classes)
-
-    def forward(self, x):
-        return self.fc(self.r2(self.c2(self.r1(self.c1(x)))).mean(dim=(2, 3)))
-
-
 def _x(seed: int = 0) -> torch.Tensor:
     return torch.randn((1, 1, 16, 16), generator=torch.Generator().manual_seed(seed))
 
@@ -116,7 +103,7 @@ def _x(seed: int = 0) -> torch.Tensor:
 @pytest.mark.parametrize("n_classes", [2, 4])
 @pytest.mark.parametrize("method", list(METHODS))
 def test_difference_map_equals_the_logit_map_of_the_differenced_model(method, n_classes):
-    model = Small(n_classes).eval()
+    model = SmallCNN(n_classes, width=6).eval()
     x = _x(1)
     opts = {"n_samples": 4} if method == "smoothgrad" else {"n_steps": 24} if method == "integrated_gradients" else {}
     ours = explain(model, x, n_classes - 1, method, layer="r2", **opts)
@@ -128,7 +115,7 @@ def test_difference_map_equals_the_logit_map_of_the_differenced_model(method, n_
 @pytest.mark.parametrize("n_classes,target", [(2, 1), (2, 0), (4, 2)])
 @pytest.mark.parametrize("baseline", ["black", "blur"])
 def test_ig_completeness_for_the_difference(n_classes, target, baseline):
-    model = Small(n_classes, seed=3).eval()
+    model = SmallCNN(n_classes, width=6, seed=3).eval()
     x = _x(2)
     e = explain(model, x, target, "integrated_gradients", baseline=baseline, tol=0.01, n_steps=None)
     if baseline == "black":
@@ -170,7 +157,7 @@ def test_auto_objective_by_head_and_errors():
     from medcnn.models.head import Head
 
     assert OBJECTIVES == ("auto", "difference", "logit")
-    softmax, sigmoid = Small(2), Small(3)
+    softmax, sigmoid = SmallCNN(2, width=6), multilabel_cnn(3)
     multi = Head.sigmoid(["a", "b", "c"], "a")  # the head is passed, never read off the network
     assert resolve_objective("auto", Head.softmax(["n", "p"], "p"), 2) == "difference"
     assert resolve_objective("auto", None, 2) == "difference"  # a bare network: softmax
@@ -190,7 +177,7 @@ def test_auto_objective_by_head_and_errors():
 
 @pytest.mark.parametrize("method", list(METHODS))
 def test_objective_is_recorded_in_params_for_every_method(method):
-    model = Small(2).eval()
+    model = SmallCNN(2, width=6).eval()
     opts = {"n_samples": 2} if method == "smoothgrad" else {"n_steps": 4} if method == "integrated_gradients" else {}
     e = explain(model, _x(0), "PNEUMONIA", method, labels=LABELS, **opts)
     assert e.params["objective"] == "logit difference (PNEUMONIA - NORMAL)" and e.objective == "difference"
