@@ -120,3 +120,14 @@ def test_a_well_estimated_point_is_presented_with_its_numbers():
     assert op.shown and op.reason.startswith(f"at {PURPOSE}: validation sensitivity")
     assert set(op.val["predictive"]) == {"validation", "archive"}
     assert op.val["predictive"]["validation"]["prevalence"] == pytest.approx(60 / 260)
+
+
+def test_anonymous_patient_ranks_resample_like_the_ids():
+    """The card stores patients as ranks (no identifier); the patient bootstrap over them is the same."""
+    from medcnn.evaluation.operating_points_card import anonymous_groups
+
+    y, p = _scores()
+    ids = np.array([f"patient-{(7 * i) % 13:02d}" for i in range(len(y))])
+    ranks = anonymous_groups(ids)
+    assert ranks.dtype == np.int64 and sorted(set(ranks)) == list(range(13))
+    assert point_metrics(y, p, 0.165, groups=ranks, n_boot=50) == point_metrics(y, p, 0.165, groups=ids, n_boot=50)
