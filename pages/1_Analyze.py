@@ -190,6 +190,8 @@ else:
     detail = f"{methods[method].label} computed in {expl.seconds:.2f} s (image {key[:8]})"
     if expl.delta is not None:
         detail += app_display.ig_convergence_text(expl.params)
+    if expl.params.get("display_smoothing"):  # a per-pixel map is shown smoothed (display only)
+        detail += f" · map shown smoothed: {expl.params['display_smoothing']}"
     st.caption(detail + " · changing opacity, colormap or outline only redraws (the map is cached).")
     if card.modality == "CXR":
         location = app_display.attention_location(display, expl.heatmap)

@@ -158,7 +158,9 @@ with image_area.container(key="review_image"):
                 col.image(review.case_overlay(result, expl, cmap, alpha), width="stretch",
                           caption=f"{methods[m].label} overlay · target {expl.target} "
                                   f"({'top finding' if result.card.multilabel else 'predicted class'}) · "
-                                  f"{presentation.scale_caption(presentation.map_scale(expl.probability))}")
+                                  f"{presentation.scale_caption(presentation.map_scale(expl.probability))}"
+                                  + (f" · smoothed: {expl.params['display_smoothing']}"
+                                     if expl.params.get("display_smoothing") else ""))
                 if expl.notice:
                     col.info(expl.notice)
 

@@ -40,18 +40,31 @@ class Display(str, enum.Enum):
       ReLU, Selvaraju et al. 2017, eq. 2; an occlusion patch whose removal lowers the logit).
     * ``MAGNITUDE``: the absolute value ``|a|``, evidence for or against the class both
       count (the usual display of gradient and path methods).
+    * ``SMOOTHED_MAGNITUDE``: ``|a|`` smoothed with a Gaussian at the scale of one cell of the
+      network's last feature map before scaling (:func:`medcnn.explain.normalize.smooth`). A
+      per-pixel gradient or path map is a dot pattern over the whole image (air and table
+      included) at the pixel scale, finer than anything the network resolves; the smoothed map
+      shows where the attribution mass is. Display only: ``Explanation.attribution`` (and the
+      completeness of IG) are unchanged.
 
-    :func:`medcnn.explain.normalize.normalize_heatmap` implements both (``signed=True`` is the
-    positive part); :attr:`keeps_positive_part` is the argument to pass it.
+    :func:`medcnn.explain.normalize.normalize_heatmap` implements the sign rule (``signed=True``
+    is the positive part); :attr:`keeps_positive_part` is the argument to pass it, :attr:`smooths`
+    says whether :func:`medcnn.explain.explain` smooths first.
     """
 
     POSITIVE = "positive part"
     MAGNITUDE = "absolute value"
+    SMOOTHED_MAGNITUDE = "absolute value, smoothed at the network's feature-cell scale"
 
     @property
     def keeps_positive_part(self) -> bool:
         """The ``signed`` argument of :func:`medcnn.explain.normalize.normalize_heatmap`."""
         return self is Display.POSITIVE
+
+    @property
+    def smooths(self) -> bool:
+        """Whether the shown part is smoothed (display only) before it is scaled."""
+        return self is Display.SMOOTHED_MAGNITUDE
 
 
 class Context:
@@ -112,7 +125,7 @@ DECLARATIONS: dict[str, tuple[type, str]] = {
     "description": (str, "one or two sentences shown under the method drop-down"),
     "needs_layer": (bool, "True if the method hooks a layer (CAM methods)"),
     "passes_randomisation_check": (bool, "result of the model-randomisation test of Adebayo et al. 2018"),
-    "display": (Display, "how the signed map is displayed: Display.POSITIVE or Display.MAGNITUDE"),
+    "display": (Display, "how the signed map is displayed: Display.POSITIVE, MAGNITUDE or SMOOTHED_MAGNITUDE"),
 }
 
 

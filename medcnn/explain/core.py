@@ -16,7 +16,9 @@ Conventions (the same for every method)
 * ``Explanation.heatmap``: float32 (H, W) at the model input size, in [0, 1], 1 = most
   important. The method's declared :class:`~medcnn.explain.base.Display` picks the part
   shown (positive part or absolute value), taken at the method's own resolution and then
-  upsampled (Grad-CAM: ReLU before upsampling, Selvaraju et al. 2017, eq. 2), and
+  upsampled (Grad-CAM: ReLU before upsampling, Selvaraju et al. 2017, eq. 2); a pixel-level
+  method (IG, SmoothGrad) declares it smoothed with a Gaussian of sigma = a quarter of one cell of
+  the network's last feature map (``params["display_smoothing"]`` says so), and
   :func:`medcnn.explain.normalize.normalize_heatmap` scales it: the sign convention and the
   scaling live there and nowhere else.
 
@@ -66,7 +68,7 @@ from torch import nn
 from medcnn.explain.base import AttributionMethod, Context, Display
 from medcnn.explain.isolate import DEFAULT_MEMORY_BUDGET, fast_copy, isolated_copy, probe
 from medcnn.explain.methods import METHODS
-from medcnn.explain.normalize import evidence, normalize_heatmap
+from medcnn.explain.normalize import evidence, normalize_heatmap, smooth
 from medcnn.explain.objective import ObjectiveHead, describe_objective, resolve_objective
 
 if TYPE_CHECKING:
@@ -216,11 +218,31 @@ def _to_input_size(m: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
 
 
 def _heatmap(signed: torch.Tensor, display: Display, size: tuple[int, int],
-             clip_percentile: float | None) -> np.ndarray:
-    """The declared part of the signed map at its own resolution, upsampled, normalised."""
+             clip_percentile: float | None, sigma: float = 0.0) -> np.ndarray:
+    """The declared part of the signed map at its own resolution, upsampled, smoothed (a
+    ``SMOOTHED_MAGNITUDE`` display, Gaussian ``sigma`` px), normalised."""
     positive = display.keeps_positive_part
     shown = torch.from_numpy(evidence(signed.detach().cpu().numpy(), signed=positive))
-    return normalize_heatmap(_to_input_size(shown, size), signed=positive, clip_percentile=clip_percentile)
+    shown = _to_input_size(shown, size)
+    if display.smooths:
+        shown = smooth(shown, sigma)
+    return normalize_heatmap(shown, signed=positive, clip_percentile=clip_percentile)
+
+
+def _feature_cell(net: nn.Module, layer: str | None, x: torch.Tensor) -> int:
+    """Input pixels per cell of ``layer``'s output (the network's last spatial feature map): the
+    finest scale the network's decision resolves. One forward pass with a hook on ``net`` (the
+    isolated copy); 1 when there is no spatial layer."""
+    if not layer:
+        return 1
+    seen: list[int] = []
+    hook = net.get_submodule(layer).register_forward_hook(lambda m, i, o: seen.append(int(o.shape[-2])))
+    try:
+        with torch.no_grad():
+            net(x.detach())
+    finally:
+        hook.remove()
+    return max(1, round(int(x.shape[-2]) / seen[0])) if seen and seen[0] else 1
 
 
 def explain(
@@ -294,14 +316,19 @@ def explain(
         ctx = Context(ObjectiveHead(net, kind), xc.requires_grad_(impl.needs_layer), tgt, lay, pr,
                       int(memory_budget), black, network=net)
         result = impl.attribute(ctx, **options)
+        cell = _feature_cell(iso, pr.last_spatial_layer, xc) if impl.display.smooths else 0
+    sigma = cell / 4 if cell > 1 else 0.0  # a network that resolves single pixels: nothing to smooth
     size = (int(xc.shape[-2]), int(xc.shape[-1]))
-    heat = _heatmap(result.values, impl.display, size, clip_percentile)
+    heat = _heatmap(result.values, impl.display, size, clip_percentile, sigma=sigma)
     for message in result.warnings:
         warnings.warn(message, UserWarning, stacklevel=2)
     # empty_map: nothing to show (e.g. Grad-CAM of a class the model rejects).
     params = {**result.params, "objective": describe_objective(kind, tgt, pr.num_outputs, labels),
               "display": impl.display.value, "clip_percentile": clip_percentile,
               "empty_map": bool(heat.max() == 0.0)}
+    if sigma:  # said in the caption and the report: the map shown is not per pixel
+        params["display_smoothing"] = (f"Gaussian, sigma {sigma:g} px (a quarter of the network's {cell}-px "
+                                       "feature cell); display only, the attribution is unchanged")
     return Explanation(
         heatmap=heat,
         attribution=_to_input_size(result.values, size),

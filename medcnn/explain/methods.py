@@ -108,7 +108,7 @@ class IntegratedGradientsMethod(AttributionMethod):
                    "attributions add up to score(x) - score(baseline) (completeness).")
     needs_layer = False
     passes_randomisation_check = True
-    display = Display.MAGNITUDE
+    display = Display.SMOOTHED_MAGNITUDE
 
     def attribute(self, ctx: Context, *, baseline: Any = "black", baseline_value: float | None = None,
                   sigma: float | None = None, tol: float = 0.01, max_steps: int = 256,
@@ -164,7 +164,7 @@ class SmoothGradMethod(AttributionMethod):
     description = "Gradient averaged over noisy copies of the image; sharp but noisy."
     needs_layer = False
     passes_randomisation_check = True
-    display = Display.MAGNITUDE
+    display = Display.SMOOTHED_MAGNITUDE
 
     def attribute(self, ctx: Context, *, n_samples: int = 25, noise_level: float = 0.15,
                   seed: int = 0) -> SignedMap:

@@ -11,6 +11,8 @@ Convention: float32, (H, W), [0, 1], 1 = most important.
    ``signed=True`` keeps only the positive part ``max(a, 0)`` (evidence *for* the class:
    Grad-CAM, occlusion). Each attribution method declares which one it uses
    (:class:`medcnn.explain.base.Display`).
+   A pixel-level method may declare a smoothed display (``Display.SMOOTHED_MAGNITUDE``):
+   :func:`smooth` then blurs the shown part with a Gaussian before step 2 (display only).
 2. Scale: divide by the ``clip_percentile``-th percentile of the values (99.5 by
    default) and clip to [0, 1], so a handful of extreme pixels cannot make the rest of the
    map invisible. No minimum is subtracted: 0 always means "no evidence". If the
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["evidence", "normalize_heatmap"]
+__all__ = ["evidence", "normalize_heatmap", "smooth"]
 
 
 def evidence(attr: np.ndarray, *, signed: bool = False) -> np.ndarray:
@@ -65,3 +67,36 @@ def normalize_heatmap(attr: np.ndarray, *, signed: bool = False, clip_percentile
     if hi <= 0:
         return np.zeros(a.shape, dtype=np.float32)
     return np.clip(a / hi, 0.0, 1.0).astype(np.float32)
+
+
+def smooth(shown: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of a shown (non-negative) map, for display: separable, edges reflected.
+
+    The total is kept up to the edges (the kernel sums to 1), so a smoothed map says where the
+    attribution mass is at the scale ``sigma``; finer detail is averaged away.
+
+    Args:
+        shown: (H, W) map (the output of :func:`evidence`).
+        sigma: Standard deviation in pixels (0: unchanged). The kernel spans +- 3 sigma,
+            cut to the image.
+
+    Returns:
+        float64 array of the same shape.
+
+    Raises:
+        ValueError: negative ``sigma``.
+    """
+    if sigma < 0:
+        raise ValueError(f"sigma must be >= 0, got {sigma}")
+    a = np.asarray(shown, dtype=np.float64)
+    if sigma == 0 or a.size == 0:
+        return a
+    for axis in (0, 1):
+        radius = min(int(np.ceil(3 * sigma)), a.shape[axis] - 1)
+        kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+        kernel /= kernel.sum()
+        pad = [(0, 0), (0, 0)]
+        pad[axis] = (radius, radius)
+        padded = np.pad(a, pad, mode="reflect") if radius else a
+        a = np.apply_along_axis(lambda v: np.convolve(v, kernel, mode="valid"), axis, padded)
+    return a

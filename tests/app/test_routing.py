@@ -176,3 +176,12 @@ def test_mr_dicom_in_batch_and_case_review_is_not_analysed(weights):
     assert MR_REASON[1:] in at.warning[-1].value
     table = table_with(at, "Decision / findings")
     assert list(table["Decision / findings"]) == [f"Could not be analysed: not analysed: {MR_REASON}"]
+
+
+def test_ig_map_is_shown_smoothed_and_the_caption_says_so(weights):
+    at = page("pages/1_Analyze.py")
+    at.selectbox(key="method").set_value("integrated_gradients")
+    upload(at, [("cxr.png", png_bytes(96, seed=3101), "image/png")])
+    # SimpleCNN at 64 px: block3 is 16 x 16, a 4-px feature cell
+    assert ("map shown smoothed: Gaussian, sigma 1 px (a quarter of the network's 4-px feature cell); display "
+            "only, the attribution is unchanged") in texts(at)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import re
 import subprocess
 import sys
 import warnings
@@ -20,7 +21,7 @@ from medcnn.explain import METHODS, black_value, explain
 from medcnn.explain.base import DECLARATIONS, AttributionMethod, Context, Display, SignedMap, check_declaration
 from medcnn.explain.ig import adaptive_ig, gauss_legendre
 from medcnn.explain.methods import _registry
-from medcnn.explain.normalize import normalize_heatmap
+from medcnn.explain.normalize import normalize_heatmap, smooth
 from medcnn.preprocess import Pipeline, default_config
 from zoo import SmallCNN, linear
 
@@ -71,8 +72,8 @@ def test_every_registered_method_declares_the_contract(name):
 
 def test_declared_display_of_each_method():
     shown = {name: cls.display for name, cls in METHODS.items()}
-    assert shown == {"gradcam": Display.POSITIVE, "integrated_gradients": Display.MAGNITUDE,
-                     "smoothgrad": Display.MAGNITUDE, "occlusion": Display.POSITIVE,
+    assert shown == {"gradcam": Display.POSITIVE, "integrated_gradients": Display.SMOOTHED_MAGNITUDE,
+                     "smoothgrad": Display.SMOOTHED_MAGNITUDE, "occlusion": Display.POSITIVE,
                      "guided_gradcam": Display.MAGNITUDE}
     assert Display.POSITIVE.keeps_positive_part and not Display.MAGNITUDE.keeps_positive_part
 
@@ -158,8 +159,11 @@ def test_every_method_heatmap_is_the_declared_normalisation(name):
     x = _image(1)
     # layer c1 has the input's resolution, so no upsampling separates the two maps.
     e = explain(model, x, 1, name, layer="c1", clip_percentile=99.0)
-    expected = normalize_heatmap(e.attribution, signed=METHODS[name].display.keeps_positive_part,
-                                 clip_percentile=99.0)
+    shown = e.attribution
+    if METHODS[name].display.smooths:  # IG, SmoothGrad: |a| smoothed first (display only)
+        sigma = float(re.search(r"sigma ([\d.]+) px", e.params["display_smoothing"]).group(1))
+        shown = smooth(np.abs(shown), sigma)
+    expected = normalize_heatmap(shown, signed=METHODS[name].display.keeps_positive_part, clip_percentile=99.0)
     np.testing.assert_allclose(e.heatmap, expected, atol=1e-6)
 
 
