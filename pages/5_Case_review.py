@@ -15,6 +15,7 @@ from medcnn.app import review
 from medcnn.app import state as appstate
 from medcnn.app.auth import audit_event
 from medcnn.app.nav import page_setup
+from medcnn.app.projector import findings_table
 from medcnn.visualize import presentation
 from medcnn.visualize.series import build_series_report, summary_row
 
@@ -108,8 +109,12 @@ with panel.container(key="review_panel"):
         st.markdown(detail if pred.ood.withheld else f"**{detail}**")
         if pred.ood.withheld:
             st.markdown("The saliency map is not shown for this image.")
-        elif card.multilabel:  # the findings table, by probability relative to each operating point
-            app_findings.show_findings(card, pred, key="review_findings")
+        elif card.multilabel:  # the findings, by probability relative to each operating point; cells wrap
+            with st.container(key="review_findings"):
+                st.table(findings_table(pred), border="horizontal", hide_index=True)
+            note = app_findings.hidden_note(card)
+            if note:
+                st.caption(note)
         else:
             st.caption("Dashed line: the threshold.")
             st.vega_lite_chart(review.probability_bars(pred), key="review_prob_chart")

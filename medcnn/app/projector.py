@@ -8,7 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["KEYBOARD_SCRIPT", "PRESENTATION_CSS", "probability_bars"]
+__all__ = ["KEYBOARD_SCRIPT", "PRESENTATION_CSS", "findings_table", "probability_bars"]
+
+
+def findings_table(prediction: Any) -> list[dict[str, str]]:
+    """A multi-label result's findings for a projector's narrow side panel: finding, probability,
+    operating point and call as text, for a static table whose cells wrap, so every column (the
+    call included) stays on screen at 1280x720 (the Analyze page's grid scrolls sideways there).
+    The same rows as :func:`medcnn.visualize.findings.finding_rows`, without the relative bar."""
+    from medcnn.visualize.findings import finding_rows
+
+    return [{"finding": r["finding"], "P": f"{r['probability']:.3f}", "operating point": f"{r['operating point']:.3f}",
+             "call": r["call"]} for r in finding_rows(prediction)]
 
 
 def probability_bars(prediction: Any) -> dict[str, Any]:
