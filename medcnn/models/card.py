@@ -149,7 +149,8 @@ class ModelCard:
             ``{"passed": [...], "failed": {method: reason}}``.
 
     Fields after ``findings`` are written to the JSON only when set, so cards without them keep
-    their exact files.
+    their exact files. ``training`` ... ``audit`` form the :attr:`report`: on a card from
+    :meth:`from_contract` they are read from its file when one of them is first used.
     """
 
     name: str
