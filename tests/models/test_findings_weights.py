@@ -10,6 +10,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from medcnn.evaluation.findings import MIN_AUC_LOWER
+from medcnn.evaluation.operating_points import PURPOSE, choose_threshold, point_metrics, presentable
+from medcnn.evaluation.operating_points_card import REFERENCE_NAME, REFERENCE_PREVALENCE
 from medcnn.models.card import ModelCard
 
 CARD = Path(__file__).resolve().parents[2] / "weights" / "cxr_findings.json"
@@ -40,15 +42,60 @@ def test_card_is_complete(card):
 
 
 def test_shown_findings_follow_the_rule(card):
-    """A finding is presented iff the lower end of its test AUC's 95% CI reaches the bound and acquisition
-    features alone do not predict its labels as well as the model does."""
+    """A finding is presented iff the lower end of its test AUC's 95% CI reaches the bound, acquisition
+    features alone do not predict its labels as well as the model does, and its operating point has a
+    useful CI on validation (the operating-point policy)."""
     test = card.metrics["test"]["findings"]
     audit = card.audit["shortcut_findings"]["findings"]
     for name in card.labels:
+        f = card.findings[name]
         lower = test[name]["auc_ci"][0]
         shortcut = audit[name].get("confounded") and audit[name]["best"]["auc"] >= test[name]["auc"]
-        assert card.findings[name]["shown"] == (lower >= MIN_AUC_LOWER and not shortcut), name
+        assert f["operating_point_shown"] == presentable(f["val"])[0], name
+        assert f["shown"] == (lower >= MIN_AUC_LOWER and not shortcut and f["operating_point_shown"]), name
     assert card.shown_findings(), "no finding passes the bound: the model shows nothing"
+
+
+def _stored(card, split, name):
+    s = card.metrics[split]["scores"][name]
+    return np.asarray(s["y"]), np.asarray(s["prob"]), np.asarray(s["g"])
+
+
+def test_operating_points_are_the_policy_on_validation(card):
+    """Each point is the lowest validation threshold reaching specificity 0.85, chosen on validation only;
+    the previous (Youden) point is kept beside it."""
+    for name in card.labels:
+        f = card.findings[name]
+        y, p, _ = _stored(card, "val", name)
+        assert f["rule"] == PURPOSE and f["threshold"] == choose_threshold(y, p), name
+        assert f["val"]["specificity"] >= 0.85 and "Youden" in f["previous_rule"], name
+        assert 0 < f["previous_threshold"] < 1 and f["previous_threshold"] != f["threshold"], name
+
+
+def test_recorded_operating_point_figures_are_reproduced_from_the_stored_scores(card):
+    """Validation and test sensitivity, specificity, PPV and NPV (with patient-bootstrap CIs) at each point,
+    recomputed from the per-image scores stored in the card, equal the recorded ones."""
+    for name in card.labels:
+        f = card.findings[name]
+        ref = {REFERENCE_NAME: REFERENCE_PREVALENCE[name]} if name in REFERENCE_PREVALENCE else {}
+        for split in ("val", "test"):
+            y, p, g = _stored(card, split, name)
+            prev = {"validation": f["val"]["predictive"]["validation"]["prevalence"], **ref}
+            m = point_metrics(y, p, f["threshold"], prevalences=prev, groups=g, n_boot=1000, seed=0)
+            assert json.loads(json.dumps(m)) == f[split], (name, split)
+        # the page's table (per-finding metrics) agrees with the recorded operating point
+        per = card.metrics["test"]["per_finding"][name]
+        assert per["threshold"] == f["threshold"] and per["recall"] == pytest.approx(f["test"]["sensitivity"])
+        assert per["ci"]["recall"] == pytest.approx(f["test"]["sensitivity_ci"]), name
+
+
+def test_fewer_test_films_call_the_presented_findings(card):
+    """The decision rule on the test films: no presented finding is called on more films than before."""
+    run = next(e for e in card.experiments if e.get("run", "").startswith("operating points:"))
+    before, after = run["test_films_calling"]["before"], run["test_films_calling"]["after"]
+    for name in card.shown_findings():
+        assert after["per_finding"][name] <= before["per_finding"][name], name
+    assert after["all"] < before["all"] and after["any"] < before["any"]
 
 
 def test_stored_scores_reproduce_the_card_aucs(card):
