@@ -93,11 +93,17 @@ def test_insecure_tls_without_consent_is_refused_on_the_page(pacs_env, monkeypat
     assert any("refusing to turn TLS verification off" in e.value for e in at.error)
 
 
-def test_case_review_takes_a_whole_study(orthanc, study, pacs_env):
+def review_search(patient_id: str):
+    """Case review with the PACS search for ``patient_id`` done."""
     at = page("pages/5_Case_review.py")
-    by_key(at.text_input, "review_pacs_patient").set_value(FAKES["PatientID"])
+    by_key(at.text_input, "review_pacs_patient").set_value(patient_id)
     by_key(at.button, "review_pacs_search").click()
     at.run()
+    return at
+
+
+def test_case_review_takes_a_whole_study(orthanc, study, pacs_env):
+    at = review_search(FAKES["PatientID"])
     by_key(at.button, "review_pacs_take").click()
     at.run()
     assert not at.exception, at.exception
@@ -108,10 +114,7 @@ def test_case_review_takes_a_whole_study(orthanc, study, pacs_env):
 
 
 def test_case_review_adds_studies_one_after_the_other_into_one_set(orthanc, study, pacs_env):
-    at = page("pages/5_Case_review.py")
-    by_key(at.text_input, "review_pacs_patient").set_value(FAKES["PatientID"])
-    by_key(at.button, "review_pacs_search").click()
-    at.run()
+    at = review_search(FAKES["PatientID"])
     by_key(at.button, "review_pacs_take").click()
     at.run()
     assert "Case 1 of 2" in " ".join(m.value for m in at.markdown)
