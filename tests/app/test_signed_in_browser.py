@@ -2,8 +2,8 @@
 several findings run the whole Analyze page.
 
 Such a film (the reported ``d9863bc6...``, which called Effusion and Pneumothorax at the earlier
-operating points) once made the audit database refuse the decision and the page showed a traceback with server paths instead
-of the map and the exports. Here each film must show its decision, its overlay and the export
+operating points) once made the audit database refuse the decision, and the page showed a traceback
+with server paths instead of the map and the exports. Here each film must show its decision, its overlay and the export
 buttons, with no error and no traceback, and the audit database must hold one analysis row per
 film whose decision is the list of called findings.
 """
