@@ -17,21 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from medcnn.evaluation.site_task import Point, RecalibrationError, SiteTask
-from medcnn.models.card import ModelCard, card_file
+from medcnn.models.card import ModelCard, card_file, file_sha256
 
 __all__ = ["file_sha256", "recalibrated_card", "site_data_sha256", "write_recalibrated"]
 
 _THRESHOLD_RULE = ("Youden's J on calibrated site probabilities when refitted; a kept operating point is "
                    "carried to a refitted temperature so that it calls the same images")
 
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 hex digest of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(2**20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def site_data_sha256(images: Iterable[bytes], labels: Iterable[str], groups: Iterable[str] | None = None) -> str:

@@ -14,6 +14,7 @@ the card's file only when one of its fields is first used. The JSON on disk is t
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
@@ -24,7 +25,7 @@ import numpy as np
 from medcnn.models.contract import REPORT_FIELDS, CardContract, CardReport, FindingPoint
 from medcnn.models.head import HEAD_KINDS, Head
 
-__all__ = ["ModelCard", "CardError", "card_file", "read_card_json"]
+__all__ = ["ModelCard", "CardError", "card_file", "file_sha256", "read_card_json"]
 
 #: Suffixes that name one of a checkpoint's two files: the weights and the card.
 _CHECKPOINT_SUFFIXES = (".pt", ".json")
@@ -34,6 +35,15 @@ _WEIGHTS_SUFFIXES = (".pt", ".safetensors")
 
 class CardError(ValueError):
     """A model card is missing, malformed or inconsistent with its weights."""
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file (weights, gate statistics), read in 1 MiB blocks: the checksum cards record."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def card_file(path: str | Path) -> Path:

@@ -9,7 +9,6 @@ layer, threshold and temperature). An imported model's card names its weights in
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from medcnn.models.card import CardError, ModelCard, card_file
+from medcnn.models.card import CardError, ModelCard, card_file, file_sha256
 from medcnn.models.registry import create_model
 
 __all__ = ["WeightsIntegrityError", "build_from_card", "file_sha256", "get_device", "prepare_for_device",
@@ -157,15 +156,6 @@ def build_from_card(card: ModelCard) -> nn.Module:
                             stem_chans=card.channels, input_affine=affine if card.channels == 3 else None)
     except ValueError as e:
         raise CardError(f"model card {card.name!r}: {e}") from None
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

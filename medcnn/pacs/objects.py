@@ -21,7 +21,6 @@ UIDs, study membership and the required attributes before anything is sent.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import warnings
 from dataclasses import dataclass
@@ -34,10 +33,11 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from medcnn.models.card import file_sha256
 from medcnn.pacs.analysis import MANUFACTURER, InstanceAnalysis, presented_findings
 
 __all__ = ["DicomObjectError", "ENCAPSULATED_PDF", "RESEARCH_NOTE", "ResultSet", "build_pdf", "build_results",
-           "build_sc", "build_sr", "check_object", "software_version", "weights_sha256"]
+           "build_sc", "build_sr", "check_object", "software_version"]
 
 ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
 RESEARCH_NOTE = "research tool, not for diagnosis"
@@ -61,15 +61,6 @@ def software_version() -> str:
     return f"medcnn {__version__}"
 
 
-def weights_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a weights file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _code(value: str, meaning: str) -> Any:
     from highdicom.sr import CodedConcept
 
@@ -90,7 +81,7 @@ def _sr_content(analysis: InstanceAnalysis, reviewer: str, confirmed_at: datetim
         items += [sr.TextContentItem(codes.DCM.AlgorithmName, card.name, relationship_type=R.CONTAINS),
                   sr.TextContentItem(codes.DCM.AlgorithmVersion, software_version(), relationship_type=R.CONTAINS),
                   sr.TextContentItem(_code("weights-sha256", "Model weights SHA-256"),
-                                     weights_sha256(card.weights_path), relationship_type=R.CONTAINS)]
+                                     file_sha256(card.weights_path), relationship_type=R.CONTAINS)]
     status = "analysed" if analysis.analysed else f"not analysed: {analysis.reason or 'no model read it'}"
     items.append(sr.TextContentItem(_code("analysis-status", "Analysis status"), status[:1024],
                                     relationship_type=R.CONTAINS))

@@ -23,7 +23,8 @@ from medcnn.pacs.analysis import PredictorCache, analyze_instance
 from medcnn.pacs.client import DicomWebClient
 from medcnn.pacs.config import PacsConfig
 from medcnn.pacs.errors import NotAnImageError, PacsAuthError, PacsUnreachableError
-from medcnn.pacs.objects import ENCAPSULATED_PDF, weights_sha256
+from medcnn.models.card import file_sha256
+from medcnn.pacs.objects import ENCAPSULATED_PDF
 from medcnn.pacs.send import ConfirmationRequired, Sender
 from orthanc import orthanc_server
 
@@ -109,7 +110,7 @@ def test_analyse_send_and_read_back_through_qido_and_wado(orthanc, study, tiny_w
     assert sr.Manufacturer == "medcnn" and sr.SoftwareVersions.startswith("medcnn ")
     items = sr_items(sr)
     assert items["Algorithm Name"][0].TextValue == "cxr_pneumonia"
-    assert items["Model weights SHA-256"][0].TextValue == weights_sha256(tiny_weights / "cxr_pneumonia.pt")
+    assert items["Model weights SHA-256"][0].TextValue == file_sha256(tiny_weights / "cxr_pneumonia.pt")
     assert items["Person Observer Name"][0].PersonName == "Dr Ada Reviewer^"
     assert "confirmed by Dr Ada Reviewer" in items["Reviewer confirmation"][0].TextValue
     assert items["Out-of-distribution verdict"][0].TextValue.startswith("ok")
