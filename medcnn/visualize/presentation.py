@@ -14,7 +14,7 @@ screen, on a projector and on paper:
   above the probabilities and the findings table, because they change how everything below is read;
 * what an empty or uncalled map means (:func:`map_notice`), in words rather than parameter names;
 * the map-scaling rule (:func:`map_scale`, :func:`scale_caption`);
-* the Batch row's cells (:func:`batch_decision`, :func:`batch_probability`, :func:`batch_caution`,
+* the Batch row's cells (:func:`decision`, :func:`batch_probability`, :func:`batch_caution`,
   :func:`thumbnail_caption`).
 
 Pure text from values (numpy and the standard library only; no streamlit, no torch).
@@ -25,7 +25,7 @@ from typing import Any
 
 from medcnn.visualize.findings import is_multilabel
 
-__all__ = ["EMPTY_MAP_NOTICE", "NOT_ANALYSED", "batch_caution", "batch_decision", "batch_probability",
+__all__ = ["EMPTY_MAP_NOTICE", "NOT_ANALYSED", "batch_caution", "batch_probability",
            "caution_text", "decision", "decision_line", "decision_parts", "findings_count_text", "map_notice",
            "map_scale", "ood_heading", "probability_text", "scale_caption", "thumbnail_caption", "withheld"]
 
@@ -46,8 +46,9 @@ def withheld(prediction: Any) -> bool:
 
 
 def decision(prediction: Any) -> str:
-    """The decision as a short text: the decided label(s), or :data:`NOT_ANALYSED`."""
-    return NOT_ANALYSED if withheld(prediction) else str(prediction.label)
+    """The decision as a short text: the decided label(s), or :data:`NOT_ANALYSED` (the prediction's
+    own rule, :attr:`medcnn.inference.Prediction.decision`)."""
+    return str(prediction.decision)
 
 
 def findings_count_text(prediction: Any) -> str:
@@ -157,11 +158,6 @@ def scale_caption(scale: float | None) -> str:
 
 
 # --------------------------------------------------------------------------- Batch table
-def batch_decision(card: Any, prediction: Any) -> str:
-    """The Batch row's ``decision`` cell: :func:`decision` (``"not analysed"`` when withheld)."""
-    return decision(prediction)
-
-
 def batch_probability(card: Any, prediction: Any) -> str:
     """The probability cell of a table row (Batch, the case-series summary), as text that names its
     probability.

@@ -61,7 +61,7 @@ def test_a_withheld_result_shows_no_decision_and_no_probability():
     pred = predict(card, [0.2, 0.8], OUTSIDE)
     line = pr.decision_line(card, pred)
     assert line.startswith("Decision: not analysed") and "P(COVID)" not in line and "0.800" not in line
-    assert pr.batch_probability(card, pred) == "not shown" and pr.batch_decision(card, pred) == "not analysed"
+    assert pr.batch_probability(card, pred) == "not shown" and pr.decision(pred) == "not analysed"
 
 
 def test_caution_text_of_an_unusual_image():
@@ -76,7 +76,7 @@ def test_caution_text_of_an_unusual_image():
 def test_batch_probability_names_its_probability():
     card = softmax_card()
     pred = predict(card, [0.472, 0.528])  # the table said "NonCOVID 0.528": that 0.528 is P(COVID)
-    assert pr.batch_decision(card, pred) == "NonCOVID"
+    assert pr.decision(pred) == "NonCOVID"
     assert pr.batch_probability(card, pred) == "P(COVID) = 0.528 (threshold 0.600)"
 
 
