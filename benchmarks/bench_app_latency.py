@@ -90,7 +90,7 @@ def baseline_seconds(weights: Path, files: list[tuple[str, bytes]]) -> list[floa
             img = read_image(data)
         pred = predictor.predict(img)
         head = predictor.card.head_rule  # the page's default target: the decided label or the top finding
-        target = head.default_target(head.decide(list(pred.probabilities.values())))
+        target = head.default_target(pred)
         expl = explain(predictor.model, pred.pipeline_result.tensor, target, "gradcam", head=head,
                        layer=predictor.card.target_layer)
         overlay(pred.pipeline_result.display, expl.heatmap)

@@ -45,7 +45,7 @@ def upload_work(predictor, data: bytes) -> float:
     pred = predictor.predict(img)
     if not pred.ood.withheld:
         head = predictor.card.head_rule
-        target = head.default_target(head.decide(list(pred.probabilities.values())))
+        target = head.default_target(pred)
         expl = explain(predictor.model, pred.pipeline_result.tensor, target, "gradcam", head=head,
                        layer=predictor.card.target_layer, pipeline=predictor.pipeline)
         overlay(pred.pipeline_result.display, expl.heatmap)

@@ -236,7 +236,7 @@ def analyze_batch_item(item: BatchItem, model_choice: str = AUTO_MODEL, method: 
         called = set(pred.decided or ()) & set(head.positives)
         row["flag"] = ("⚑ positive finding" if called else "") + (" ⚠ unusual image" if pred.ood.flagged else "")
         row = _with_columns(row, batch_columns(card, pred))
-        target = head.default_target(head.decide(list(pred.probabilities.values())))
+        target = head.default_target(pred)
         expl = explain_upload(key, data, card_path, None, None, method, target)
     except Exception as e:  # noqa: BLE001 - one bad file must not stop the batch
         row["error"] = str(e) if isinstance(e, ValueError) else f"unexpected error ({type(e).__name__})"

@@ -34,9 +34,9 @@ def explain_targets(card: Any, pred: Any) -> list[str]:
 
 
 def default_target(card: Any, pred: Any) -> str:
-    """The target a map explains unless the user picks another: the predicted label (softmax), or the
-    top row of the findings table (multi-label)."""
-    return explain_targets(card, pred)[0] if is_multilabel(card) else pred.label
+    """The target a map explains unless the user picks another (the card's head decides: the decided
+    label of a softmax card, the top row of a multi-label card's findings table)."""
+    return card.head_rule.default_target(pred)
 
 
 def show_findings(card: Any, pred: Any, key: str) -> None:

@@ -211,9 +211,14 @@ class Head:
             label = self.labels[int(np.argmax(p))]
         return Decision(label, [label], [], float(p[pos]), above, float(thr))
 
-    def default_target(self, decision: Decision) -> str:
+    def default_target(self, decision: Decision | Any) -> str:
         """The label an explanation shows by default: the top finding of a sigmoid head (called or
-        not, by relative probability), the decided label of a softmax head."""
+        not, by relative probability), the decided label of a softmax head.
+
+        Args:
+            decision: This head's :class:`Decision`, or anything carrying one's ``label`` and
+                ``findings`` (a :class:`medcnn.inference.Prediction`, which the head already decided).
+        """
         if self.multilabel:
             return decision.findings[0]["name"] if decision.findings else self.positive_label
         return decision.label

@@ -130,8 +130,7 @@ def presented_findings(analysis: InstanceAnalysis) -> list[dict[str, Any]]:
 def _target(card: Any, pred: Any) -> str:
     """What the map explains: the card's head decides (the top finding of a multi-label card, else
     the decided label), as on the Analyze page."""
-    head = card.head_rule
-    return head.default_target(head.decide(list(pred.probabilities.values())))
+    return card.head_rule.default_target(pred)
 
 
 def analyze_instance(data: bytes, predictors: PredictorCache, *, model: str | None = None,
