@@ -5,7 +5,7 @@ scored best on ``val_ds`` (``TrainConfig.monitor``). It owns the model, optimise
 sampler and augmentation streams, mixed precision on CUDA, the data-parallel wrapper under
 ``torchrun`` and the resumable ``.state.pt`` (written by rank 0 only); the loss, the validation
 metrics, the box-mask targets and the final-layer options come from the run's
-:class:`medcnn.training.heads.Head`. Validation logits come from
+:class:`medcnn.training.heads.HeadStrategy`. Validation logits come from
 :func:`medcnn.evaluation.predict.predict_dataset`, the loop shared with ``evaluate``.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ from medcnn.training.augment import Augment
 from medcnn.training.boxsup import BoxSupervision, box_masks
 from medcnn.training.config import TrainConfig
 from medcnn.training.data import ImageDataset
-from medcnn.training.heads import Head, project_nonneg
+from medcnn.training.heads import HeadStrategy, project_nonneg
 from medcnn.training.state import init_weights, print_epoch, resume_state, save_state, say
 
 __all__ = ["fit"]
@@ -45,7 +45,7 @@ _VAL_BATCH = 64
 class _Run:
     """What one run trains with and updates: the model, its optimiser and every random stream."""
 
-    head: Head
+    head: HeadStrategy
     model: nn.Module
     channels_last: bool  # the model's weights are channels-last; training batches follow
     loss_fn: nn.Module
@@ -79,7 +79,7 @@ def use_channels_last(cfg: TrainConfig, device: torch.device) -> bool:
     return cfg.channels_last == "on"
 
 
-def _box_supervision(cfg: TrainConfig, head: Head, model: nn.Module, train_ds: ImageDataset, pos: int,
+def _box_supervision(cfg: TrainConfig, head: HeadStrategy, model: nn.Module, train_ds: ImageDataset, pos: int,
                      tag: str) -> tuple[BoxSupervision | None, torch.Tensor | None]:
     if not cfg.box_column:
         return None, None
@@ -92,7 +92,7 @@ def _box_supervision(cfg: TrainConfig, head: Head, model: nn.Module, train_ds: I
     return bsup, masks
 
 
-def _build_run(cfg: TrainConfig, head: Head, train_ds: ImageDataset, pos: int, device: torch.device,
+def _build_run(cfg: TrainConfig, head: HeadStrategy, train_ds: ImageDataset, pos: int, device: torch.device,
                tag: str) -> _Run:
     """Seeded model, loss, optimiser, schedule, sampler and augmentation of one run."""
     torch.manual_seed(cfg.seed)
@@ -237,7 +237,7 @@ def _epoch(cfg: TrainConfig, run: _Run, train_ds: ImageDataset, val_ds: ImageDat
     return rec, logits
 
 
-def fit(cfg: TrainConfig, head: Head, train_ds: ImageDataset, val_ds: ImageDataset, pos: int,
+def fit(cfg: TrainConfig, head: HeadStrategy, train_ds: ImageDataset, val_ds: ImageDataset, pos: int,
         device: torch.device, state_path: Path | None, tag: str = "") -> dict[str, Any]:
     """Train with early stopping on validation; resume from ``cfg.resume`` when set.
 

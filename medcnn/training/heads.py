@@ -4,21 +4,21 @@ One training run (:func:`medcnn.training.loop.train`, with the epoch loop
 :func:`medcnn.training.fit.fit`) owns everything two kinds of model share: the data loaders and
 their cache, epochs, optimiser and schedule, device and mixed precision, the data-parallel wrapper,
 early stopping, resumable state, progress lines and the rank-0-only checkpoint. What depends on the
-output layer is a :class:`Head`, a small strategy object the run asks:
+output layer is a :class:`HeadStrategy`, a small strategy object the run asks:
 
-* :meth:`Head.rows`: the train + val rows and their targets (softmax: one class per image;
+* :meth:`HeadStrategy.rows`: the train + val rows and their targets (softmax: one class per image;
   sigmoid: an (N, C) findings matrix, 1 / 0 / NaN = unknown);
-* :meth:`Head.loss`: cross-entropy, focal or class-weighted (softmax); BCE over the known labels (sigmoid);
-* :meth:`Head.val_metrics`: what early stopping monitors (the positive label's AUC; the mean AUC over
+* :meth:`HeadStrategy.loss`: cross-entropy, focal or class-weighted (softmax); BCE over the known labels (sigmoid);
+* :meth:`HeadStrategy.val_metrics`: what early stopping monitors (the positive label's AUC; the mean AUC over
   findings);
-* :meth:`Head.box_masks`: box supervision's targets (sigmoid: no box loss where the boxed finding is
+* :meth:`HeadStrategy.box_masks`: box supervision's targets (sigmoid: no box loss where the boxed finding is
   unknown);
-* :meth:`Head.card`: calibration and the card's fields (one temperature and Youden threshold; a
+* :meth:`HeadStrategy.card`: calibration and the card's fields (one temperature and Youden threshold; a
   temperature and operating point per finding, chosen and vetted by the policy of
   :mod:`medcnn.evaluation.operating_points`). The single-label head keeps Youden's J: its one
   threshold separates two classes that are both reported, not a finding called against its absence.
 
-The final-layer options are the same for both heads, so :meth:`Head.shape_model` implements them once:
+The final-layer options are the same for both heads, so :meth:`HeadStrategy.shape_model` implements them once:
 ``--head-bias`` (a fixed, untrained bias) and ``--nonneg-head`` (weights projected onto >= 0 at build
 and, through :func:`project_nonneg`, after every step). :data:`HEADS` maps the card's ``head`` field
 to the strategy; :func:`head_for` picks the one of a run's settings.
@@ -49,7 +49,7 @@ from medcnn.training.state import warn
 if TYPE_CHECKING:
     from medcnn.models.card import ModelCard
 
-__all__ = ["HEADS", "Head", "RunRows", "SigmoidHead", "SoftmaxHead", "freeze_head_bias", "head_for",
+__all__ = ["HEADS", "HeadStrategy", "RunRows", "SigmoidHead", "SoftmaxHead", "freeze_head_bias", "head_for",
            "head_layer", "nonneg_head", "project_nonneg"]
 
 
@@ -87,8 +87,11 @@ class RunRows:
                             targets=None if self.targets is None else self.targets[sel])
 
 
-class Head(ABC):
+class HeadStrategy(ABC):
     """What a training run needs to know about its output layer (one subclass per head kind).
+
+    Not the decision rule (:class:`medcnn.models.head.Head`, ``card.head_rule``): that one says what
+    a trained model's outputs mean; this one says how a run trains them.
 
     A head holds no state of a run: the run passes it what each hook needs.
     """
@@ -154,7 +157,7 @@ class Head(ABC):
         return nonneg_head(model) if cfg.nonneg_head else None
 
 
-class SoftmaxHead(Head):
+class SoftmaxHead(HeadStrategy):
     """One class per image (``--classes``): softmax over the classes, one operating point."""
 
     name = "softmax"
@@ -191,7 +194,7 @@ class SoftmaxHead(Head):
                           device)
 
 
-class SigmoidHead(Head):
+class SigmoidHead(HeadStrategy):
     """Findings (``--findings``): one sigmoid per finding, unknown labels left out of every loss."""
 
     name = "sigmoid"
@@ -271,10 +274,10 @@ class SigmoidHead(Head):
 
 
 #: The card's ``head`` field -> the strategy that trains it.
-HEADS: dict[str, type[Head]] = {"softmax": SoftmaxHead, "sigmoid": SigmoidHead}
+HEADS: dict[str, type[HeadStrategy]] = {"softmax": SoftmaxHead, "sigmoid": SigmoidHead}
 
 
-def head_for(cfg: TrainConfig) -> Head:
+def head_for(cfg: TrainConfig) -> HeadStrategy:
     """The head a run trains: sigmoid with ``cfg.findings``, else softmax."""
     return HEADS["sigmoid" if cfg.findings else "softmax"]()
 

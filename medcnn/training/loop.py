@@ -4,14 +4,14 @@
 (``--findings``) model alike:
 
 1. validate the settings that fail fast, seed, pick the device (``cuda:LOCAL_RANK`` under torchrun);
-2. read the train + val rows (the head's :meth:`~medcnn.training.heads.Head.rows`; the ``test``
+2. read the train + val rows (the head's :meth:`~medcnn.training.heads.HeadStrategy.rows`; the ``test``
    split is dropped when the labels are read: it is never used for training, early stopping,
    calibration or the threshold);
 3. build the model's preprocessing pipeline and decode every image once into a shared cache;
 4. train with early stopping on validation (:func:`medcnn.training.fit.fit`: optimiser, schedule,
    mixed precision, the data-parallel wrapper, resumable ``<out>.state.pt``);
 5. calibrate on validation and fill the model card (the head's
-   :meth:`~medcnn.training.heads.Head.card`);
+   :meth:`~medcnn.training.heads.HeadStrategy.card`);
 6. write ``<out>.pt`` + ``<out>.json``.
 
 Under ``torchrun`` the processes train one model data-parallel; rank 0 alone writes the state,
@@ -38,7 +38,7 @@ from medcnn.training.augment import Augment
 from medcnn.training.config import MONITORS, TrainConfig
 from medcnn.training.data import DisplayCache, ImageDataset, grouped_kfold, load_training_data
 from medcnn.training.fit import fit
-from medcnn.training.heads import Head, head_for
+from medcnn.training.heads import HeadStrategy, head_for
 from medcnn.training.meta import fold_metrics, summarize_folds
 from medcnn.training.state import say
 
@@ -154,7 +154,7 @@ def _write(cfg: TrainConfig, model: nn.Module, card: ModelCard, world: World) ->
     return card_path
 
 
-def _check_folds(head: Head, cfg: TrainConfig) -> None:
+def _check_folds(head: HeadStrategy, cfg: TrainConfig) -> None:
     """Refuse ``--folds`` for a head that cannot be cross-validated."""
     if cfg.folds and not head.cross_validates:
         raise ValueError(f"cross-validation (--folds) is not available for {head.title} training")
