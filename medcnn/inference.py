@@ -31,12 +31,13 @@ from medcnn.models.catalogue import (  # re-exported: "which card serves an imag
 )
 from medcnn.models.checkpoint import predict_logits  # re-exported: the serving path's batch primitive
 from medcnn.io import ImageMeta, MedImage
-from medcnn.models.head import NO_FINDING
+from medcnn.models.head import NO_FINDING, NOT_ANALYSED
 from medcnn.ood import OODGate, OODResult, check_scope, resolve_scope
 
 __all__ = [
     "CARD_FAMILIES",
     "DEFAULT_CARDS",
+    "NOT_ANALYSED",
     "NO_FINDING",
     "Prediction",
     "Predictor",
@@ -92,8 +93,8 @@ class Prediction:
 
     @property
     def decision(self) -> str:
-        """What to present: the label, or ``"not analysed"`` when the gate withholds it."""
-        return "not analysed" if self.ood.withheld else self.label
+        """What to present: the label, or :data:`NOT_ANALYSED` when the gate withholds it."""
+        return NOT_ANALYSED if self.ood.withheld else self.label
 
     @property
     def decided(self) -> list[str] | None:

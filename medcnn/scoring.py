@@ -13,7 +13,7 @@ errors in its own way; here it is done once:
 4. whatever fails becomes a row with its error and the stage it failed at; the others still run.
 
 A row (:data:`ROW_KEYS`, snake_case) is what ``predict --json`` prints for a file. Its ``decision``
-is ``"not analysed"`` when the out-of-distribution gate withholds the image (the probabilities
+is :data:`~medcnn.inference.NOT_ANALYSED` (``"not analysed"``) when the out-of-distribution gate withholds the image (the probabilities
 stay in the row for the record), and ``called`` lists the labels the decision names (None then).
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medcnn.inference import Prediction, Predictor, check_modality, resolve_card
+from medcnn.inference import NOT_ANALYSED, Prediction, Predictor, check_modality, resolve_card
 from medcnn.io import MedImage, read_image
 
 __all__ = ["ROW_KEYS", "SKIP_REASONS", "STAGES", "Scored", "Scorer", "Source", "analysed_logits", "left_out_by_class",
@@ -236,7 +236,7 @@ def analysed_logits(scorer: Scorer, sources: Sequence[Source],
 
 def _left_out_stage(scored: Scored) -> str | None:
     """Why :func:`analysed_logits` leaves a source out (a :data:`SKIP_REASONS` key), None when it is used."""
-    return scored.row["error_stage"] or ("withheld" if scored.row["decision"] == "not analysed" else None)
+    return scored.row["error_stage"] or ("withheld" if scored.row["decision"] == NOT_ANALYSED else None)
 
 
 def left_out_by_class(scorer: Scorer, sources: Sequence[Source], classes: Sequence[str],

@@ -103,8 +103,10 @@ def _search(client: Any, args: argparse.Namespace) -> int:
 
 
 def _line(entry: dict[str, Any]) -> str:
+    from medcnn.models.head import NOT_ANALYSED
+
     sent = f"; sent {len(entry['sent'])} object(s)" if entry["sent"] else ""
-    if entry["decision"] in ("skipped", "error", "not analysed"):
+    if entry["decision"] in ("skipped", "error", NOT_ANALYSED):
         return f"{entry['sop_instance_uid']}: {entry['decision'].upper()} - {entry.get('reason')}{sent}"
     rows = "; ".join(f"{f['name']} {f['probability']:.3f} {'>=' if f['above'] else '<'} {f['threshold']:.3f}"
                      for f in entry.get("findings") or [])

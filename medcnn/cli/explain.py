@@ -142,10 +142,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _withheld(args: argparse.Namespace, model: str, ood: dict[str, Any]) -> int:
     """Report an image the out-of-distribution gate withholds; nothing is written. Returns 1."""
+    from medcnn.models.head import NOT_ANALYSED
+
     reasons = "; ".join(ood.get("reasons") or [])
     if args.json:
         print(json.dumps({"file": args.file, "model": model, "method": args.method,
-                          "decision": "not analysed", "ood": ood, "out": None}, indent=2, default=str))
+                          "decision": NOT_ANALYSED, "ood": ood, "out": None}, indent=2, default=str))
     else:
         print(f"{args.file}: NOT ANALYSED - outside what model {model} reads: {reasons}. No map was made"
               + (f" and {args.out} was not written" if args.out else "") + ".", file=sys.stderr)

@@ -134,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
     fixed = resolve_card_path(args.model, args.weights_dir) if args.model else None
     if engine == "ray":
         return _run_ray(args, files, fixed)
+    from medcnn.models.head import NOT_ANALYSED
     from medcnn.scoring import Scorer
 
     t0 = time.perf_counter()
@@ -159,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
         rate = (len(results) - 1) / (t_end - t_first) if len(results) > 1 and t_end > t_first else None
         return _summary(args, {"out": str(out), "rows": len(results),
                                "errors": sum(not e["ok"] for e in results),
-                               "not_analysed": sum(e["decision"] == "not analysed" for e in results),
+                               "not_analysed": sum(e["decision"] == NOT_ANALYSED for e in results),
                                "workers": 1, "seconds": round(t_end - t0, 3),
                                "images_per_s": None if rate is None else round(rate, 2)})
     if args.json:

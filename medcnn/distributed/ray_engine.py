@@ -171,7 +171,7 @@ def score_with_ray(paths: Sequence[str], out: str | Path, *, model: str | Path |
     import pyarrow.parquet as pq
 
     from medcnn.distributed.scoring import arrow_schema
-    from medcnn.inference import default_weights_dir
+    from medcnn.inference import NOT_ANALYSED, default_weights_dir
 
     if not paths:
         raise ValueError("nothing to score: no image files in the given sources")
@@ -206,7 +206,7 @@ def score_with_ray(paths: Sequence[str], out: str | Path, *, model: str | Path |
                 first_rows, t_first = table.num_rows, time.perf_counter()
             rows += table.num_rows
             errors += table.num_rows - sum(bool(v) for v in table.column("ok").to_pylist())
-            withheld += sum(v == "not analysed" for v in table.column("decision").to_pylist())
+            withheld += sum(v == NOT_ANALYSED for v in table.column("decision").to_pylist())
     tmp.replace(out)
     t_end = time.perf_counter()
     rate = (rows - first_rows) / (t_end - t_first) if rows > first_rows and t_end > t_first else None

@@ -34,12 +34,16 @@ import numpy as np
 
 from medcnn.models.outputs import relative_to_threshold, sigmoid_t, softmax_t
 
-__all__ = ["HEAD_KINDS", "NO_FINDING", "Decision", "Head"]
+__all__ = ["HEAD_KINDS", "NOT_ANALYSED", "NO_FINDING", "Decision", "Head"]
 
 #: The kinds of head a model card may declare.
 HEAD_KINDS = ("softmax", "sigmoid")
 #: The decision text of a multi-label image with no finding at or above its operating point.
 NO_FINDING = "no finding above its operating point"
+#: The decision text of an image whose result the out-of-distribution gate withholds
+#: (:attr:`medcnn.inference.Prediction.decision`). Defined here, beside :data:`NO_FINDING`, so that
+#: every layer that writes or reads a decision (rows, pages, reports, the audit database) shares it.
+NOT_ANALYSED = "not analysed"
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,11 @@ class InstanceAnalysis:
 
     @property
     def decision(self) -> str:
-        return self.prediction.decision if self.analysed else "not analysed"
+        """The prediction's decision, or :data:`~medcnn.models.head.NOT_ANALYSED` (the same text as a
+        withheld :class:`~medcnn.inference.Prediction`) when no model ran or the gate withheld it."""
+        from medcnn.models.head import NOT_ANALYSED
+
+        return self.prediction.decision if self.analysed else NOT_ANALYSED
 
     @property
     def key(self) -> str:

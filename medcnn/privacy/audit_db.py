@@ -37,6 +37,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import TextIO
 
+from medcnn.models.head import NOT_ANALYSED
 from medcnn.privacy.audit_log import AUDIT_ACTIONS
 
 __all__ = [
@@ -49,8 +50,6 @@ ANALYSIS = "analysis"
 #: Actions a row may record: the JSON-lines log's, the page's export actions, and analyses.
 DB_ACTIONS = (*AUDIT_ACTIONS, ANALYSIS, "export report", "export overlay", "export de-identified DICOM",
               "export case series", "export to PACS")
-#: The decision of an analysis whose result the out-of-distribution gate withheld.
-NOT_ANALYSED = "not analysed"
 #: Out-of-distribution levels (the same as :data:`medcnn.ood.gate.LEVELS`; a test keeps them equal).
 OOD_LEVELS = ("ok", "unusual", "outside")
 #: The columns of a row, in order (also the CSV header).

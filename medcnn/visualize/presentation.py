@@ -23,14 +23,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from medcnn.models.head import NOT_ANALYSED
 from medcnn.visualize.findings import is_multilabel
 
 __all__ = ["EMPTY_MAP_NOTICE", "NOT_ANALYSED", "batch_caution", "batch_probability",
            "caution_text", "decision", "decision_line", "decision_parts", "findings_count_text", "map_notice",
            "map_scale", "ood_heading", "probability_text", "scale_caption", "thumbnail_caption", "withheld"]
 
-#: The decision of a result the out-of-distribution gate withholds.
-NOT_ANALYSED = "not analysed"
 #: What an empty map means when the explanation carries no notice of its own.
 EMPTY_MAP_NOTICE = ("The map is empty: no region of the image raises the explained score, so this method "
                     "has nothing to show here. It is not evidence that the image is normal.")
