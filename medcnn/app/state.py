@@ -277,7 +277,7 @@ def explain_upload(key: str, _data: bytes, card_path: str, frame: int | None, wi
     with compute_slot():
         exp = explain(predictor.model, pred.pipeline_result.tensor, head.index(target), method=method,
                       layer=card.target_layer, pipeline=predictor.pipeline, head=head, objective=objective)
-    return judged_by_head(exp, head, list(pred.probabilities.values()), target)
+    return judged_by_head(exp, head, pred, target)
 
 
 @st.cache_data(show_spinner=False, max_entries=8, ttl=CACHE_TTL_S)

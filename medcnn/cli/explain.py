@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     layer = (args.layer or card.target_layer) if spec.needs_layer else None
     exp = explain(predictor.model, x, target, args.method, layer=layer, pipeline=predictor.pipeline,
                   head=head, objective=args.objective, **opts)
-    exp = judged_by_head(exp, head, list(pred.probabilities.values()), label)
+    exp = judged_by_head(exp, head, pred, label)
     rgb = overlay(res.display, exp.heatmap, cmap=args.cmap, alpha=args.alpha,
                   contour_top_percent=args.contour,
                   scale=pred.probabilities[label] if args.scale_by_prob else None)

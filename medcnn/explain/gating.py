@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 from medcnn.explain.core import Explanation
 from medcnn.models.head import Head
@@ -72,23 +73,34 @@ def at_operating_point(exp: Explanation, probability: float, operating_point: fl
                                notice=_notice(exp, name, p, op, bool(called)))
 
 
-def judged_by_head(exp: Explanation, head: Head, probabilities: Sequence[float], label: str) -> Explanation:
+def judged_by_head(exp: Explanation, head: Head, result: Any, label: str) -> Explanation:
     """:func:`at_operating_point` with everything taken from the model's decision rule.
+
+    A stage hands its result on: when the caller has the image's prediction, whether ``label`` is
+    called is read from the decision the head already made (its ``called`` labels), not decided
+    again from the probabilities. A caller with only probabilities lets the head decide
+    (:meth:`Head.is_called`); both give the same answer, since the prediction's decision is
+    :meth:`Head.decide` of the same probabilities.
 
     Args:
         exp: The explanation of ``label`` (not modified).
         head: The model's :class:`~medcnn.models.head.Head` (``card.head_rule``).
-        probabilities: The image's calibrated probabilities, in label order (C,).
+        result: The image's :class:`medcnn.inference.Prediction` (or anything with its
+            ``probabilities`` mapping, label -> calibrated probability, and ``called`` list), or,
+            without one, the image's calibrated probabilities in label order (C,).
         label: The explained label.
 
     Returns:
         A copy of ``exp`` with the label's probability, its operating point
-        (:meth:`Head.operating_point`), whether the head calls it (:meth:`Head.is_called`) and the
-        notice.
+        (:meth:`Head.operating_point`), whether the model calls it and the notice.
 
     Raises:
         ValueError: ``label`` is not one of the head's labels.
     """
-    p = float(probabilities[head.index(label)])
-    return at_operating_point(exp, p, head.operating_point(label), called=head.is_called(label, probabilities),
-                              label=label)
+    i = head.index(label)
+    if hasattr(result, "called") and hasattr(result, "probabilities"):  # a prediction: already decided
+        p, called = float(result.probabilities[label]), label in result.called
+    else:
+        probabilities: Sequence[float] = result
+        p, called = float(probabilities[i]), head.is_called(label, probabilities)
+    return at_operating_point(exp, p, head.operating_point(label), called=called, label=label)

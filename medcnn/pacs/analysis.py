@@ -213,6 +213,6 @@ def _explain(result: InstanceAnalysis, predictor: Any) -> None:
     head = card.head_rule  # what the map explains follows the head (the class logit of a sigmoid head)
     exp = explain(predictor.model, pred.pipeline_result.tensor.to(predictor.device), head.index(result.target),
                   result.method, layer=layer, pipeline=predictor.pipeline, head=head)
-    result.explanation = judged_by_head(exp, head, list(pred.probabilities.values()), result.target)
+    result.explanation = judged_by_head(exp, head, pred, result.target)
     exp = result.explanation
     result.overlay = overlay(result.display, exp.heatmap, alpha=0.4)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,8 +11,10 @@ from PIL import Image
 
 from medcnn import models, preprocess
 from medcnn.explain import Explanation, at_operating_point, judged_by_head
+from medcnn.inference import Prediction, Predictor
 from medcnn.models.card import ModelCard
 from medcnn.models.head import Head
+from medcnn.ood import OODResult
 
 
 
@@ -106,3 +109,47 @@ def test_explain_upload_attaches_the_decision(card_and_png):
         assert (e.notice is not None) == (not e.called or e.empty)
     single = state.explain_upload(key, data, card_path, None, None, "gradcam", "pneumonia", "logit")
     assert single.params["objective"] == "pneumonia logit"
+
+
+
+def _prediction(head: Head, logits) -> Prediction:
+    """The serving path's own Prediction for ``logits`` (:meth:`Predictor._decide`), without a network."""
+    card = SimpleNamespace(head_rule=head, labels=list(head.labels), name="m")
+    return Predictor._decide(SimpleNamespace(card=card), np.asarray([logits], np.float64), 0.0, [None],
+                             [OODResult()])[0]
+
+
+def _logit(p: float) -> float:
+    return float(np.log(p / (1 - p)))
+
+
+_SOFTMAX = Head.softmax(["NORMAL", "PNEUMONIA"], "PNEUMONIA", temperature=0.7, threshold=0.25)
+_SIGMOID = Head.sigmoid(["Effusion", "Mass", "Nodule"], "Effusion",
+                        {"Mass": {"threshold": 0.1}, "Nodule": {"threshold": 0.3, "shown": False}})
+#: logits that put labels at (or a rounding error from) their operating points
+_AT_THE_POINT = {"softmax": [0.0, 0.7 * _logit(0.25)], "sigmoid": [_logit(0.5), _logit(0.1), _logit(0.3)]}
+
+
+@pytest.mark.parametrize("head", [_SOFTMAX, _SIGMOID], ids=["softmax", "sigmoid"])
+def test_a_prediction_and_its_probabilities_cannot_disagree(head):
+    rng = np.random.default_rng(0)
+    grid = [rng.normal(0, 3, len(head.labels)) for _ in range(40)] + [np.array(_AT_THE_POINT[head.kind])]
+    for z in grid:
+        pred = _prediction(head, z)
+        probs = list(pred.probabilities.values())
+        for label in head.labels:
+            by_pred = judged_by_head(_exp(), head, pred, label)
+            by_probs = judged_by_head(_exp(), head, probs, label)
+            assert (by_pred.called, by_pred.probability, by_pred.operating_point, by_pred.notice) == (
+                by_probs.called, by_probs.probability, by_probs.operating_point, by_probs.notice)
+            assert by_pred.called == (label in pred.called)
+
+
+def test_the_prediction_decides_not_the_probabilities_again():
+    # a prediction is taken at its word: the call is its decision, the probability its own
+    pred = _prediction(_SOFTMAX, [0.0, 2.0])
+    assert pred.called == ["PNEUMONIA"]
+    pred.called = ["NORMAL"]  # a decision the probabilities alone would not give
+    e = judged_by_head(_exp(), _SOFTMAX, pred, "NORMAL")
+    assert e.called is True and e.probability == pytest.approx(pred.probabilities["NORMAL"])
+    assert judged_by_head(_exp(), _SOFTMAX, list(pred.probabilities.values()), "NORMAL").called is False
