@@ -1,18 +1,47 @@
-"""Bootstrap resampling: i.i.d. rows or whole clusters (patients), and percentile intervals.
+"""Bootstrap resampling: i.i.d. rows or whole clusters (patients), and the intervals built from it.
 
 Images of one patient (or slices of one scan) are correlated, so an i.i.d. bootstrap over
 images gives intervals that are too narrow; the cluster bootstrap resamples whole groups
 with replacement (Field & Welsh 2007, "Bootstrapping clustered data", JRSS B 69(3)).
-The interval is the percentile interval (Efron & Tibshirani 1993, ch. 13).
+
+Two intervals:
+
+* :func:`percentile_ci`, the percentile interval (Efron & Tibshirani 1993, *An Introduction to the
+  Bootstrap*, ch. 13), for statistics the plug-in estimates without a bias worth the name (AUC,
+  sensitivity, Brier score, ...).
+* :func:`basic_ci` for a statistic with a known bias, such as the binned expected calibration error
+  (ECE): a sum of absolute values, so sampling noise only ever adds to it and the plug-in
+  overestimates the true ECE (Kumar, Liang & Ma 2019, "Verified uncertainty calibration",
+  NeurIPS). A resample repeats images, has fewer distinct ones, and adds that noise again, so the
+  resamples' ECEs sit above the estimate by about the bias ``b`` (Efron & Tibshirani 1993, ch. 10:
+  the bootstrap estimate of bias). The percentile interval then sits near ``truth + 2b``, and where
+  ``b`` exceeds its half-width it lies wholly above its own estimate (the shipped cards had such
+  entries). The BC and BCa percentile intervals (Efron & Tibshirani 1993, ch. 14; DiCiccio & Efron
+  1996, "Bootstrap confidence intervals", Statist. Sci. 11(3)) do not mend this: their end points
+  are quantiles of the resamples at levels ``Phi(z0 + (z0 +- z) / (1 - a (z0 +- z)))``, which
+  bracket the estimate's own level ``Phi(z0)`` exactly when ``|z0| <= z``, i.e. exactly when the
+  percentile interval contains it; and, being quantiles of resampled ECEs, they can never reach a
+  true ECE below every resample's (a well-calibrated model's 0). The basic bootstrap interval
+  (Davison & Hinkley 1997, *Bootstrap Methods and their Application*, sec. 5.2) reads the
+  resamples' spread around the estimate as the estimate's around the truth and so corrects the
+  bias: ``[2 est - q_hi, 2 est - q_lo]``. It is kept within the statistic's range and, where the
+  correction moves the whole interval past the (biased) estimate, widened to reach it, so the
+  interval always contains the number printed beside it; widening can only raise coverage.
+  Measured (``benchmarks/bench_ece_interval.py``: simulated models with a known population ECE,
+  10 bins, n = 100, 200 data sets of 500 resamples; mildly miscalibrated / over-confident), share
+  of data sets whose interval covers the true ECE: percentile 39 % / 14 %, BC 76 % / 65 %, BCa
+  77 % / 65 %, basic 88 % / 86 %. For a calibrated model (true ECE 0, on the statistic's
+  boundary, where no bootstrap interval is accurate): 0 %, 0 %, 0 %, 63 %.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["mean_ci", "percentile_ci", "resample_indices", "statistic_ci"]
+__all__ = ["basic_ci", "mean_ci", "percentile_ci", "resample_indices", "statistic_ci"]
 
 
 def resample_indices(n: int, n_boot: int, rng: np.random.Generator,
@@ -56,6 +85,34 @@ def percentile_ci(values: Sequence[float], n_boot: int, alpha: float = 0.05) -> 
         return None
     lo, hi = np.quantile(np.asarray(values, dtype=np.float64), [alpha / 2, 1 - alpha / 2])
     return [float(lo), float(hi)]
+
+
+def basic_ci(values: Sequence[float], estimate: float | None, n_boot: int, alpha: float = 0.05,
+             bounds: tuple[float, float] = (-math.inf, math.inf)) -> list[float] | None:
+    """``[low, high]`` basic bootstrap interval of a biased statistic, containing its ``estimate``.
+
+    ``[2 est - q(1 - alpha/2), 2 est - q(alpha/2)]`` with ``q`` the quantiles of ``values``
+    (Davison & Hinkley 1997, sec. 5.2), clipped to ``bounds`` and widened to ``estimate`` where the
+    bias correction moved the whole interval past it (see the module docstring for why, and for
+    why not BC / BCa).
+
+    Args:
+        values: The statistic on each resample where it was defined.
+        estimate: The statistic on the whole sample (None: undefined, and so is the interval).
+        n_boot: Resamples drawn (fewer than half of them defined gives None, as in :func:`percentile_ci`).
+        alpha: 1 - coverage (0.05: 95 % interval).
+        bounds: The statistic's range, e.g. ``(0, 1)`` for the ECE.
+
+    Returns:
+        The interval, or None.
+    """
+    ci = percentile_ci(values, n_boot, alpha)
+    if ci is None or estimate is None:
+        return None
+    est = float(estimate)
+    low = max(bounds[0], min(2 * est - ci[1], est))
+    high = min(bounds[1], max(2 * est - ci[0], est))
+    return [float(low), float(high)]
 
 
 def statistic_ci(statistic: Callable[[np.ndarray], float | None], n: int, *, n_boot: int = 1000,

@@ -5,6 +5,10 @@
 other metrics come from :mod:`sklearn.metrics`, except the expected calibration error (ECE),
 which scikit-learn does not provide (see :func:`expected_calibration_error`).
 
+Every metric's 95 % interval comes from one set of (cluster) bootstrap resamples: the percentile
+interval, except for the ECE, whose plug-in is biased upwards and gets the bias-correcting basic
+interval (:data:`BIASED_METRICS`; why: :mod:`medcnn.evaluation.bootstrap`).
+
 Calibration (:func:`fit_temperature`, :func:`youden_threshold`, :func:`softmax_t`) lives in
 :mod:`medcnn.evaluation.calibration` and is re-exported here.
 """
@@ -17,10 +21,11 @@ from typing import Any, Sequence
 import numpy as np
 from sklearn import metrics as skm
 
-from medcnn.evaluation.bootstrap import percentile_ci, resample_indices, statistic_ci
+from medcnn.evaluation.bootstrap import basic_ci, percentile_ci, resample_indices, statistic_ci
 from medcnn.evaluation.calibration import fit_temperature, softmax_t, youden_threshold
 
 __all__ = [
+    "BIASED_METRICS",
     "SCALAR_METRICS",
     "auc_ci",
     "compute_metrics",
@@ -37,6 +42,10 @@ SCALAR_METRICS = (
     "auc", "pr_auc", "accuracy", "balanced_accuracy", "precision", "recall",
     "specificity", "f1", "kappa", "ece", "brier",
 )
+
+#: Metrics whose plug-in estimate is biased, with their range: their CI is
+#: :func:`medcnn.evaluation.bootstrap.basic_ci` (the others' :func:`~medcnn.evaluation.bootstrap.percentile_ci`).
+BIASED_METRICS: dict[str, tuple[float, float]] = {"ece": (0.0, 1.0)}
 
 _ECE_BINS = 10
 
@@ -143,16 +152,19 @@ def _scalar_metrics(y: np.ndarray, prob: np.ndarray, threshold: float) -> dict[s
 
 def _bootstrap_ci(
     y: np.ndarray, prob: np.ndarray, threshold: float, n_boot: int, seed: int,
-    groups: np.ndarray | None, alpha: float = 0.05,
+    groups: np.ndarray | None, estimates: dict[str, float | None], alpha: float = 0.05,
 ) -> dict[str, list[float] | None]:
-    """Percentile bootstrap CI of every scalar metric, from one set of resamples (undefined ones skipped)."""
+    """Bootstrap CI of every scalar metric, from one set of resamples (undefined ones skipped):
+    percentile, or basic around ``estimates`` for :data:`BIASED_METRICS`."""
     values: dict[str, list[float]] = {k: [] for k in SCALAR_METRICS}
     rng = np.random.default_rng(seed)
     for idx in resample_indices(len(y), n_boot, rng, groups):
         for k, v in _scalar_metrics(y[idx], prob[idx], threshold).items():
             if v is not None:
                 values[k].append(v)
-    return {k: percentile_ci(vals, n_boot, alpha) for k, vals in values.items()}
+    return {k: (basic_ci(vals, estimates[k], n_boot, alpha, BIASED_METRICS[k]) if k in BIASED_METRICS
+                else percentile_ci(vals, n_boot, alpha))
+            for k, vals in values.items()}
 
 
 def _check_binary_inputs(y_true: Any, prob: Any, threshold: float) -> tuple[np.ndarray, np.ndarray]:
@@ -238,7 +250,9 @@ def compute_metrics(
     Returns:
         JSON-ready dict: ``n``, ``n_pos``, ``n_neg``, each of :data:`SCALAR_METRICS`
         (``None`` where undefined, e.g. AUC on a single-class subset, with an entry in
-        ``notes``), ``auc_ci`` [low, high], ``ci`` {metric: [low, high] | None},
+        ``notes``), ``auc_ci`` [low, high], ``ci`` {metric: [low, high] | None} (percentile
+        intervals; the ECE's is the basic interval, which contains its estimate: see
+        :data:`BIASED_METRICS`),
         ``threshold``, ``labels``, ``confusion_matrix`` [[tn, fp], [fn, tp]] (rows = truth,
         columns = prediction, in ``labels`` order), ``per_class`` (precision / recall /
         f1-score / support per label, from ``classification_report``), ``n_boot``,
@@ -251,8 +265,9 @@ def compute_metrics(
     y, p = _check_binary_inputs(y_true, prob, threshold)
     labels, g = _check_labels_and_groups(labels, groups, y.size)
     out: dict[str, Any] = {"n": int(y.size), "n_pos": int(y.sum()), "n_neg": int((1 - y).sum())}
-    out.update(_scalar_metrics(y, p, threshold))
-    ci = _bootstrap_ci(y, p, threshold, n_boot, seed, g) if n_boot > 0 else {k: None for k in SCALAR_METRICS}
+    point = _scalar_metrics(y, p, threshold)
+    out.update(point)
+    ci = _bootstrap_ci(y, p, threshold, n_boot, seed, g, point) if n_boot > 0 else {k: None for k in SCALAR_METRICS}
     pred = (p >= threshold).astype(np.int64)
     out.update(
         auc_ci=ci["auc"],
