@@ -11,6 +11,7 @@ Data flow::
       -> Invert   (MONOCHROME1 after VOI)           float32 (H0, W0) in [0, 1]
       -> [Denoise] [CLAHE]                          float32 (H0, W0) in [0, 1]
       -> [BodyCrop] (CT: body box, outside -> 0)    float32 (Hb, Wb) in [0, 1]
+      -> [LungCrop] (CT: lungs' box + margin)       float32 (Hl, Wl) in [0, 1]
       -> CropOrPad (to the model's aspect)          float32 (H1, W1) in [0, 1]
       -> Resize    (to the model's input size)      float32 (H, W)   in [0, 1]  = ``display``
       -> Normalize ((x - mean) / std)               torch.float32 (1, 1, H, W)  = ``tensor``
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 
 from medcnn.preprocess.steps import (
-    CLAHE, NORMALIZATIONS, STEPS, BodyCrop, CropOrPad, Denoise, ImageNetNormalize, Invert, Normalize, Resize,
+    CLAHE, NORMALIZATIONS, STEPS, BodyCrop, CropOrPad, LungCrop, Denoise, ImageNetNormalize, Invert, Normalize, Resize,
     Step, UnitNormalize, Window, XRVNormalize,
 )
 from medcnn.preprocess.voi import (
@@ -52,6 +53,7 @@ __all__ = [
     "Denoise",
     "CLAHE",
     "BodyCrop",
+    "LungCrop",
     "CropOrPad",
     "Resize",
     "Normalize",
@@ -201,14 +203,16 @@ def default_config(task: str = "CXR", size: int = 256) -> dict[str, Any]:
 
     ``CXR``: file window (or full range / auto), MONOCHROME1 inversion, pad to square,
     resize. ``CT``: as CXR, but CT DICOM in HU gets the lung preset (-600/1500) even when
-    the file has its own window, and ``body_crop`` cuts the slice to the patient's body
-    (table and surrounding air removed, black outside the body), matching the lung-windowed
-    8-bit body crops the CT model is trained on; on those crops it is close to the identity.
+    the file has its own window, ``body_crop`` cuts the slice to the patient's body (table and
+    surrounding air removed, black outside the body) and ``lung_crop`` to the lungs' box plus a
+    thin rim, so a scanner slice and an 8-bit lung crop reach the network at the same scale
+    (:mod:`medcnn.preprocess.lungs`).
     """
     task = task.upper()
     if task not in ("CXR", "CT"):
         raise ValueError(f"task must be CXR or CT, got {task!r}")
-    body = [{"name": "body_crop", **BodyCrop().config()}] if task == "CT" else []
+    body = ([{"name": "body_crop", **BodyCrop().config()}, {"name": "lung_crop", **LungCrop().config()}]
+            if task == "CT" else [])
     return {"steps": [
         {"name": "window", "window": "default", "ct_preset": "lung" if task == "CT" else None,
          **({"preset_first": True} if task == "CT" else {})},

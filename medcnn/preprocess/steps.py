@@ -9,57 +9,19 @@ stored in a model card. Import them from :mod:`medcnn.preprocess`.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable
 
 import cv2
 import numpy as np
 
+from medcnn.preprocess.base import Step
 from medcnn.preprocess.body import body_mask
+from medcnn.preprocess.lungs import LungCrop
 from medcnn.preprocess.voi import CT_PRESETS, WindowSpec, _apply_voi_lut, apply_window, resolve_window
 from medcnn.io import ImageMeta
 
-__all__ = ["Step", "Window", "Invert", "Denoise", "CLAHE", "BodyCrop", "CropOrPad", "Resize", "Normalize",
+__all__ = ["Step", "Window", "Invert", "Denoise", "CLAHE", "BodyCrop", "LungCrop", "CropOrPad", "Resize", "Normalize",
            "ImageNetNormalize", "XRVNormalize", "UnitNormalize", "NORMALIZATIONS", "STEPS"]
-
-
-class Step:
-    """A preprocessing step: settings in ``__init__``, the work in the one hook :meth:`apply`.
-
-    ``apply(x, meta)`` takes a float32 (H, W) image and returns a new one with the parameters
-    used; it never modifies ``x`` in place (the pipeline keeps every intermediate for display).
-    Steps keep no per-call state, so one pipeline can serve concurrent requests.
-
-    Attributes:
-        name: The step's name in a pipeline config (:data:`STEPS`).
-        input_range: The values the step reads, ``None`` for any (modality values such as HU).
-    """
-
-    name: ClassVar[str] = ""
-    input_range: ClassVar[tuple[float, float] | None] = (0.0, 1.0)
-
-    def apply(self, x: np.ndarray, meta: ImageMeta | None) -> tuple[np.ndarray, dict[str, Any]]:
-        """Run the step: the new image and the parameters actually used (plain data, for display)."""
-        raise NotImplementedError  # pragma: no cover - every step implements it
-
-    def __call__(self, x: np.ndarray, meta: ImageMeta | None = None) -> np.ndarray:
-        """The image of :meth:`apply`."""
-        return self.apply(x, meta)[0]
-
-    def config(self) -> dict[str, Any]:
-        """Plain-data settings (JSON); ``STEPS[name](**config)`` rebuilds the step."""
-        return {}
-
-    def output_range(self) -> tuple[float, float]:
-        """The values the step's output takes for an input in :attr:`input_range`."""
-        return 0.0, 1.0
-
-    def with_settings(self, **settings: Any) -> "Step":
-        """This step with the given settings replaced where it has them (``window=...`` for a
-        per-call window); the step itself when it has none of them."""
-        config = self.config()
-        if not set(settings) & set(config):
-            return self
-        return type(self)(**{**config, **{k: v for k, v in settings.items() if k in config}})
 
 
 class Window(Step):
@@ -385,6 +347,6 @@ NORMALIZATIONS: dict[str, Callable[..., Normalize]] = {
 
 #: Step registry: config ``name`` -> class.
 STEPS: dict[str, Callable[..., Step]] = {
-    cls.name: cls for cls in (Window, Invert, Denoise, CLAHE, BodyCrop, CropOrPad, Resize, Normalize,
+    cls.name: cls for cls in (Window, Invert, Denoise, CLAHE, BodyCrop, LungCrop, CropOrPad, Resize, Normalize,
                               ImageNetNormalize, XRVNormalize, UnitNormalize)
 }

@@ -133,9 +133,9 @@ def test_config_round_trip_and_validation():
                                         {"name": "resize", "size": 32}, {"name": "normalize"}]})
 
 
-def test_default_ct_config_has_body_crop_cxr_does_not():
+def test_default_ct_config_has_body_and_lung_crop_cxr_does_not():
     ct = [s["name"] for s in default_config("CT", 64)["steps"]]
-    assert ct == ["window", "invert", "body_crop", "crop_or_pad", "resize", "normalize"]
+    assert ct == ["window", "invert", "body_crop", "lung_crop", "crop_or_pad", "resize", "normalize"]
     assert default_config("CT", 64)["steps"][0] == {"name": "window", "window": "default", "ct_preset": "lung",
                                                    "preset_first": True}
     cxr = default_config("CXR", 64)["steps"]
@@ -157,7 +157,7 @@ def test_ct_pipeline_shows_body_crop_step_and_lung_window_over_file_window():
     image = _hu_slice()
     res = Pipeline.from_config(default_config("CT", 96))(image)
     names = [s.name for s in res.steps]
-    assert names == ["window", "invert", "body_crop", "crop_or_pad", "resize", "normalize"]
+    assert names == ["window", "invert", "body_crop", "lung_crop", "crop_or_pad", "resize", "normalize"]
     crop, pad = res.steps[2], res.steps[3]
     assert crop.image.shape == tuple(crop.params["to"]) == tuple(pad.params["from"])
     assert crop.params["body_fraction"] > 0.1 and "note" not in crop.params

@@ -38,6 +38,7 @@ TABLE: dict[str, tuple[dict, set[str]]] = {
     "denoise": ({"method": "median", "ksize": 7}, {"method", "ksize", "sigma"}),
     "clahe": ({"clip_limit": 2.0, "tile_grid": 4}, {"clip_limit", "tile_grid"}),
     "body_crop": ({}, {"threshold", "margin", "from", "to", "offset", "level"}),
+    "lung_crop": ({}, {"margin", "min_lung", "kernel", "max_aspect", "from", "to", "offset"}),
     "crop_or_pad": ({"aspect": 1.0, "mode": "pad"}, {"aspect", "mode", "fill", "from", "to", "offset"}),
     "resize": ({"size": [32, 40]}, {"size"}),
     "normalize": ({"mean": 0.5, "std": 0.25}, {"mean", "std"}),
