@@ -13,17 +13,19 @@ errors in its own way; here it is done once:
 4. whatever fails becomes a row with its error and the stage it failed at; the others still run.
 
 A row (:data:`ROW_KEYS`, snake_case) is what ``predict --json`` prints for a file. Its ``decision``
-is :data:`~medcnn.inference.NOT_ANALYSED` (``"not analysed"``) when the out-of-distribution gate withholds the image (the probabilities
-stay in the row for the record), and ``called`` lists the labels the decision names (None then).
+is :data:`~medcnn.inference.NOT_ANALYSED` (``"not analysed"``) when the out-of-distribution gate
+withholds the image (the probabilities stay in the row for the record), and ``called`` lists the
+labels the decision names (None then). Each file's warnings are collected into its row
+(:func:`medcnn.notices.collected`), never printed.
 """
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medcnn.notices import collected
 from medcnn.inference import NOT_ANALYSED, Prediction, Predictor, check_modality, resolve_card
 from medcnn.io import MedImage, read_image
 
@@ -63,10 +65,6 @@ class Scored:
     prediction: Prediction | None = None
     image: MedImage | None = field(default=None, repr=False)
     card_path: Path | None = None
-
-
-def _messages(caught: Iterable[warnings.WarningMessage]) -> list[str]:
-    return list(dict.fromkeys(str(w.message) for w in caught))
 
 
 def _fail(scored: Scored, stage: str, e: Exception) -> None:
@@ -116,10 +114,9 @@ class Scorer:
         """Read one source and choose (and load) its model; a failure is recorded in the row."""
         name, data = (source[0], source[1]) if isinstance(source, tuple) else (str(source), source)
         scored = Scored(new_row(name))
-        caught: list[warnings.WarningMessage] = []
+        caught: list[str] = []
         try:
-            with warnings.catch_warnings(record=True) as caught:  # reported per file, not as tracebacks
-                warnings.simplefilter("always")
+            with collected() as caught:  # reported per file, not as tracebacks
                 try:
                     scored.image = read_image(data)
                 except (ValueError, OSError) as e:  # UnsupportedImageError is a ValueError
@@ -135,7 +132,7 @@ class Scorer:
                 except (ValueError, OSError) as e:  # CardError is a ValueError
                     _fail(scored, "model", e)
         finally:
-            scored.row["warnings"] = _messages(caught)
+            scored.row["warnings"] = list(caught)
         return scored
 
     def _fill(self, scored: Scored, pred: Prediction) -> None:
@@ -147,8 +144,7 @@ class Scorer:
     def _predict_group(self, predictor: Predictor, members: list[Scored]) -> None:
         """One forward pass for the images of one model; image by image when that pass fails or warns."""
         try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
+            with collected() as caught:
                 preds = predictor.predict_batch([s.image for s in members], keep_steps=self.keep_steps)
             if not caught:
                 for scored, pred in zip(members, preds):
@@ -159,14 +155,13 @@ class Scorer:
         for scored in members:
             caught = []
             try:
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always")
+                with collected() as caught:
                     pred = predictor.predict(scored.image, keep_steps=self.keep_steps)
             except (ValueError, OSError, RuntimeError) as e:
                 _fail(scored, "predict", e)
                 continue
             finally:
-                scored.row["warnings"] = list(dict.fromkeys(scored.row["warnings"] + _messages(caught)))
+                scored.row["warnings"] = list(dict.fromkeys(scored.row["warnings"] + caught))
             self._fill(scored, pred)
 
     def iter_score(self, sources: Sequence[Source]) -> Iterator[Scored]:

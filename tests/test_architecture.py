@@ -9,6 +9,10 @@
 * the subpackages import each other without a cycle (module-level and function-level imports);
 * nothing in the package touches ``sys.meta_path`` (no import hooks: a module path is a file);
 * no module is longer than :data:`MAX_LINES` lines;
+* only ``medcnn/notices.py`` touches the warning filters (``warnings.catch_warnings``,
+  ``simplefilter``, ``filterwarnings``, ``resetwarnings``): the rest of the package collects or
+  silences warnings through its helpers (the files not yet moved are named in
+  :data:`KNOWN_WARNING_FILTERS`);
 * ``python -m medcnn --help`` does not import torch;
 * the scripts outside the package (``pages/``, ``app.py``, ``benchmarks/``) sit above every layer:
   they may import any medcnn module that exists, but pages and the router never import torch,
@@ -42,6 +46,7 @@ STREAMLIT_UNIT = "app"
 #: each other nor anything above. Derived from the imports in the package and the documented
 #: flow of an upload (app -> inference -> explain/visualize -> models -> preprocess -> io):
 LAYERS: tuple[tuple[str, ...], ...] = (
+    ("notices",),  # the one warnings channel (standard library only): every layer may use it
     ("io",),  # bytes/path -> pixels + metadata
     ("preprocess",),  # pixels -> model tensor + display image
     ("models",),  # architectures, checkpoint + card, the batch forward pass
@@ -67,6 +72,19 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 #: TEMPORARY. Each must disappear when its owner moves the code; the test fails on any new
 #: violation and on an entry that is no longer needed.
 KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {}
+
+#: the one module that may touch the warning filters
+WARNINGS_HOME = "medcnn/notices.py"
+#: the calls that change the warning filters
+WARNING_FILTER_CALLS = ("catch_warnings", "simplefilter", "filterwarnings", "resetwarnings")
+#: Files that still touch the warning filters themselves, each with its reason. TEMPORARY: each
+#: must move to :mod:`medcnn.notices` when its owner next changes it; the test fails on any new
+#: file and on an entry that is no longer needed.
+KNOWN_WARNING_FILTERS: dict[str, str] = {
+    "medcnn/evaluation/metrics.py": "sklearn's ill-defined-metric notes (being changed by its owner)",
+    "medcnn/io/dicom.py": "pydicom's decode warnings recorded into ImageMeta.warnings (being changed by its owner)",
+    "medcnn/ood/validate.py": "unreadable validation files counted, not printed (being changed by its owner)",
+}
 
 #: scripts outside the package, above every layer; they may import any existing medcnn module
 SCRIPTS = ("pages/*.py", "app.py", "benchmarks/*.py")
@@ -331,6 +349,33 @@ def meta_path_uses() -> list[str]:
     return [f"{path.relative_to(REPO)}:{line}" for path, line in sorted(set(found))]
 
 
+def warning_filter_uses(paths: Iterable[Path]) -> list[str]:
+    """``file:line: call`` for each call that changes the warning filters, outside :data:`WARNINGS_HOME`.
+
+    Both spellings count: ``warnings.simplefilter(...)`` and a name imported from :mod:`warnings`
+    (``from warnings import catch_warnings``).
+    """
+    found = []
+    for path in paths:
+        rel = path.relative_to(REPO).as_posix()
+        if rel == WARNINGS_HOME:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        from_warnings = {alias.asname or alias.name for node in ast.walk(tree)
+                         if isinstance(node, ast.ImportFrom) and node.module == "warnings" for alias in node.names
+                         if alias.name in WARNING_FILTER_CALLS}
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            f = node.func
+            if (isinstance(f, ast.Attribute) and f.attr in WARNING_FILTER_CALLS
+                    and isinstance(f.value, ast.Name) and f.value.id == "warnings"):
+                found.append(f"{rel}:{node.lineno}: warnings.{f.attr}")
+            elif isinstance(f, ast.Name) and f.id in from_warnings:
+                found.append(f"{rel}:{node.lineno}: {f.id}")
+    return found
+
+
 def scripts(patterns: Iterable[str]) -> list[Path]:
     return sorted({p for pattern in patterns for p in REPO.glob(pattern)})
 
@@ -440,6 +485,20 @@ def test_meta_path_finder_flags_any_use(tmp_path, monkeypatch):
     assert meta_path_uses() == ["medcnn/__init__.py:2", "medcnn/hooks.py:1"]
 
 
+def test_warning_filter_finder_flags_raw_filters_outside_the_helper(tmp_path, monkeypatch):
+    pkg = tmp_path / "medcnn"
+    pkg.mkdir()
+    (pkg / "notices.py").write_text("import warnings\nwarnings.simplefilter('ignore')\n")  # the helper: allowed
+    (pkg / "a.py").write_text("import warnings\nwith warnings.catch_warnings():\n"
+                              "    warnings.filterwarnings('ignore')\n")
+    (pkg / "b.py").write_text("from warnings import simplefilter as sf\nsf('ignore')\n")
+    (pkg / "ok.py").write_text("import warnings\nfrom medcnn.notices import quiet\nwarnings.warn('x')\n"
+                               "with quiet(UserWarning, reason='r'):\n    pass\n")
+    monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
+    assert warning_filter_uses(sorted(pkg.rglob("*.py"))) == [
+        "medcnn/a.py:2: warnings.catch_warnings", "medcnn/a.py:3: warnings.filterwarnings", "medcnn/b.py:2: sf"]
+
+
 def test_missing_module_finder_flags_old_paths(tmp_path):
     page = tmp_path / "page.py"
     page.write_text("from medcnn.card import ModelCard\nfrom medcnn.models.card import ModelCard\n"
@@ -525,6 +584,18 @@ def test_subpackages_import_each_other_without_a_cycle():
         for a, b in zip(cycle, cycle[1:]):
             lines += [f"    {a} -> {b}: {imp.where} imports {imp.target}" for imp in graph[a][b]]
     assert not cycles, "import cycles between subpackages:\n" + "\n".join(lines)
+
+
+def test_only_the_notices_module_touches_the_warning_filters():
+    found = [f for f in warning_filter_uses(modules()) if f.split(":")[0] not in KNOWN_WARNING_FILTERS]
+    assert not found, ("collect warnings with medcnn.notices.collected() or silence a library's with "
+                       "medcnn.notices.quiet(category, reason=...), not with the warnings module:\n" + "\n".join(found))
+
+
+def test_known_warning_filters_are_still_needed():
+    present = {f.split(":")[0] for f in warning_filter_uses(modules())}
+    stale = sorted(set(KNOWN_WARNING_FILTERS) - present)
+    assert not stale, "remove from KNOWN_WARNING_FILTERS (they use medcnn.notices now):\n" + "\n".join(stale)
 
 
 def test_no_module_is_longer_than_400_lines():

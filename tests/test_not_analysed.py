@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
-from conftest import write_png
 from medcnn.inference import NOT_ANALYSED, Prediction
 from medcnn.models import head
 from medcnn.ood import OODResult
@@ -54,12 +53,12 @@ def test_the_constant_is_defined_once_and_shared():
     assert not literals, "use medcnn.models.head.NOT_ANALYSED:\n" + "\n".join(literals)
 
 
-def test_a_withheld_prediction_and_a_scoring_row_say_the_same(tmp_path):
+def test_a_withheld_prediction_and_a_scoring_row_say_the_same(tmp_path, png):
     from medcnn.scoring import SKIP_REASONS, Scorer, analysed_logits
 
     pred = _withheld()
     assert pred.decision == NOT_ANALYSED and pred.to_dict()["decision"] == NOT_ANALYSED
-    data = write_png(tmp_path / "a.png").read_bytes()
+    data = png(tmp_path / "a.png").read_bytes()
     row = Scorer(_Withholding()).rows([("a.png", data)])[0]
     assert row["ok"] and row["decision"] == pred.decision and row["called"] is None
     # recalibration recognises the row as withheld by that same text

@@ -25,7 +25,6 @@ written to disk or logged. Cached values hold pixels and non-identifying metadat
 from __future__ import annotations
 
 import hashlib
-import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
+from medcnn.notices import collected
 from medcnn.app.compute import ComputeConfigError, compute_slot, compute_slots
 from medcnn.models.card import ModelCard
 from medcnn.io import ImageMeta, MedImage, read_image
@@ -83,8 +83,7 @@ def list_models(folder: str | Path | None = None) -> list[ModelCard]:
     """Valid cards (``.json`` + ``.pt``) in the weights folder, by name (:mod:`medcnn.models.catalogue`)."""
     from medcnn.models.catalogue import list_cards
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with collected():  # a card the folder cannot serve is simply not listed
         return list_cards(folder or weights_dir())
 
 
@@ -97,8 +96,7 @@ def resolve_card_path(meta: ImageMeta, choice: str = AUTO_MODEL, folder: str | P
     """
     from medcnn.models.catalogue import resolve_card
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with collected():  # the choice's error, not the folder's skipped cards, is what the page shows
         model = None if choice == AUTO_MODEL or not choice else choice
         return str(resolve_card(meta, model, folder or weights_dir()))
 
@@ -189,8 +187,7 @@ def read_upload(key: str, _data: bytes, frame: int | None = None) -> MedImage:
     Raises:
         UnsupportedImageError: not a readable DICOM / PNG / JPEG (message says why).
     """
-    with warnings.catch_warnings():  # soft problems are in meta.warnings; shown by the page
-        warnings.simplefilter("ignore")
+    with collected():  # soft problems are in meta.warnings; shown by the page
         return read_image(_data, frame=frame)
 
 

@@ -33,13 +33,13 @@ from __future__ import annotations
 import math
 import os
 import re
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from medcnn.notices import quiet
 from medcnn.audit.balance import label_balance
 from medcnn.audit.features import (
     ACQUISITION_COLUMNS,
@@ -97,8 +97,7 @@ def _cross_validate(x: pd.DataFrame, y: np.ndarray, groups: np.ndarray, folds: i
             continue
         oof = np.full(len(y), np.nan)
         for tr, va in splits:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # convergence chatter on tiny folds
+            with quiet(Warning, reason="sklearn's convergence chatter on tiny folds"):
                 model.fit(x.iloc[tr].to_numpy(), y[tr])
             oof[va] = model.predict_proba(x.iloc[va].to_numpy())[:, 1]
         out[name] = {"auc": roc_auc(y, oof), "auc_ci": auc_ci(y, oof, groups=groups, n_boot=n_boot, seed=seed)}
@@ -143,8 +142,7 @@ def _feature_ranking(x: pd.DataFrame, y: np.ndarray, top: int) -> dict[str, Any]
     xs = x.fillna(x.median()).to_numpy()
     sd = xs.std(0)
     xs = (xs - xs.mean(0)) / np.where(sd > 0, sd, 1.0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quiet(Warning, reason="sklearn's convergence chatter: the coefficients only rank features"):
         lr = LogisticRegression(C=1.0, max_iter=5000).fit(xs, y)
     coefs = sorted(({"feature": n, "group": feature_group(n), "coef": round(float(c), 4)}
                     for n, c in zip(x.columns, lr.coef_[0])), key=lambda r: abs(r["coef"]), reverse=True)

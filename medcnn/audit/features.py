@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from medcnn.notices import collected
 from medcnn.io import MedImage, UnsupportedImageError, read_image
 from medcnn.preprocess import render
 
@@ -211,8 +211,7 @@ def image_features(path: str | os.PathLike) -> dict[str, Any]:
     Raises:
         UnsupportedImageError: the file cannot be decoded.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # decode warnings (colour -> grey, ...) are not audit results
+    with collected():  # decode notes (colour -> grey, ...) are not audit results
         img = read_image(path)
         disp = render(img)
     feats = file_features(path, img)

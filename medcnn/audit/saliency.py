@@ -21,7 +21,6 @@ The thorax estimate and its limits are documented in :mod:`medcnn.audit.regions`
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,6 +28,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from medcnn.notices import collected
 from medcnn.audit.regions import (  # re-exported
     boxes_mask,
     boxes_to_display,
@@ -274,8 +274,7 @@ def _image_regions(net: Any, card: Any, pipe: Any, row: dict[str, Any], explain_
         boxes)}, "how": "segmented" | "prior" | None, "probability", "above", "empty",
         "objective"}``.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with collected():  # decode notes (colour -> grey, ...) are not audit results
         img = read_image(row["path"])
     res = pipe(img, keep_steps=True)
     dev = next(net.parameters()).device if hasattr(net, "parameters") else None

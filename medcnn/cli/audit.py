@@ -25,8 +25,9 @@ import json
 import math
 import shlex
 import sys
-import warnings
 from typing import Any
+
+from medcnn.notices import collected
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -108,8 +109,7 @@ def _run_findings(args: argparse.Namespace) -> int:
     from medcnn.audit.findings import audit_findings, format_findings_audit
     from medcnn.models.card import ModelCard
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with collected():  # per-fold notes; the report carries its own
         report = audit_findings(args.model, args.data, split=args.split, folds=args.folds, seed=args.seed,
                                 progress=not args.json)
     if args.write_card:
@@ -149,8 +149,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if findings:
         return _run_findings(args)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with collected() as caught:
         if args.saliency:
             if not args.model:
                 print("error: --saliency needs --model weights/<name>.json", file=sys.stderr)
@@ -169,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
                                    seed=args.seed, max_images=args.max_images, split=args.split,
                                    meta=args.meta, progress=not args.json)
             text = format_summary
-    notes = sorted({str(w.message) for w in caught})
+    notes = sorted(caught)
     if args.write_card:
         report["card_key"] = _write_card(args, report, notes)
     if args.json:

@@ -13,9 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import warnings
 from pathlib import Path
 from typing import Any
+
+from medcnn.notices import collected
 
 #: Methods whose failure refuses the import (the rest are recorded as failed).
 REQUIRED = ("gradcam", "integrated_gradients")
@@ -74,8 +75,7 @@ def check_explanations(model: Any, card: Any, x: Any) -> dict[str, Any]:
     failed: dict[str, str] = {}
     for method in METHODS:
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
+            with collected():  # a method's notes: the check reports pass / fail per method
                 # IG: the adaptive rule, which refines until completeness holds (tol 1 %, at most 512 steps)
                 options = {"n_steps": None, "max_steps": 512} if method == "integrated_gradients" else {}
                 e = explain(model, x[:1], head.positive_index, method, layer=card.target_layer, head=head,

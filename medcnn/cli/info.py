@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import warnings
 
+from medcnn.notices import collected
 from medcnn.io import read_image
 
 
@@ -18,8 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # warnings are reported through meta.warnings below
+    with collected():  # the same notes are reported through meta.warnings below
         img = read_image(args.file, frame=args.frame)
     d = img.meta.to_dict()
     d["pixel_min"] = float(img.pixels.min())

@@ -4,9 +4,10 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from medcnn.notices import collected
 
 if TYPE_CHECKING:
     import numpy as np
@@ -53,8 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from medcnn.models.card import ModelCard
     from medcnn.preprocess import Pipeline, default_config
 
-    with warnings.catch_warnings(record=True):
-        warnings.simplefilter("always")
+    with collected():  # decode notes: `medcnn info` reports them
         img = read_image(args.file, frame=args.frame)
     if args.model:
         config = ModelCard.load(args.model).preprocessing

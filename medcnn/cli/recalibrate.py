@@ -30,9 +30,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
+
+from medcnn.notices import collected
 
 import numpy as np
 
@@ -82,8 +83,7 @@ def _read_site(args: argparse.Namespace, card: Any) -> tuple[Any, np.ndarray, li
         raise ValueError(f"{card.name} is a multi-label model: say which finding the site's labels speak to and "
                          f"which label marks it, e.g. --finding {card.positive_label!r} --positive LABEL "
                          f"(its findings: {', '.join(card.labels)})")
-    with warnings.catch_warnings():  # folder warnings can name files: not printed
-        warnings.simplefilter("ignore")
+    with collected():  # folder notes can name files: not printed
         df = read_labels(args.data, split=args.split, check_files=False)
     if len(df) == 0:
         raise ValueError(f"no rows in {Path(args.data).name}" + (f" with split {args.split!r}" if args.split else ""))

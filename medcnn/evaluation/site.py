@@ -23,11 +23,11 @@ the caller's job (``python -m medcnn recalibrate``, the app's Recalibrate page).
 """
 from __future__ import annotations
 
-import warnings
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from medcnn.notices import collected
 from medcnn.evaluation.metrics import compute_metrics
 from medcnn.evaluation.site_cv import RULE, after_arms, cross_validate, decide
 from medcnn.evaluation.site_task import InsufficientSiteDataError, Point, RecalibrationError, SiteTask
@@ -207,15 +207,14 @@ def recalibrate(
     evidence = cross_validate(task, z, t, g, folds=folds, n_boot=n_boot, seed=seed)
     decision = decide(evidence)
     refit_t, refit_op = decision["temperature"]["refit"], decision["operating_point"]["refit"]
-    with warnings.catch_warnings(record=True) as caught:  # reported in the notes
-        warnings.simplefilter("always")
+    with collected() as caught:  # reported in the notes
         point = task.fit(z, t, temperature=refit_t, threshold=refit_op)
     shipped = task.shipped
     components = {
         "temperature": {"shipped": shipped.temperature, "written": point.temperature, **decision["temperature"]},
         "operating_point": {"shipped": shipped.threshold, "written": point.threshold, **decision["operating_point"]},
     }
-    notes = [str(w.message) for w in caught]
+    notes = list(caught)
     if not (refit_t or refit_op):
         notes.insert(0, "nothing is refitted: the held-out folds do not show that a refit helps, so the "
                         "shipped card stands as it is")

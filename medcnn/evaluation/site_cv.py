@@ -27,11 +27,11 @@ around the estimate.
 """
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
 
+from medcnn.notices import collected
 from medcnn.evaluation.bootstrap import percentile_ci, resample_indices
 from medcnn.evaluation.findings import MIN_AUC_LOWER
 from medcnn.evaluation.metrics import auc_ci, expected_calibration_error, roc_auc
@@ -119,8 +119,7 @@ def cross_validate(task: SiteTask, z: np.ndarray, y: np.ndarray, groups: np.ndar
     p_ship = task.probability(z, task.shipped.temperature)
     ranking = {"auc": roc_auc(y, p_ship), "auc_ci": auc_ci(y, p_ship, n_boot=n_boot, seed=seed, groups=g)
                if n_boot else None}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # per-fold fit warnings
+    with collected():  # per-fold fit notes: the held-out evidence below is what is reported
         arms, k, reason = _fold_arms(task, z, y, g, folds, seed)
     out: dict[str, Any] = {"folds": k, "reason": reason, "ranking": ranking, "arms": arms, "stats": None}
     if arms is None:

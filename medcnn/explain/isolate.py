@@ -32,12 +32,13 @@ changes in place.
 from __future__ import annotations
 
 import difflib
-import warnings
 import weakref
 from typing import Any
 
 import torch
 from torch import nn
+
+from medcnn.notices import quiet
 
 __all__ = ["isolated_copy", "fast_copy", "resolve_layer", "probe", "Probe", "DEFAULT_MEMORY_BUDGET"]
 
@@ -220,8 +221,7 @@ def _build_fast(copy_: nn.Module, x: torch.Tensor) -> nn.Module | None:
     from torch.fx.experimental.optimization import fuse
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch.fx tracing notes; an untraceable model has no fast path
+        with quiet(Warning, reason="torch.fx tracing notes; an untraceable model has no fast path"):
             fused = fuse(copy_, inplace=False)
     except Exception:  # noqa: BLE001 - untraceable forward (control flow): no fast path
         return None

@@ -12,11 +12,11 @@ before a decoder allocates it.
 from __future__ import annotations
 
 import io
-import warnings
 
 import numpy as np
 from PIL import Image, ImageOps
 
+from medcnn.notices import quiet
 from medcnn.io.types import ImageMeta, error as _error
 
 __all__ = ["codestream_size", "decode_raster"]
@@ -41,9 +41,8 @@ def decode_raster(data: bytes, fmt: str, *, max_pixels: int) -> tuple[np.ndarray
     """
     label = fmt.upper()
     try:
-        with warnings.catch_warnings():
-            # Our budget replaces Pillow's global decompression-bomb limit below it.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with quiet(Image.DecompressionBombWarning,
+                   reason="our pixel budget replaces Pillow's global decompression-bomb limit below it"):
             im = Image.open(io.BytesIO(data), formats=[label])
         width, height = im.size
     except Image.DecompressionBombError as e:

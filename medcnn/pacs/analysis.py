@@ -17,10 +17,11 @@ from __future__ import annotations
 import hashlib
 import io
 import threading
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from medcnn.notices import collected
 
 __all__ = ["InstanceAnalysis", "PredictorCache", "analyze_instance", "is_medcnn_result", "presented_findings",
            "uid_hash", "MANUFACTURER"]
@@ -176,8 +177,7 @@ def analyze_instance(data: bytes, predictors: PredictorCache, *, model: str | No
     if is_medcnn_result(ds):
         result.reason = "this is a result medcnn made (secondary capture of an overlay), not a source image"
         return result
-    with warnings.catch_warnings():  # soft problems are in meta.warnings, shown by the callers
-        warnings.simplefilter("ignore")
+    with collected():  # soft problems are in meta.warnings, shown by the callers
         image = read_image(data)
     result.meta = image.meta
     try:

@@ -22,7 +22,6 @@ UIDs, study membership and the required attributes before anything is sent.
 from __future__ import annotations
 
 import io
-import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,6 +32,7 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from medcnn.notices import quiet
 from medcnn.models.card import file_sha256
 from medcnn.pacs.analysis import MANUFACTURER, InstanceAnalysis, presented_findings
 
@@ -290,8 +290,7 @@ def build_results(analysis: InstanceAnalysis, reviewer: str, created: datetime |
     created = created or datetime.now(timezone.utc)
     series_uid = generate_uid()
     # highdicom's person-name warnings quote the source's Patient's Name: never let them reach a log
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quiet(Warning, reason="highdicom's person-name warnings quote the Patient's Name"):
         objects = [build_sr(analysis, series_uid, reviewer, created)]
         if analysis.analysed and analysis.overlay is not None:
             objects.append(build_sc(analysis, series_uid))

@@ -25,12 +25,12 @@ may use to black out or crop the margins; nothing here modifies an image.
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from pydicom.dataset import Dataset
 
+from medcnn.notices import collected
 from medcnn.io import MedImage, UnsupportedImageError, read_image
 
 __all__ = ["TEXT_MARGIN_THRESHOLD", "TextRegions", "burned_in_warnings", "text_region_mask", "text_regions"]
@@ -176,8 +176,7 @@ def burned_in_warnings(ds: Dataset, data: bytes | None = None) -> list[str]:
     if data is None:
         return out
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # decode notes (colour -> grey, ...) are not privacy findings
+        with collected():  # decode notes (colour -> grey, ...) are not privacy findings
             regions = text_regions(read_image(data))
     except UnsupportedImageError:
         out.append("the image could not be decoded, so its margins were not checked for burned-in text")

@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import re
 import struct
-import warnings
 
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, encapsulate_extended, generate_frames
 from pydicom.uid import UID
+
+from medcnn.notices import raised
 
 __all__ = ["CodestreamError", "J2K_SYNTAXES", "JPEG_LS_SYNTAXES", "JPEG_SYNTAXES", "strip_pixel_comments"]
 
@@ -234,8 +235,7 @@ def strip_pixel_comments(ds: Dataset) -> int:
     if ds.get("ExtendedOffsetTable") and ds.get("ExtendedOffsetTableLengths"):
         extended = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # pydicom warns when it had to guess frame boundaries
+        with raised(UserWarning):  # pydicom warns when it had to guess frame boundaries
             frames = list(generate_frames(data, number_of_frames=count, extended_offsets=extended))
     except (ValueError, struct.error, UserWarning, EOFError) as e:
         raise CodestreamError(

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import io
 import secrets
-import warnings
 from dataclasses import dataclass, field, fields
 
 import pydicom
@@ -47,6 +46,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
+from medcnn.notices import quiet
 from medcnn.io import UnsupportedImageError, detect_format
 from medcnn.privacy.codestream import CodestreamError, strip_pixel_comments
 from medcnn.privacy.descriptors import DescriptorCleaner, clean_descriptor_tags
@@ -178,8 +178,7 @@ class Deidentifier:
                 "de-identified: de-identify the image files and create a new DICOMDIR from them")
         summary = DeidSummary(files=1)
         enhanced = "SharedFunctionalGroupsSequence" in ds
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # pydicom's value warnings quote the (identifying) values
+        with quiet(Warning, reason="pydicom's value warnings quote the (identifying) values"):
             try:
                 summary.comments_removed = strip_pixel_comments(ds)
             except CodestreamError as e:
@@ -317,8 +316,7 @@ def _read(data: bytes) -> Dataset:
         what = f"a {fmt.upper()} image" if fmt else "not a DICOM file"
         raise UnsupportedImageError(
             f"{what}: only DICOM files can be de-identified (PNG and JPEG carry no DICOM header)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pydicom's parse warnings may quote identifying values
+    with quiet(Warning, reason="pydicom's parse warnings may quote identifying values"):
         try:
             ds = pydicom.dcmread(io.BytesIO(data), force=True)
         except Exception as e:  # noqa: BLE001 - pydicom raises many types on damaged input
@@ -338,8 +336,7 @@ def _write(ds: Dataset) -> bytes:
     buf = io.BytesIO()
     meta = ds.file_meta
     complete = bool(meta.get("MediaStorageSOPClassUID")) and bool(meta.get("MediaStorageSOPInstanceUID"))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quiet(Warning, reason="pydicom's write warnings may quote identifying values"):
         try:
             pydicom.dcmwrite(buf, ds, enforce_file_format=complete)
             pydicom.dcmread(io.BytesIO(buf.getvalue()), force=True)
