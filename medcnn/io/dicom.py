@@ -267,6 +267,17 @@ def _float(ds: Dataset, keyword: str) -> float | None:
     return out if math.isfinite(out) else None
 
 
+def _orientation(ds: Dataset, frame: int) -> tuple[float, ...] | None:
+    """Image Orientation (Patient) as 6 finite floats (also from an Enhanced object's Plane
+    Orientation functional group), None when absent or malformed."""
+    src = ds if "ImageOrientationPatient" in ds else _functional_group(ds, frame, "PlaneOrientationSequence")
+    try:
+        values = tuple(float(v) for v in (src.get("ImageOrientationPatient") if src is not None else None) or ())
+    except (TypeError, ValueError):
+        return None
+    return values if len(values) == 6 and all(math.isfinite(v) for v in values) else None
+
+
 def _fill_meta(ds: Dataset, meta: ImageMeta, tsyntax: UID) -> None:
     """Copy the non-identifying image attributes from ``ds`` into ``meta``."""
     meta.modality = _text(ds, "Modality") or "OT"
@@ -276,6 +287,7 @@ def _fill_meta(ds: Dataset, meta: ImageMeta, tsyntax: UID) -> None:
     meta.transfer_syntax = tsyntax.name
     meta.manufacturer = _text(ds, "Manufacturer")
     meta.body_part = _text(ds, "BodyPartExamined")
+    meta.orientation = _orientation(ds, meta.frame)
     meta.view_position = _text(ds, "ViewPosition")
     meta.age_years = _age_years(_text(ds, "PatientAge"))
     meta.original_channels = int(ds.get("SamplesPerPixel") or 1)

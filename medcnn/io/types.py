@@ -48,6 +48,9 @@ class ImageMeta:
     n_frames: int = 1
     frame: int = 0  # index of the frame returned
     body_part: str | None = None
+    # Image Orientation (Patient) (0020,0037): row then column direction cosines in the patient's
+    # LPS axes (6 floats), None when absent
+    orientation: tuple[float, ...] | None = None
     view_position: str | None = None
     transfer_syntax: str | None = None  # name, for DICOM
     manufacturer: str | None = None

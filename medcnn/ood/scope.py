@@ -7,6 +7,7 @@ a reason in words a clinician understands. A missing or empty attribute is never
 only the image-based gate (:mod:`medcnn.ood.gate`) can judge them.
 
 Attributes (PS3.3): Body Part Examined (0018,0015, C.7.3.1), View Position (0018,5101, C.8.11.5),
+Image Orientation (Patient) (0020,0037, C.7.6.2: a CT model reads axial slices, not reformats),
 Photometric Interpretation (0028,0004, C.7.6.3), Patient's Age (0010,1010, C.7.2.1).
 The Modality check that refuses outright stays in :func:`medcnn.inference.check_modality`.
 """
@@ -16,6 +17,7 @@ from typing import Any
 
 from medcnn.io import ImageMeta
 from medcnn.ood.gate import OODResult
+from medcnn.preprocess.orient import axial_transform
 
 __all__ = ["DEFAULT_SCOPES", "resolve_scope", "check_scope"]
 
@@ -24,7 +26,7 @@ DEFAULT_SCOPES: dict[str, dict[str, Any]] = {
     "CXR": {"body_parts": ["CHEST", "THORAX", "LUNG"], "view_positions": ["PA", "AP"],
             "min_age_years": 18, "photometric": ["MONOCHROME1", "MONOCHROME2"]},
     "CT": {"body_parts": ["CHEST", "THORAX", "LUNG"], "view_positions": [],
-           "min_age_years": None, "photometric": ["MONOCHROME1", "MONOCHROME2"]},
+           "min_age_years": None, "photometric": ["MONOCHROME1", "MONOCHROME2"], "planes": ["axial"]},
 }
 _LATERAL = ("LL", "RL", "LAT", "LATERAL", "LLD", "RLD", "XTABLE")
 
@@ -59,6 +61,14 @@ def check_scope(meta: ImageMeta, scope: dict[str, Any], result: OODResult) -> OO
         result.escalate("outside", (
             f"the DICOM header says this is {kind}; this model reads only frontal "
             f"({'/'.join(views)}) films"))
+    planes = scope.get("planes") or []
+    if "axial" in planes and meta.orientation is not None:
+        _, text = axial_transform(meta.orientation)
+        if text.startswith("not an axial slice"):
+            plane = "sagittal" if "sagittal" in text else "coronal"
+            result.escalate("outside", (
+                f"the DICOM header says this is a {plane} image (Image Orientation (Patient)); this "
+                "model reads only axial slices, not reformats"))
     min_age = scope.get("min_age_years")
     if min_age is not None and meta.age_years is not None and meta.age_years < float(min_age):
         result.escalate("outside", (

@@ -8,6 +8,7 @@ Data flow::
 
     MedImage.pixels (modality values, e.g. HU)      float32 (H0, W0)
       -> Window   (VOI, PS3.3 C.11.2 / PS3.4 N.2)   float32 (H0, W0) in [0, 1]
+      -> [Orient] (CT: standard axial view, header) float32 (H0, W0) in [0, 1]
       -> Invert   (MONOCHROME1 after VOI)           float32 (H0, W0) in [0, 1]
       -> [Denoise] [CLAHE]                          float32 (H0, W0) in [0, 1]
       -> [BodyCrop] (CT: body box, outside -> 0)    float32 (Hb, Wb) in [0, 1]
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 
 from medcnn.preprocess.steps import (
-    CLAHE, NORMALIZATIONS, STEPS, BodyCrop, CropOrPad, LungCrop, Denoise, ImageNetNormalize, Invert, Normalize, Resize,
+    CLAHE, NORMALIZATIONS, STEPS, BodyCrop, CropOrPad, LungCrop, Orient, Denoise, ImageNetNormalize, Invert, Normalize, Resize,
     Step, UnitNormalize, Window, XRVNormalize,
 )
 from medcnn.preprocess.voi import (
@@ -54,6 +55,7 @@ __all__ = [
     "CLAHE",
     "BodyCrop",
     "LungCrop",
+    "Orient",
     "CropOrPad",
     "Resize",
     "Normalize",
@@ -203,7 +205,8 @@ def default_config(task: str = "CXR", size: int = 256) -> dict[str, Any]:
 
     ``CXR``: file window (or full range / auto), MONOCHROME1 inversion, pad to square,
     resize. ``CT``: as CXR, but CT DICOM in HU gets the lung preset (-600/1500) even when
-    the file has its own window, ``body_crop`` cuts the slice to the patient's body (table and
+    the file has its own window, ``orient`` turns a prone or decubitus slice to the standard view
+    from its header, ``body_crop`` cuts the slice to the patient's body (table and
     surrounding air removed, black outside the body) and ``lung_crop`` to the lungs' box plus a
     thin rim, so a scanner slice and an 8-bit lung crop reach the network at the same scale
     (:mod:`medcnn.preprocess.lungs`).
@@ -216,6 +219,7 @@ def default_config(task: str = "CXR", size: int = 256) -> dict[str, Any]:
     return {"steps": [
         {"name": "window", "window": "default", "ct_preset": "lung" if task == "CT" else None,
          **({"preset_first": True} if task == "CT" else {})},
+        *([{"name": "orient"}] if task == "CT" else []),
         {"name": "invert", "mode": "monochrome1"},
         *body,
         {"name": "crop_or_pad", "aspect": 1.0, "mode": "pad", "fill": 0.0},

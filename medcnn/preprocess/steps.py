@@ -17,10 +17,11 @@ import numpy as np
 from medcnn.preprocess.base import Step
 from medcnn.preprocess.body import body_mask
 from medcnn.preprocess.lungs import LungCrop
+from medcnn.preprocess.orient import Orient
 from medcnn.preprocess.voi import CT_PRESETS, WindowSpec, _apply_voi_lut, apply_window, resolve_window
 from medcnn.io import ImageMeta
 
-__all__ = ["Step", "Window", "Invert", "Denoise", "CLAHE", "BodyCrop", "LungCrop", "CropOrPad", "Resize", "Normalize",
+__all__ = ["Step", "Window", "Invert", "Denoise", "CLAHE", "Orient", "BodyCrop", "LungCrop", "CropOrPad", "Resize", "Normalize",
            "ImageNetNormalize", "XRVNormalize", "UnitNormalize", "NORMALIZATIONS", "STEPS"]
 
 
@@ -347,6 +348,6 @@ NORMALIZATIONS: dict[str, Callable[..., Normalize]] = {
 
 #: Step registry: config ``name`` -> class.
 STEPS: dict[str, Callable[..., Step]] = {
-    cls.name: cls for cls in (Window, Invert, Denoise, CLAHE, BodyCrop, LungCrop, CropOrPad, Resize, Normalize,
+    cls.name: cls for cls in (Window, Orient, Invert, Denoise, CLAHE, BodyCrop, LungCrop, CropOrPad, Resize, Normalize,
                               ImageNetNormalize, XRVNormalize, UnitNormalize)
 }

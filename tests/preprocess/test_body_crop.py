@@ -135,7 +135,8 @@ def test_config_round_trip_and_validation():
 
 def test_default_ct_config_has_body_and_lung_crop_cxr_does_not():
     ct = [s["name"] for s in default_config("CT", 64)["steps"]]
-    assert ct == ["window", "invert", "body_crop", "lung_crop", "crop_or_pad", "resize", "normalize"]
+    assert ct == ["window", "orient", "invert", "body_crop", "lung_crop", "crop_or_pad", "resize",
+                     "normalize"]
     assert default_config("CT", 64)["steps"][0] == {"name": "window", "window": "default", "ct_preset": "lung",
                                                    "preset_first": True}
     cxr = default_config("CXR", 64)["steps"]
@@ -157,8 +158,10 @@ def test_ct_pipeline_shows_body_crop_step_and_lung_window_over_file_window():
     image = _hu_slice()
     res = Pipeline.from_config(default_config("CT", 96))(image)
     names = [s.name for s in res.steps]
-    assert names == ["window", "invert", "body_crop", "lung_crop", "crop_or_pad", "resize", "normalize"]
-    crop, pad = res.steps[2], res.steps[3]
+    assert names == ["window", "orient", "invert", "body_crop", "lung_crop", "crop_or_pad", "resize",
+                     "normalize"]
+    step = {s.name: s for s in res.steps}
+    crop, pad = step["body_crop"], step["lung_crop"]
     assert crop.image.shape == tuple(crop.params["to"]) == tuple(pad.params["from"])
     assert crop.params["body_fraction"] > 0.1 and "note" not in crop.params
     assert res.window["source"] == "preset:lung"  # not the file's mediastinal window
@@ -235,9 +238,10 @@ def test_real_hu_slices_reach_the_training_range_without_table(shared_data, trai
         stds.append(float(res.tensor.std()))
         air.append(_grey_air(res.display))
         old_means.append(float(shipped(image, keep_steps=False).tensor.mean()))
-        crop = res.steps[2]
-        assert crop.name == "body_crop" and "note" not in crop.params, (p.name, crop.params)
-        table = _table_pixels(res.steps[1].image)
+        step = {s.name: s for s in res.steps}
+        crop = step["body_crop"]
+        assert "note" not in crop.params, (p.name, crop.params)
+        table = _table_pixels(step["invert"].image)
         if len(table):
             y0, x0, y1, x1 = _box(crop.params)
             ys, xs = table[:, 0], table[:, 1]

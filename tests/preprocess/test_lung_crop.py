@@ -19,7 +19,7 @@ from medcnn.preprocess import STEPS, LungCrop, Pipeline, default_config
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 LUNG, TISSUE, CONSOLIDATION = 0.33, 0.9, 0.85
 META = ImageMeta(source_format="png", rows=1, columns=1)
-CT_STEPS = ["window", "invert", "body_crop", "lung_crop", "crop_or_pad", "resize", "normalize"]
+CT_STEPS = ["window", "orient", "invert", "body_crop", "lung_crop", "crop_or_pad", "resize", "normalize"]
 
 
 def _body(size: int = 300, lungs: tuple[bool, bool] = (True, True), lung_height: float = 0.7) -> np.ndarray:

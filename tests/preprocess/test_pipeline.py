@@ -169,7 +169,7 @@ def test_crop_mode_and_bad_configs():
         Pipeline.from_config({"steps": [{"name": "resize", "size": 32}, {"name": "normalize"}]})
     with pytest.raises(ValueError, match="bad parameters"):
         Pipeline.from_config({"steps": [{"name": "window", "colour": 1}]})
-    assert set(STEPS) == {"window", "invert", "denoise", "clahe", "body_crop", "lung_crop", "crop_or_pad", "resize",
+    assert set(STEPS) == {"window", "orient", "invert", "denoise", "clahe", "body_crop", "lung_crop", "crop_or_pad", "resize",
                           "normalize",
                           "normalize_imagenet", "normalize_xrv", "normalize_unit"}
 

@@ -34,6 +34,7 @@ def _unit() -> np.ndarray:
 #: step name -> (settings, keys the recorded parameters must hold). Every name in STEPS has a row.
 TABLE: dict[str, tuple[dict, set[str]]] = {
     "window": ({"window": "default", "ct_preset": "lung"}, {"source", "center", "width"}),
+    "orient": ({}, {"orientation", "transposed", "flipped_rows", "flipped_columns"}),
     "invert": ({"mode": "monochrome1"}, {"mode", "inverted"}),
     "denoise": ({"method": "median", "ksize": 7}, {"method", "ksize", "sigma"}),
     "clahe": ({"clip_limit": 2.0, "tile_grid": 4}, {"clip_limit", "tile_grid"}),
