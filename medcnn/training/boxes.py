@@ -56,17 +56,24 @@ def display_geometry(steps: Sequence[Any], image_shape: tuple[int, int]) -> dict
 
     Args:
         steps: ``PipelineResult.steps`` (needs the ``offset``/``to`` params of the cropping
-            steps, ``body_crop`` and ``crop_or_pad``, when present, and ``resize`` params ``size``).
+            steps, ``body_crop``, ``lung_crop`` and ``crop_or_pad``, when present, and ``resize``
+            params ``size``).
             Crop offsets compose: each says where its input's corner lands in its output.
         image_shape: (H0, W0) of the decoded image.
 
     Returns:
         ``{"sx", "sy", "tx", "ty"}`` with display = (x * sx + tx, y * sy + ty).
+
+    Raises:
+        ValueError: the ``orient`` step turned or mirrored the image (no such affine map).
     """
     h, w = (float(v) for v in image_shape)
     off_y = off_x = 0.0
     for st in steps:
-        if st.name in ("body_crop", "crop_or_pad") and "offset" in st.params:
+        if st.name == "orient" and any(st.params.get(k) for k in ("transposed", "flipped_rows", "flipped_columns")):
+            raise ValueError(f"the slice was {st.params.get('orientation')}; boxes drawn on the stored pixels "
+                             "cannot be mapped by a shift and scale")
+        if st.name in ("body_crop", "lung_crop", "crop_or_pad") and "offset" in st.params:
             dy, dx = (float(v) for v in st.params["offset"])
             off_y, off_x = off_y + dy, off_x + dx
             h, w = (float(v) for v in st.params["to"])

@@ -42,7 +42,8 @@ def test_preview_writes_one_png_per_step(tmp_path, capsys):
     out = tmp_path / "steps"
     assert main(["preview", CT_SMALL, "--out", str(out), "--task", "CT", "--size", "64", "--window", "40,400"]) == 0
     manifest = json.loads((out / "steps.json").read_text())
-    assert [m["step"] for m in manifest] == ["window", "invert", "body_crop", "crop_or_pad", "resize", "normalize"]
+    assert [m["step"] for m in manifest] == ["window", "orient", "invert", "body_crop", "lung_crop", "crop_or_pad", "resize",
+                                                   "normalize"]
     assert manifest[0]["params"]["source"] == "manual" and manifest[0]["params"]["center"] == 40.0
     for m in manifest:
         png = np.asarray(Image.open(out / m["file"]))

@@ -182,7 +182,7 @@ def test_rows_without_a_box_label_are_left_out_of_the_box_loss():
 
 
 def test_boxes_follow_the_body_crop_and_the_pad():
-    """A box drawn on the original slice lands on the same pixels after body_crop + pad + resize."""
+    """A box drawn on the original slice lands on the same pixels after body_crop + lung_crop + pad + resize."""
     from medcnn.io import MedImage
     from medcnn.io.types import ImageMeta
     from medcnn.preprocess import Pipeline, default_config
@@ -191,10 +191,14 @@ def test_boxes_follow_the_body_crop_and_the_pad():
     yy, xx = np.mgrid[:200, :300]
     body = ((yy - 90) / 70.0) ** 2 + ((xx - 170) / 110.0) ** 2 <= 1  # an off-centre body in air
     pixels = np.where(body, 0.6, 0.0).astype(np.float32)
+    for cx in (115, 225):  # two dark lungs, so that lung_crop cuts the body wall away
+        pixels[((yy - 90) / 40.0) ** 2 + ((xx - cx) / 38.0) ** 2 <= 1] = 0.1
     pixels[80:100, 150:190] = 1.0  # a bright lesion
     img = MedImage(pixels=pixels * 255, meta=ImageMeta(source_format="png", rows=200, columns=300, bits_stored=8))
     res = Pipeline.from_config(default_config("CT", 64))(img, keep_steps=True)
-    assert [s.name for s in res.steps][:4] == ["window", "invert", "body_crop", "crop_or_pad"]
+    assert [s.name for s in res.steps][:6] == ["window", "orient", "invert", "body_crop", "lung_crop", "crop_or_pad"]
+    lung = res.steps[4].params
+    assert "note" not in lung and lung["to"] != lung["from"]  # the lung crop did cut
     box = boxes_to_display([(150, 80, 40, 20)], pixels.shape, res.steps, ref_size=(200, 300))
     mask = boxes_mask(res.display.shape, box)
     inside = res.display[mask > 0]
