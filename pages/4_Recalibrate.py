@@ -2,14 +2,16 @@
 images of the site show it helps.
 
 Thin page: reading the uploads, scoring, the decision and the figures live in
-:mod:`medcnn.app.recalibrate` (on :mod:`medcnn.evaluation.site`). The network weights are never
-changed; the new card is a download, installed next to a byte-identical copy of the weights.
+:mod:`medcnn.app.recalibrate` (on :mod:`medcnn.evaluation.site`); who may install the new card, and
+when, in :mod:`medcnn.app.install`. The network weights are never changed; the new card is a download,
+installed by hand or, signed in, from the page, next to a byte-identical copy of the weights.
 """
 import streamlit as st
 
 from medcnn.app.nav import page_setup
 from medcnn.app import batch as app_batch
 from medcnn.app import cards as app_cards
+from medcnn.app import install as app_install
 from medcnn.app import recalibrate as app_recal
 from medcnn.app import state as appstate
 from medcnn.io import ArchiveBudgetError
@@ -127,13 +129,31 @@ st.caption(f"In-sample (measured on the images it was fitted on, so optimistic):
 
 st.subheader("Recalibrated model card")
 if not result.fields["changed"]:
-    st.success(f"Nothing to change: the held-out folds do not show that a refit helps, so keep using {card.name}.")
+    st.success(f"Nothing to change: the held-out folds do not show that a refit helps, so keep using {card.name}. "
+               "There is no new card to download or install.")
     st.stop()
 name = st.text_input("Name of the new card", value=f"{card.name}_site", key="recal_name")
 try:
-    data = app_recal.card_json(card, result, name, site.key)
+    new_card = app_recal.site_card(card, result, name, site.key)
 except Exception as e:  # noqa: BLE001
     fail("making the card", e)
-st.download_button("Download recalibrated card (JSON)", data, file_name=f"{name}.json",
+st.download_button("Download recalibrated card (JSON)", app_recal.card_bytes(new_card), file_name=f"{name}.json",
                    mime="application/json", key="recal_download", on_click="ignore")
 st.markdown(app_recal.install_instructions(card, name, result.weights_sha256))
+
+st.subheader("Install for this site")
+refusal = app_install.refusal_now(result.fields["changed"])
+if refusal:
+    st.info(refusal)
+    st.stop()
+confirmed = st.checkbox(
+    f"Install **{name}** for everyone using this server: from now on every page lists it as a model, beside "
+    f"{card.name}, which stays as it is. The install is recorded under my sign-in.", key="recal_install_confirm")
+if st.button("Install for this site", key="recal_install", disabled=not confirmed):
+    try:
+        installed = app_install.install_site_card(card, new_card, result.fields["changed"], confirmed,
+                                                  appstate.weights_dir())
+    except Exception as e:  # noqa: BLE001
+        fail("installing the card", e)
+    st.success(f"Installed **{new_card.name}** (card SHA-256 `{installed.sha256[:12]}`): choose it by name in the "
+               f"model list of any page. {card.name} is unchanged.")

@@ -14,8 +14,9 @@ The model runs through the shared cached :class:`~medcnn.inference.Predictor`, o
 per batch (:func:`medcnn.app.compute.slotted`: other sessions' analyses get in between); what is
 refitted is decided by :func:`medcnn.evaluation.site.recalibrate` on held-out folds, and images
 the model does not analyse (withheld by the gate, ...) are counted per class. A multi-label card
-needs a labels CSV and the label that marks the chosen finding. The page cannot write into the weights folder,
-so the new card is offered as a download together with how to install it.
+needs a labels CSV and the label that marks the chosen finding. The new card (:func:`site_card`) is offered as
+a download together with how to install it by hand, and, to a signed-in user, installed from the page
+(:mod:`medcnn.app.install`: who may, when, and the audit row).
 """
 from __future__ import annotations
 
@@ -38,8 +39,8 @@ from medcnn.evaluation.site_card import file_sha256, recalibrated_card, site_dat
 from medcnn.io.archive import ArchiveMemberError, ExpansionCache, UploadSet
 from medcnn.models.card import ModelCard
 
-__all__ = ["SiteImages", "SiteResult", "card_json", "collect_site", "install_instructions", "read_site_csv",
-           "recalibrate_site", "site_targets"]
+__all__ = ["SiteImages", "SiteResult", "card_bytes", "card_json", "collect_site", "install_instructions", "read_site_csv",
+           "recalibrate_site", "site_card", "site_targets"]
 
 SKIP_NO_CLASS = "not inside a folder named after a class"
 SKIP_NOT_IN_ZIP = "listed in the CSV but not found in the ZIP"
@@ -310,25 +311,39 @@ def recalibrate_site(key: str, _site: SiteImages, card_path: str, mtime: float, 
                       file_sha256(card.weights_path), component_rows(report), left_out_rows(report))
 
 
-def card_json(card: ModelCard, result: SiteResult, name: str, data_sha256: str) -> bytes:
-    """The recalibrated card as JSON bytes (the download), named ``name``.
+def site_card(card: ModelCard, result: SiteResult, name: str, data_sha256: str) -> ModelCard:
+    """The recalibrated card named ``name``: what the page offers to download and to install.
 
     Raises:
-        RecalibrationError: ``name`` is not a plain file name or is the original's.
+        RecalibrationError: ``name`` is not a plain file name or is the original's; nothing was
+            refitted (the held-out folds do not show that a refit helps).
     """
     if not _NAME.match(name or ""):
         raise RecalibrationError(f"{name!r} is not a usable card name: letters, digits, '_', '-' and '.' only")
-    new = recalibrated_card(card, result.fields, result.report, name, weights_sha256=result.weights_sha256,
-                            data_sha256=data_sha256, command="medcnn app, Recalibrate page", skipped=result.skipped,
-                            extra={"n_listed": result.n_listed})
-    return (json.dumps(new.to_dict(), indent=2) + "\n").encode()
+    return recalibrated_card(card, result.fields, result.report, name, weights_sha256=result.weights_sha256,
+                             data_sha256=data_sha256, command="medcnn app, Recalibrate page", skipped=result.skipped,
+                             extra={"n_listed": result.n_listed})
+
+
+def card_bytes(card: ModelCard) -> bytes:
+    """A card as the JSON bytes of its download."""
+    return (json.dumps(card.to_dict(), indent=2) + "\n").encode()
+
+
+def card_json(card: ModelCard, result: SiteResult, name: str, data_sha256: str) -> bytes:
+    """:func:`site_card` as JSON bytes (the download).
+
+    Raises:
+        RecalibrationError: see :func:`site_card`.
+    """
+    return card_bytes(site_card(card, result, name, data_sha256))
 
 
 def install_instructions(card: ModelCard, name: str, sha256: str) -> str:
-    """Markdown: how to install the downloaded card next to a byte-identical copy of the weights."""
+    """Markdown: how to install the downloaded card by hand, next to a byte-identical copy of the weights."""
     gate = (f"\n    cp weights/{card.ood['file']} weights/{name}.ood.pt" if card.ood.get("file") else "")
     return (
-        f"**Install** (the page cannot write into the weights folder): save the download as "
+        f"**Install by hand**: save the download as "
         f"`weights/{name}.json` and put a byte-identical copy of the weights next to it, so the card "
         f"finds `{name}.pt`:\n\n    cp weights/{card.name}.pt weights/{name}.pt{gate}\n    "
         f"sha256sum weights/{name}.pt   # must print {sha256}\n\n"

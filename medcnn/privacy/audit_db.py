@@ -7,7 +7,8 @@ of birth or a file name has no field to go into:
 time       UTC, ISO 8601 (``2026-05-01T09:30:12Z``)
 user       who did it: an OIDC account, ``"password user"`` or ``"anonymous"``
 action     ``"analysis"`` for an analysis, else a sign-in / export action (:data:`DB_ACTIONS`)
-image      the full hex SHA-256 of the uploaded bytes (or empty for sign-in events)
+image      the full hex SHA-256 of the uploaded bytes (or empty for sign-in events; for
+           ``"install site card"`` the SHA-256 of the installed card file)
 model      model card name (analyses only)
 method     explanation method (analyses only)
 decision   ``"not analysed"`` when the out-of-distribution gate withheld the result, else the

@@ -23,7 +23,7 @@ from pathlib import Path
 __all__ = ["AUDIT_ACTIONS", "AuditLogError", "HASH_PREFIX_CHARS", "image_sha256", "write_audit_event"]
 
 #: The actions an event may record.
-AUDIT_ACTIONS = ("sign-in ok", "sign-in failed", "sign-out", "analyse", "export")
+AUDIT_ACTIONS = ("sign-in ok", "sign-in failed", "sign-out", "analyse", "export", "install site card")
 #: Hex digits of the SHA-256 kept in the log (48 bits).
 HASH_PREFIX_CHARS = 12
 _HEX = re.compile(r"[0-9a-f]+")
