@@ -39,8 +39,8 @@ from medcnn.evaluation.site_card import file_sha256, recalibrated_card, site_dat
 from medcnn.io.archive import ArchiveMemberError, ExpansionCache, UploadSet
 from medcnn.models.card import ModelCard
 
-__all__ = ["SiteImages", "SiteResult", "card_bytes", "card_json", "collect_site", "install_instructions", "read_site_csv",
-           "recalibrate_site", "site_card", "site_targets"]
+__all__ = ["SiteImages", "SiteResult", "card_bytes", "card_json", "collect_site", "install_instructions",
+           "read_site_csv", "recalibrate_site", "site_card", "site_targets"]
 
 SKIP_NO_CLASS = "not inside a folder named after a class"
 SKIP_NOT_IN_ZIP = "listed in the CSV but not found in the ZIP"
