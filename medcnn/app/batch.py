@@ -224,7 +224,7 @@ def analyze_batch_item(item: BatchItem, model_choice: str = AUTO_MODEL, method: 
         card_path, pred = routed.card_path, routed.prediction
         card = get_predictor(card_path).card
         head = card.head_rule
-        row.update(model=pred.model, decision=presentation.decision(pred),
+        row.update(model=pred.model, decision=presentation.decision_parts(card, pred)[0],
                    probability=presentation.batch_probability(card, pred), caution=presentation.batch_caution(pred),
                    ood_level=pred.ood.level, ood_score=None if pred.ood.score is None else round(pred.ood.score, 3),
                    ood_reasons="; ".join(pred.ood.reasons + ([routed.how] if routed.rerouted else [])

@@ -136,6 +136,7 @@ class ModelCard:
         scope: What the model reads, checked against DICOM headers (body parts, view
             positions, minimum age, photometric interpretations); empty = the family default
             of :mod:`medcnn.ood.scope`.
+        wording: Decided label -> how it is said (:attr:`CardContract.wording`); empty = the labels.
         ood: The out-of-distribution gate: statistics file (``<name>.ood.pt``) and its SHA-256,
             layers, thresholds, the data it was fitted on and its measured rates; empty = no
             image-based gate (written by ``python -m medcnn fit-ood``).
@@ -181,6 +182,7 @@ class ModelCard:
     experiments: list[dict[str, Any]] = _report_field("experiments")
     audit: dict[str, Any] = _report_field("audit")
     scope: dict[str, Any] = field(default_factory=dict)
+    wording: dict[str, str] = field(default_factory=dict)
     ood: dict[str, Any] = field(default_factory=dict)
     head: str = "softmax"
     findings: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -256,7 +258,7 @@ class ModelCard:
             positive_label=self.positive_label, temperature=float(self.temperature),
             threshold=float(self.threshold), findings=findings, preprocessing=self.preprocessing,
             input_size=tuple(self.input_size), channels=self.channels,  # type: ignore[arg-type]
-            target_layer=self.target_layer, scope=self.scope, ood=self.ood,
+            target_layer=self.target_layer, scope=self.scope, wording=self.wording, ood=self.ood,
             weights_file=self.weights_file, weights_sha256=self.weights_sha256)
 
     def _points(self) -> list[FindingPoint]:
@@ -387,6 +389,6 @@ def _init_args(data: dict[str, Any], path: Path | None, report: bool) -> dict[st
 
 
 #: Card fields added for imported models, with their defaults (omitted from the JSON when unset).
-_OPTIONAL_FIELDS = ("channels", "weights_file", "weights_sha256", "provenance", "unknown", "explanations")
+_OPTIONAL_FIELDS = ("channels", "weights_file", "weights_sha256", "provenance", "unknown", "explanations", "wording")
 _DEFAULTS = {f.name: (f.default if f.default is not MISSING else f.default_factory())  # type: ignore[misc]
              for f in fields(ModelCard) if f.name in _OPTIONAL_FIELDS}

@@ -76,6 +76,9 @@ class CardContract:
         channels: Input channels of the stem (1 or 3).
         target_layer: Dotted module name used for Grad-CAM.
         scope: What the model reads, checked against DICOM headers.
+        wording: How a decided label is said to a clinician, where the label alone would claim
+            more than the model can (a CT slice's "NonCOVID" is not a negative finding about the
+            patient); labels not listed are said as they are.
         ood: The image gate's section (statistics file, hash, thresholds).
         weights_file: Weights file name next to the card (``""``: ``<name>.pt``).
         weights_sha256: SHA-256 the weights must have (``""``: not checked).
@@ -96,6 +99,7 @@ class CardContract:
     channels: int = 1
     target_layer: str = ""
     scope: dict[str, Any] = field(default_factory=dict, hash=False)
+    wording: dict[str, str] = field(default_factory=dict, hash=False)
     ood: dict[str, Any] = field(default_factory=dict, hash=False)
     weights_file: str = ""
     weights_sha256: str = ""

@@ -73,8 +73,11 @@ def probability_text(card: Any, prediction: Any) -> str:
 
 
 def decision_parts(card: Any, prediction: Any) -> tuple[str, str]:
-    """``(decision, detail)``: :func:`decision` and :func:`probability_text` (pages set the first in bold)."""
-    return decision(prediction), probability_text(card, prediction)
+    """``(decision, detail)``: :func:`decision` in the card's words (``card.wording``: a CT slice's
+    "NonCOVID" is said as what one slice can show) and :func:`probability_text` (pages set the
+    first in bold)."""
+    said = decision(prediction)
+    return (getattr(card, "wording", None) or {}).get(said, said), probability_text(card, prediction)
 
 
 def decision_line(card: Any, prediction: Any) -> str:

@@ -49,6 +49,18 @@ def test_softmax_decision_names_the_positive_probability_against_the_threshold()
     assert pr.probability_text(card, above) == "P(COVID) = 0.700, at or above the threshold 0.600"
 
 
+def test_a_card_says_a_slice_level_negative_in_its_own_words_not_as_a_finding_about_the_patient():
+    card = softmax_card()
+    card.wording = {"NonCOVID": "No COVID-19 pattern on this slice (one slice cannot rule it out)"}
+    below, above = predict(card, [0.9, 0.1]), predict(card, [0.1, 0.9])
+    assert below.called == ["NonCOVID"]  # the data keeps the label; only the words change
+    assert pr.decision_line(card, below) == ("Decision: No COVID-19 pattern on this slice (one slice cannot rule it "
+                                             "out) · P(COVID) = 0.100, below the threshold 0.600")
+    assert pr.decision_parts(card, above)[0] == "COVID"  # a label without wording is said as it is
+    assert pr.decision_parts(card, predict(card, [0.9, 0.1], OUTSIDE))[0] == "not analysed"
+    assert card.contract.wording == card.wording
+
+
 def test_multilabel_decision_counts_findings_at_or_above_their_operating_points():
     card = findings_card()
     pred = predict(card, [0.6, 0.4, 0.5])  # Nodule >= 0.2 and Pneumothorax >= 0.5; Effusion < 0.7
