@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classes", default=None,
                         help="comma-separated labels to keep (e.g. NORMAL,PNEUMONIA); other rows "
                              "are dropped. Labels the model does not know are otherwise an error")
+    parser.add_argument("--relabel", action="append", default=[], metavar="OLD=NEW",
+                        help="count rows labelled OLD as NEW (repeatable; e.g. CAP=NonCOVID); the original "
+                             "label stays in the column label_original")
     parser.add_argument("--by", default=None, metavar="COLUMN",
                         help="also report every metric per value of this column (e.g. view_position)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -85,6 +88,16 @@ def _report(m: dict[str, Any], title: str) -> str:
 
 def _classes(text: str | None) -> list[str] | None:
     return [c.strip() for c in text.split(",") if c.strip()] if text else None
+
+
+def _relabel(specs: list[str]) -> dict[str, str]:
+    out = {}
+    for spec in specs:
+        old, sep, new = (part.strip() for part in spec.partition("="))
+        if not (sep and old and new):
+            raise ValueError(f"--relabel takes OLD=NEW (e.g. CAP=NonCOVID), got {spec!r}")
+        out[old] = new
+    return out
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:
@@ -173,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
     from medcnn.evaluation.evaluate import metrics_from_scores, score_dataset, store_metrics, stored_scores
 
     scores = score_dataset(args.model, args.data, args.split, _classes(args.classes),
-                           args.device, args.batch_size, progress=True)
+                           args.device, args.batch_size, progress=True, relabel=_relabel(args.relabel))
     m = metrics_from_scores(scores, by=args.by, n_boot=args.n_boot, seed=args.seed)
     m["split"] = args.split
     m["data"] = [f"{Path(p).parent.name}/{Path(p).name}" for p in args.data]  # no machine paths

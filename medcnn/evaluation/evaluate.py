@@ -138,6 +138,7 @@ def score_dataset(
     device: Any = None,
     batch_size: int = 32,
     progress: bool = False,
+    relabel: dict[str, str] | None = None,
 ) -> Scores:
     """Load the card's model and run it over the rows of labels.csv file(s) / class folders.
 
@@ -151,6 +152,9 @@ def score_dataset(
         device: Device (default :func:`medcnn.models.get_device`).
         batch_size: Images per forward pass.
         progress: Print progress on stderr.
+        relabel: ``{old: new}`` applied to every row's label first (e.g. ``CAP`` and ``NORMAL``
+            patients as ``NonCOVID`` for a COVID model); the original label stays in
+            ``label_original`` so ``--by label_original`` reports each.
 
     Raises:
         ValueError: labels the model does not know (listed), or no rows left.
@@ -160,6 +164,8 @@ def score_dataset(
 
     model, card = load_model(card, device=device)
     df = read_labels([str(p) for p in _as_list(csv_paths)], split=split)
+    if relabel:
+        df = df.assign(label_original=df["label"], label=df["label"].replace(relabel))
     df = _select_rows(df, card, classes)
     if progress:
         print(f"evaluating {card.name} on {len(df)} images"
