@@ -112,12 +112,9 @@ def sets() -> tuple[dict[str, tuple[list, list | None]], dict[str, list]]:
     return read, refuse
 
 
-def judge(card: str, images: list) -> list[str]:
-    """Each image's outcome: ``ok`` / ``unusual`` / ``outside`` / ``refused: <error>``, with the
-    COVID probability where analysed or cautioned."""
-    from medcnn.inference import Predictor
-
-    predictor = Predictor(card)
+def judge(predictor, images: list) -> list[tuple[str, float]]:
+    """Each image's outcome (``ok`` / ``unusual`` / ``outside`` / ``refused: <error>``) with its
+    COVID probability."""
     out = []
     for img in images:
         try:
@@ -141,9 +138,12 @@ def _shares(outcomes) -> dict[str, float]:
 def measure(card: str, read, refuse) -> dict[str, dict]:
     from sklearn.metrics import roc_auc_score
 
+    from medcnn.inference import Predictor
+
+    predictor = Predictor(card)  # one model load per card
     result = {"read": {}, "refuse": {}}
     for name, (images, labels) in read.items():
-        outcomes = judge(card, images)
+        outcomes = judge(predictor, images)
         row = _shares(outcomes)
         if labels is not None and 0 < sum(labels) < len(labels):
             row["auc_covid"] = round(float(roc_auc_score(labels, [o[1] for o in outcomes])), 3)
@@ -152,7 +152,7 @@ def measure(card: str, read, refuse) -> dict[str, dict]:
                 row["auc_covid_analysed"] = round(float(roc_auc_score(*zip(*kept))), 3)
         result["read"][name] = row
     for name, images in refuse.items():
-        result["refuse"][name] = _shares(judge(card, images))
+        result["refuse"][name] = _shares(judge(predictor, images))
     return result
 
 

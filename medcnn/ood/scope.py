@@ -17,7 +17,7 @@ from typing import Any
 
 from medcnn.io import ImageMeta
 from medcnn.ood.gate import OODResult
-from medcnn.preprocess.orient import axial_transform
+from medcnn.preprocess.orient import plane
 
 __all__ = ["DEFAULT_SCOPES", "resolve_scope", "check_scope"]
 
@@ -62,13 +62,11 @@ def check_scope(meta: ImageMeta, scope: dict[str, Any], result: OODResult) -> OO
             f"the DICOM header says this is {kind}; this model reads only frontal "
             f"({'/'.join(views)}) films"))
     planes = scope.get("planes") or []
-    if "axial" in planes and meta.orientation is not None:
-        _, text = axial_transform(meta.orientation)
-        if text.startswith("not an axial slice"):
-            plane = "sagittal" if "sagittal" in text else "coronal"
-            result.escalate("outside", (
-                f"the DICOM header says this is a {plane} image (Image Orientation (Patient)); this "
-                "model reads only axial slices, not reformats"))
+    found = plane(meta.orientation)
+    if planes and found is not None and found not in planes:
+        result.escalate("outside", (
+            f"the DICOM header says this is a {found} image (Image Orientation (Patient)); this "
+            f"model reads only {'/'.join(planes)} slices, not reformats"))
     min_age = scope.get("min_age_years")
     if min_age is not None and meta.age_years is not None and meta.age_years < float(min_age):
         result.escalate("outside", (

@@ -27,11 +27,10 @@ import numpy as np
 from medcnn.io import ImageMeta
 from medcnn.preprocess.base import Step
 
-__all__ = ["Orient", "axial_transform"]
+__all__ = ["Orient", "axial_transform", "plane"]
 
 #: Largest angle between a direction cosine and a patient axis for it to count as that axis.
 _MAX_DEGREES = 30.0
-_AXES = "xyz"
 
 
 def _snap(v: np.ndarray) -> tuple[int, int] | None:
@@ -46,6 +45,22 @@ def _snap(v: np.ndarray) -> tuple[int, int] | None:
     return axis, int(np.sign(v[axis]))
 
 
+def _snapped(orientation: tuple[float, ...]) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """The row and column directions snapped to patient axes, None when oblique."""
+    r, c = _snap(np.asarray(orientation[:3], float)), _snap(np.asarray(orientation[3:], float))
+    return None if r is None or c is None or r[0] == c[0] else (r, c)
+
+
+def plane(orientation: tuple[float, ...] | None) -> str | None:
+    """``"axial"``, ``"coronal"`` or ``"sagittal"``: the plane Image Orientation (Patient) gives
+    (each direction within 30 degrees of a patient axis); None when absent or oblique."""
+    snapped = _snapped(orientation) if orientation is not None else None
+    if snapped is None:
+        return None
+    normal = ({0, 1, 2} - {snapped[0][0], snapped[1][0]}).pop()
+    return ("sagittal", "coronal", "axial")[normal]
+
+
 def axial_transform(orientation: tuple[float, ...] | None) -> tuple[tuple[bool, bool, bool] | None, str]:
     """How to bring a slice of this orientation to the standard axial view.
 
@@ -58,24 +73,23 @@ def axial_transform(orientation: tuple[float, ...] | None) -> tuple[tuple[bool, 
     """
     if orientation is None:
         return None, "no Image Orientation (Patient): shown as stored"
-    r, c = _snap(np.asarray(orientation[:3], float)), _snap(np.asarray(orientation[3:], float))
-    if r is None or c is None or r[0] == c[0]:
+    found = plane(orientation)
+    if found is None:
         return None, "oblique Image Orientation (Patient): shown as stored"
-    if 2 in (r[0], c[0]):
-        normal = ({0, 1, 2} - {r[0], c[0]}).pop()
-        plane = "sagittal" if normal == 0 else "coronal"
-        return None, f"not an axial slice (Image Orientation (Patient) gives a {plane} plane): shown as stored"
+    if found != "axial":
+        return None, f"not an axial slice (Image Orientation (Patient) gives a {found} plane): shown as stored"
+    r, c = _snapped(orientation)  # type: ignore[misc]
     transpose = r[0] == 1  # the rows run along y: swap so that they run along x
     row_sign, col_sign = (c[1], r[1]) if transpose else (r[1], c[1])
     flip_columns, flip_rows = row_sign < 0, col_sign < 0
     if not (transpose or flip_rows or flip_columns):
         return (False, False, False), "axial, standard view"
-    turned = {(False, True, True): "turned by 180 degrees (as a prone scan is stored)",
-              (False, False, True): "mirrored left-right", (False, True, False): "mirrored top-bottom"}
     if transpose:
-        turned[(True, flip_rows, flip_columns)] = ("turned by 90 degrees (as a decubitus scan is stored)"
-                                                   if flip_rows != flip_columns else "turned by 90 degrees and mirrored")
-    text = turned[(transpose, flip_rows, flip_columns)]
+        text = ("turned by 90 degrees (as a decubitus scan is stored)" if flip_rows != flip_columns
+                else "turned by 90 degrees and mirrored")
+    else:
+        text = {(True, True): "turned by 180 degrees (as a prone scan is stored)",
+                (False, True): "mirrored left-right", (True, False): "mirrored top-bottom"}[(flip_rows, flip_columns)]
     return (transpose, flip_rows, flip_columns), f"axial, stored {text}: turned to the standard view"
 
 

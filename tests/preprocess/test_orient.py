@@ -106,3 +106,11 @@ def test_real_prone_and_decubitus_slices_are_read_in_the_standard_view():
         assert image.meta.orientation == pytest.approx(tuple(float(v) for v in ds.ImageOrientationPatient))
         step = pipe(image).steps[1]
         assert step.name == "orient" and f"turned by {turn} degrees" in step.params["orientation"]
+
+
+def test_plane_of_each_orientation():
+    from medcnn.preprocess.orient import plane
+
+    assert [plane(o) for o in (SUPINE, PRONE, DECUBITUS, CORONAL, SAGITTAL, None)] == \
+        ["axial", "axial", "axial", "coronal", "sagittal", None]
+    assert plane((0.7071, 0.7071, 0, -0.7071, 0.7071, 0)) is None  # oblique
