@@ -187,7 +187,7 @@ def test_a_stored_pipeline_from_before_the_body_crop_rebuilds_as_it_was():
 def test_the_shipped_ct_card_reads_hu_slices_through_the_body_crop():
     stored = json.loads((REPO / "weights" / "ct_covid.json").read_text())["preprocessing"]
     pipe = Pipeline.from_config(stored)
-    assert [s.name for s in pipe.steps][:4] == ["window", "invert", "body_crop", "crop_or_pad"]
+    assert [s.name for s in pipe.steps][:6] == ["window", "orient", "invert", "body_crop", "lung_crop", "crop_or_pad"]
     assert pipe(_hu_slice()).window["source"] == "preset:lung"  # the lung preset over the file's window
 
 
