@@ -50,7 +50,7 @@ def measure(card_path: str, df: pd.DataFrame, box_column: str) -> None:
     model, card = pred.model.eval(), pred.card
     pos = card.positive_index
     # the displayed map of a 2-logit softmax head is that of the logit difference; of a sigmoid head, the logit
-    other = 1 - pos if not card.multilabel and len(card.labels) == 2 else None
+    other = 1 - pos if card.head_rule.objective == "difference" and len(card.labels) == 2 else None
     fc = model.get_submodule("fc") if hasattr(model, "fc") else None
     layer = model.get_submodule(card.target_layer)
     masks = box_masks(df, box_column, pred.pipeline)
@@ -80,8 +80,7 @@ def measure(card_path: str, df: pd.DataFrame, box_column: str) -> None:
     if "cam" not in rows[0]:
         print("  (no global-pool + linear head: the bias analysis does not apply)")
         return
-    f = card.findings[card.positive_label] if card.multilabel else {}
-    temp, thr = f.get("temperature", card.temperature), f.get("threshold", card.threshold)
+    temp, thr = card.head_rule.temperatures[pos], card.head_rule.thresholds[pos]  # the positive label's
     bias = fc.bias.detach()
     b = float(bias[pos] - (bias[other] if other is not None else 0))
     t = temp * math.log(thr / (1 - thr))

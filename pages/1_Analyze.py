@@ -134,7 +134,7 @@ st.markdown(f"**Decision: {decision}** · {detail}")
 if pred.ood.withheld:
     st.caption(f"Model **{card.name}** ({card.architecture}, {how}) · {pred.seconds:.2f} s")
     chart_slot = None
-elif card.multilabel:  # one row per presented finding, by probability relative to its operating point
+elif card.head_rule.per_finding:  # one row per presented finding, by probability relative to its operating point
     app_findings.show_findings(card, pred, key=f"findings_{card.name}")
     chart_slot = None
     st.caption(f"Model **{card.name}** ({card.architecture}, multi-label, {how}) · {pred.seconds:.2f} s")
@@ -158,7 +158,7 @@ if pred.ood.withheld:  # a map of an image the model cannot read would only look
 else:
     st.subheader("Explanation")
     with target_slot:
-        if card.multilabel:  # a new image starts on its top finding
+        if card.head_rule.per_finding:  # a new image starts on its top finding
             target = st.selectbox("Target finding", app_findings.explain_targets(card, pred), index=0,
                                   key=f"target_{card.name}_{key[:12]}",
                                   help="Any row of the findings table; default: the top row.")
@@ -175,7 +175,7 @@ else:
     heat = heatmap_rgb(expl.heatmap, cmap=cmap, scale=scale)
     c1, c2, c3 = st.columns([16, 16, 17])
     c1.image(app_display.to_uint8(display), caption="Model input", width="stretch")
-    explained = (app_findings.target_caption(target, expl) if card.multilabel
+    explained = (app_findings.target_caption(target, expl) if card.head_rule.per_finding
                  else f"target {target}: {expl.params['objective']}")
     c2.image(over, caption=f"{methods[method].label} overlay · {explained}"
              + f" · {presentation.scale_caption(scale)}",

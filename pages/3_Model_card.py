@@ -96,13 +96,14 @@ for tab, card in zip(st.tabs([c.name for c in cards], default=default_card_name(
                     st.code(training["command"], language="bash", wrap_lines=True)
 
         st.subheader("Metrics (95% bootstrap confidence intervals)")
-        if card.multilabel:  # one row per finding instead of the single-label table
+        per_finding = card.head_rule.per_finding
+        if per_finding:  # one row per finding instead of the single-label table
             app_findings.show_finding_metrics(card, key=f"finding_metrics_{card.name}")
-        rows = [] if card.multilabel else report.metric_rows(card)
+        rows = [] if per_finding else report.metric_rows(card)
         if rows:
             st.dataframe(rows, hide_index=True, key=f"metrics_{card.name}")
             chart(app_cards.ci_chart(app_cards.ci_points(app_cards.metric_sets(card))), f"metrics_chart_{card.name}")
-        elif not card.multilabel:
+        elif not per_finding:
             st.info("No metrics recorded in this card.")
         per_class = app_cards.per_class_rows(card)
         if per_class:
@@ -127,7 +128,7 @@ for tab, card in zip(st.tabs([c.name for c in cards], default=default_card_name(
 
         st.subheader("Plots")
         splits = [name for name, m in card.metrics.items() if isinstance(m, dict) and "confusion_matrix" in m]
-        finding_splits = app_cards.finding_score_splits(card) if card.multilabel else []
+        finding_splits = app_cards.finding_score_splits(card) if per_finding else []
         if finding_splits:  # one finding at a time, from the scores stored with its metrics
             c1, c2 = st.columns(2)
             split = c1.selectbox("Set", finding_splits, key=f"plot_split_{card.name}")

@@ -31,7 +31,7 @@ with st.sidebar:
     model_name = st.selectbox("Model to recalibrate", [c.name for c in cards], key="recal_model")
     card = next((c for c in cards if c.name == model_name), None)
     finding = None
-    if card is not None and card.multilabel:
+    if card is not None and card.head_rule.per_finding:  # which finding the site's labels speak to
         finding = st.selectbox("Finding the site's labels speak to", card.labels,
                                index=card.labels.index(card.positive_label), key="recal_finding",
                                help="Only this finding's temperature and operating point can change.")
@@ -69,12 +69,12 @@ except Exception as e:  # noqa: BLE001 - shown as a message, never a traceback
     fail("reading the labels CSV", e)
 group_column = split = positive = None
 labels = card.labels
-if card.multilabel and table is None:
+if card.head_rule.per_finding and table is None:
     st.info(f"{card.name} is a multi-label model: upload a labels CSV plus a ZIP of the images, then choose "
             "which label marks the finding.")
     st.stop()
 if table is not None:
-    cols = st.columns(3 if card.multilabel else 2)
+    cols = st.columns(3 if card.head_rule.per_finding else 2)
     columns = ["(none: resample images)"] + [c for c in table.columns if c not in ("path", "label")]
     default = next((columns.index(c) for c in ("patient_id", "group_id") if c in columns), 0)
     group = cols[0].selectbox("Patient column (CIs resample whole patients)", columns, index=default,
@@ -84,7 +84,7 @@ if table is not None:
         choice = cols[1].selectbox("Rows", ["all"] + sorted(table["split"].dropna().str.lower().unique()),
                                    key="recal_split")
         split = None if choice == "all" else choice
-    if card.multilabel:
+    if card.head_rule.per_finding:
         labels = sorted(table["label"].str.strip().unique())
         positive = cols[-1].selectbox(f"Label marking {finding} (all others: negatives)", labels,
                                       key="recal_positive")

@@ -109,7 +109,7 @@ with panel.container(key="review_panel"):
         st.markdown(detail if pred.ood.withheld else f"**{detail}**")
         if pred.ood.withheld:
             st.markdown("The saliency map is not shown for this image.")
-        elif card.multilabel:  # the findings, by probability relative to each operating point; cells wrap
+        elif card.head_rule.per_finding:  # the findings, by probability relative to each operating point; cells wrap
             with st.container(key="review_findings"):
                 st.table(findings_table(pred), border="horizontal", hide_index=True)
             note = app_findings.hidden_note(card)
@@ -121,7 +121,7 @@ with panel.container(key="review_panel"):
         if result.reason:
             st.markdown(f"*{result.reason[0].upper()}{result.reason[1:]}.*")
         how = result.how
-        explained = "the top finding" if card.multilabel else "the predicted class"
+        explained = f"the {card.head_rule.default_target_text}"
         st.caption(f"Model **{card.name}** ({card.architecture}, {how}) · target of the map: {explained}.")
 
     show_map = result.explainable
@@ -162,7 +162,7 @@ with image_area.container(key="review_image"):
             else:
                 col.image(review.case_overlay(result, expl, cmap, alpha), width="stretch",
                           caption=f"{methods[m].label} overlay · target {expl.target} "
-                                  f"({'top finding' if result.card.multilabel else 'predicted class'}) · "
+                                  f"({result.card.head_rule.default_target_text}) · "
                                   f"{presentation.scale_caption(presentation.map_scale(expl.probability))}"
                                   + (f" · smoothed: {expl.params['display_smoothing']}"
                                      if expl.params.get("display_smoothing") else ""))

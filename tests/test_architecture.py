@@ -17,6 +17,12 @@
 * the scripts outside the package (``pages/``, ``app.py``, ``benchmarks/``) sit above every layer:
   they may import any medcnn module that exists, but pages and the router never import torch,
   torchvision or captum themselves, and the package never imports them (nor ``tests``).
+* no code outside ``medcnn/models/`` branches on the kind of head (softmax or multi-label): the
+  decision rule :class:`medcnn.models.head.Head` answers what a caller needs (``per_finding``,
+  ``own_operating_point``, ``target_noun``, ...). :func:`head_kind_reads` finds, with :mod:`ast`,
+  every read of the kind: ``.multilabel``, ``is_multilabel(...)``, ``head.kind``, a comparison or
+  ``match`` with ``"sigmoid"`` / ``"softmax"``, a table indexed by ``card.head``. A read outside a
+  test counts too: a kind bound to a name or returned is a branch one step removed.
 
 A "unit" is a subpackage (``medcnn/io/`` -> ``io``) or a top-level module
 (``medcnn/inference.py`` -> ``inference``). Each failure lists every offending import as
@@ -93,6 +99,25 @@ PAGE_SCRIPTS = ("pages/*.py", "app.py")
 PAGE_FORBIDDEN = ("torch", "torchvision", "captum")
 #: top-level names of the code outside the package, which the package never imports
 OUTSIDE_PACKAGE = ("pages", "benchmarks", "tests", "app")
+
+
+#: The one package that may ask which kind of head a model has (the decision rule and its card).
+HEAD_HOME = "medcnn/models/"
+#: Where the head-kind rule looks: the package and the scripts outside it.
+HEAD_KIND_SCOPE = ("medcnn/**/*.py", *SCRIPTS)
+#: The kinds of head, as a card names them.
+HEAD_KIND_NAMES = ("softmax", "sigmoid")
+#: Names whose read says the kind of head.
+HEAD_KIND_FLAGS = ("multilabel", "is_multilabel")
+#: Reads outside :data:`HEAD_HOME` that look like the head kind but are not, each with its reason:
+#: (file, what :func:`head_kind_reads` reports). The test fails on an entry no longer needed.
+#: ``medcnn/training/heads.py`` (the per-head training strategy) needs no entry: it picks its
+#: strategy from the run's configuration (``cfg.findings``), not from a head.
+KNOWN_KIND_READS: dict[tuple[str, str], str] = {
+    ("medcnn/training/data.py", ".multilabel"): (
+        "the training dataset's own property: whether its targets are an (N, C) findings matrix or one "
+        "class index per image (the shape of the target array a batch is built from), not a head"),
+}
 
 
 @dataclass(frozen=True)
@@ -402,6 +427,73 @@ def missing_medcnn_modules(paths: Iterable[Path]) -> list[str]:
     return found
 
 
+def _names_head(node: ast.AST) -> bool:
+    """True for ``head``, ``card.head_rule``, ``self._head`` ...: an expression naming a head."""
+    name = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else ""
+    return "head" in name.lower()
+
+
+def _kind_constant(node: ast.AST) -> str | None:
+    """``"sigmoid"`` / ``"softmax"`` for such a constant, or a tuple/list/set holding one."""
+    if isinstance(node, ast.Constant) and node.value in HEAD_KIND_NAMES:
+        return node.value
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return next((c for c in map(_kind_constant, node.elts) if c), None)
+    return None
+
+
+def _kind_read(node: ast.AST) -> str | None:
+    """What ``node`` reads of the head kind (module docstring), or None."""
+    if isinstance(node, ast.Attribute) and node.attr in HEAD_KIND_FLAGS:
+        return f".{node.attr}"
+    if isinstance(node, ast.Name) and node.id in HEAD_KIND_FLAGS:
+        return node.id
+    if isinstance(node, ast.Attribute) and node.attr == "kind" and _names_head(node.value):
+        return f"{ast.unparse(node)}"
+    if isinstance(node, ast.Compare):
+        kind = next((c for c in map(_kind_constant, [node.left, *node.comparators]) if c), None)
+        return f"a comparison with {kind!r}" if kind else None
+    if isinstance(node, ast.match_case):
+        kinds = [n.value.value for n in ast.walk(node.pattern)
+                 if isinstance(n, ast.MatchValue) and _kind_constant(n.value)]
+        return f"a match case {kinds[0]!r}" if kinds else None
+    if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Attribute) and node.slice.attr == "head":
+        return f"a table indexed by {ast.unparse(node.slice)}"
+    return None
+
+
+def head_kind_reads(source: str, where: str) -> list[str]:
+    """``where:line: <what>`` for every read of the head kind in ``source`` (module docstring).
+
+    A function or variable named ``multilabel`` / ``is_multilabel`` counts when it is read; its
+    definition alone does not, nor a module of that name (``multilabel.make_loss``).
+    """
+    tree = ast.parse(source, filename=where)
+    modules_used = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Attribute)}  # ``multilabel.f``
+    found = []
+    for node in ast.walk(tree):
+        what = None if id(node) in modules_used and isinstance(node, ast.Name) else _kind_read(node)
+        if what:
+            line = getattr(node, "lineno", None) or node.pattern.lineno  # a match_case has no line
+            found.append((line, what))
+    return [f"{where}:{line}: {what}" for line, what in sorted(found)]
+
+
+def kind_reads_outside_models() -> list[str]:
+    """:func:`head_kind_reads` over :data:`HEAD_KIND_SCOPE`, outside :data:`HEAD_HOME`."""
+    found = []
+    for path in scripts(HEAD_KIND_SCOPE):
+        rel = path.relative_to(REPO).as_posix()
+        if not rel.startswith(HEAD_HOME):
+            found += head_kind_reads(path.read_text(encoding="utf-8"), rel)
+    return found
+
+
+def _known_kind_read(found: str) -> tuple[str, str]:
+    where, _line, what = found.split(":", 2)
+    return where, what.strip()
+
+
 # --------------------------------------------------------------------------- the checker itself
 def test_cycle_finder_reports_a_cycle_and_accepts_a_dag():
     assert find_cycles({"a": {"b"}, "b": {"c"}, "c": set()}) == []
@@ -509,6 +601,45 @@ def test_missing_module_finder_flags_old_paths(tmp_path):
 
 
 # --------------------------------------------------------------------------- the rules
+def test_head_kind_finder_flags_branches_on_the_kind_and_nothing_else():
+    planted = (
+        "if card.multilabel:\n    rows = 1\n"  # 1
+        "x = 'a' if is_multilabel(card) else 'b'\n"  # 3
+        "while head.kind == 'sigmoid':\n    break\n"  # 4: head.kind, and the comparison
+        "y = [r for r in rows if card.head != 'softmax']\n"  # 6
+        "match card.head:\n    case 'sigmoid':\n        pass\n"  # 7, the case on 8
+        "flag = card.head_rule.multilabel\n"  # 10: a flag, branched on later
+        "view = VIEWS[card.head]\n"  # 11
+        "ok = card.head in ('softmax', 'sigmoid')\n"  # 12
+    )
+    assert head_kind_reads(planted, "m.py") == [
+        "m.py:1: .multilabel", "m.py:3: is_multilabel", "m.py:4: a comparison with 'sigmoid'",
+        "m.py:4: head.kind", "m.py:6: a comparison with 'softmax'", "m.py:8: a match case 'sigmoid'",
+        "m.py:10: .multilabel", "m.py:11: a table indexed by card.head",
+        "m.py:12: a comparison with 'softmax'"]
+    asking = (
+        "if card.head_rule.per_finding:\n    rows = head.decide(p).findings\n"
+        "parser.add_argument('--head', choices=('softmax', 'sigmoid'))\n"
+        "strategy = HEADS['sigmoid' if cfg.findings else 'softmax']\n"
+        "text = f'head {card.head}'\n"
+        "def is_multilabel(card):\n    return True\n"
+        "kind = objective.kind\n"
+        "loss = multilabel.make_multilabel_loss(x)\n"
+    )
+    assert head_kind_reads(asking, "m.py") == []
+
+
+def test_only_the_models_package_branches_on_the_head_kind():
+    found = [f for f in kind_reads_outside_models() if _known_kind_read(f) not in KNOWN_KIND_READS]
+    assert not found, ("ask the head (card.head_rule: per_finding, own_operating_point, target_noun, ...) "
+                       "instead of branching on its kind:\n" + "\n".join(found))
+
+
+def test_known_kind_reads_are_still_needed():
+    stale = sorted(set(KNOWN_KIND_READS) - {_known_kind_read(f) for f in kind_reads_outside_models()})
+    assert not stale, "remove from KNOWN_KIND_READS:\n" + "\n".join(map(str, stale))
+
+
 def test_no_private_name_is_imported_from_another_subpackage():
     found = private_imports(medcnn_imports())
     assert not found, "private names imported across subpackages:\n" + "\n".join(found)

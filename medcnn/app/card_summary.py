@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 from medcnn.models.card import ModelCard
 from medcnn.ood.scope import resolve_scope
-from medcnn.visualize.findings import ci_text, finding_metric_rows, hidden_note, is_multilabel
+from medcnn.visualize.findings import ci_text, finding_metric_rows, hidden_note
 
 __all__ = ["CardSummary", "default_card_name", "ordered_cards", "show_summary", "summary"]
 
@@ -73,7 +73,7 @@ def _population(card: ModelCard) -> str:
 
 
 def _outputs(card: ModelCard) -> list[str]:
-    if is_multilabel(card):
+    if card.head_rule.per_finding:
         shown = card.shown_findings()
         lines = [f"One calibrated probability per finding ({', '.join(shown) or 'none presented'}). Each "
                  "finding has its own operating point; a finding is called when its probability is at or "
@@ -172,7 +172,7 @@ def _checked(card: ModelCard) -> str:
 
 def summary(card: ModelCard) -> CardSummary:
     """The one-screen summary of ``card`` (every field is text, or rows of text for a table)."""
-    title, rows, points = (_multilabel_performance if is_multilabel(card) else _softmax_performance)(card)
+    title, rows, points = (_multilabel_performance if card.head_rule.per_finding else _softmax_performance)(card)
     return CardSummary(
         intended_use=card.intended_use or "Not stated.", population=_population(card), outputs=_outputs(card),
         performance_title=title, performance=rows, operating_points=points,

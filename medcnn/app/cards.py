@@ -241,7 +241,7 @@ def model_fields(card: ModelCard) -> list[dict[str, str]]:
             ("Positive class", card.positive_label), ("Input size", f"{card.input_size[0]} x {card.input_size[1]}"),
             ("Operating threshold", card.threshold), ("Temperature", card.temperature),
             ("Explained layer", card.target_layer), ("DICOM modalities", card.dicom_modalities or "any")]
-    if card.multilabel:  # each finding has its own operating point and temperature (findings table)
+    if card.head_rule.per_finding:  # each finding has its own operating point and temperature (findings table)
         rows[2:7] = [("Head", "sigmoid (multi-label: one probability per finding)"), ("Findings", card.labels),
                      ("Presented findings", card.shown_findings() or "none"),
                      ("Input size", f"{card.input_size[0]} x {card.input_size[1]}"),

@@ -15,9 +15,9 @@ from typing import Any
 
 import streamlit as st
 
-from medcnn.visualize.findings import finding_metric_rows, finding_rows, hidden_note, is_multilabel
+from medcnn.visualize.findings import finding_metric_rows, finding_rows, hidden_note
 
-__all__ = ["FINDINGS_COLUMN", "batch_columns", "default_target", "explain_targets", "is_multilabel",
+__all__ = ["FINDINGS_COLUMN", "batch_columns", "default_target", "explain_targets",
            "show_finding_metrics", "show_findings", "target_caption"]
 
 #: Batch column listing the findings at or above their operating points.
@@ -26,11 +26,9 @@ FINDINGS_COLUMN = "findings_above_threshold"
 
 def explain_targets(card: Any, pred: Any) -> list[str]:
     """What a map can explain, in menu order: a softmax card's labels; a multi-label card's presented
-    findings in the order of its findings table (highest relative to the operating point first)."""
-    if not is_multilabel(card):
-        return list(card.labels)
-    names = [row["name"] for row in getattr(pred, "findings", [])]
-    return names or list(card.shown_findings()) or [card.positive_label]
+    findings in the order of its findings table (highest relative to the operating point first);
+    the card's head decides (:meth:`medcnn.models.head.Head.explain_targets`)."""
+    return card.head_rule.explain_targets(pred)
 
 
 def default_target(card: Any, pred: Any) -> str:
@@ -78,7 +76,7 @@ def batch_columns(card: Any, pred: Any = None) -> dict[str, Any]:
     """Batch-table columns of a multi-label card: ``P(<finding>)`` per presented finding (label order,
     so every row has the same columns) and :data:`FINDINGS_COLUMN` (names joined by ``"; "``, highest
     relative first). ``pred=None`` (not analysed, or an error) leaves them empty. ``{}`` for softmax."""
-    if not is_multilabel(card):
+    if not card.head_rule.per_finding:
         return {}
     cols: dict[str, Any] = {f"P({name})": None if pred is None else round(float(pred.probabilities[name]), 4)
                             for name in card.shown_findings()}

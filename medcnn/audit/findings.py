@@ -40,8 +40,7 @@ def audit_findings(card_path: str | Path, data: Sequence[str | Path], *, split: 
 
     t0 = time.perf_counter()
     card = ModelCard.load(card_path)
-    if not card.multilabel:
-        raise ValueError(f"model {card.name!r} is single-label: use the dataset audit")
+    card.head_rule.require_per_finding(card.name, "the dataset audit")
     specs, column, exclude, dedupe_by = specs_from_card(card.training)
     df = read_labels([str(p) for p in data], split=split)
     df = df[df["split"].isin(STANDARD_SPLITS)]  # e.g. full-resolution copies of test films are not new films

@@ -98,10 +98,11 @@ def _write_card(args: argparse.Namespace, report: dict[str, Any], notes: list[st
     return key
 
 
-def _multilabel(model: str) -> bool:
+def _per_finding(model: str) -> bool:
+    """Whether the card's head decides per finding (its dataset audit is one per finding)."""
     from medcnn.models.card import ModelCard
 
-    return ModelCard.load(model).multilabel
+    return ModelCard.load(model).head_rule.per_finding
 
 
 def _run_findings(args: argparse.Namespace) -> int:
@@ -142,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     if args.max_images is not None and args.max_images < 2:
         print("error: --max-images must be >= 2", file=sys.stderr)
         return 2
-    findings = bool(args.model) and not args.saliency and _multilabel(args.model)
+    findings = bool(args.model) and not args.saliency and _per_finding(args.model)
     if args.write_card and not (args.saliency or findings):
         print("error: --write-card stores a saliency audit (add --saliency) or the per-finding audit of a "
               "multi-label --model", file=sys.stderr)

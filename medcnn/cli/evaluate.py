@@ -174,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--n-boot must be >= 0")
     from medcnn.inference import load_card, resolve_card
 
-    if load_card(resolve_card(model=args.model)).multilabel:
+    if load_card(resolve_card(model=args.model)).head_rule.per_finding:
         return _run_findings(args)
     if args.calibrate:
         if args.split:

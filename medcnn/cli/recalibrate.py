@@ -79,7 +79,7 @@ def _read_site(args: argparse.Namespace, card: Any) -> tuple[Any, np.ndarray, li
     from medcnn.evaluation.labels import read_labels
     from medcnn.evaluation.site import binary_names
 
-    if card.multilabel and not (args.finding and args.positive):
+    if card.head_rule.per_finding and not (args.finding and args.positive):  # which finding, which label
         raise ValueError(f"{card.name} is a multi-label model: say which finding the site's labels speak to and "
                          f"which label marks it, e.g. --finding {card.positive_label!r} --positive LABEL "
                          f"(its findings: {', '.join(card.labels)})")

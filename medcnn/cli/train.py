@@ -256,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
     if not launched_world().is_main:  # every rank holds the same model; rank 0 alone reports it
         return 0
     val = res.card.metrics.get("val", {})
-    if res.card.multilabel:
+    if res.card.head_rule.per_finding:
         print(f"best epoch {res.best_epoch}: mean val AUC over findings {_fmt(val.get('mean_auc'))}")
         for name, r in val.get("findings", {}).items():
             ci = r.get("auc_ci") or [None, None]

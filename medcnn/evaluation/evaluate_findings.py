@@ -55,8 +55,7 @@ def score_findings(card: ModelCard | str | Path, csv_paths: Sequence[str | Path]
     from medcnn.preprocess import Pipeline
 
     model, card = load_model(card, device=device)
-    if not card.multilabel:
-        raise ValueError(f"model {card.name!r} has a softmax head: use the single-label evaluation")
+    card.head_rule.require_per_finding(card.name, "the single-label evaluation")
     specs, column, exclude, dedupe_by = specs_from_card(card.training)
     if [s.name for s in specs] != list(card.labels):
         raise ValueError(f"card {card.name!r}: recorded findings {[s.name for s in specs]} differ from its labels")

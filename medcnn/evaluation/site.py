@@ -63,9 +63,7 @@ def binary_names(card: ModelCard, finding: str | None = None, positive: str | No
     finding = finding or card.positive_label
     if positive:
         return [f"not {positive}", positive]
-    if len(card.labels) == 2 and not card.multilabel and finding == card.positive_label:
-        return [card.labels[1 - card.positive_index], finding]
-    return [f"not {finding}", finding]
+    return [card.head_rule.negative_name(finding), finding]
 
 
 def _check_inputs(task: SiteTask, logits: Any, y: Any, groups: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

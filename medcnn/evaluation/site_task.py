@@ -3,9 +3,9 @@
 A site labels each image positive or negative for one label of a card: the positive label of a
 softmax card, or one finding of a multi-label (sigmoid) card. :class:`SiteTask` is that question.
 It asks the card's decision rule (:attr:`medcnn.models.card.ModelCard.head_rule`) for the label's
-probability and operating point, so a softmax and a sigmoid card go through the same code; the
-only thing it knows about cards is where a label's temperature and operating point are stored
-(:meth:`SiteTask.card_with`), which is what writing a recalibrated card needs.
+probability and operating point, so a softmax and a sigmoid card go through the same code; even
+where a card stores a label's temperature and operating point (:meth:`SiteTask.card_with`, which
+writing a recalibrated card needs) is the head's answer.
 
 For either head the label's probability is ``sigmoid(s / T)`` of one score ``s`` (the logit
 difference of a binary softmax head, the finding's logit of a sigmoid head), and the label is
@@ -19,7 +19,6 @@ called iff its probability is at or above the operating point. Two consequences 
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -97,7 +96,7 @@ class SiteTask:
             raise RecalibrationError(f"{self.finding!r} is not a label of model {card.name!r}; its labels are "
                                      f"{', '.join(head.labels)}")
         threshold = head.operating_point(self.finding)
-        if threshold is None or (not head.multilabel and self.finding != head.positive_label):
+        if head.own_operating_point(self.finding) is None:
             raise RecalibrationError(
                 f"model {card.name!r} has no operating point of its own for {self.finding!r} (it decides "
                 f"{'by argmax' if threshold is None else 'on ' + repr(head.positive_label)}); recalibrate "
@@ -110,14 +109,12 @@ class SiteTask:
     def card_with(self, point: Point) -> ModelCard:
         """A copy of the card whose label ``finding`` has ``point`` (other labels unchanged).
 
-        The one place that knows where a card stores a label's numbers: a sigmoid card in
-        ``findings[finding]``, a softmax card in ``temperature`` / ``threshold``.
+        Where a card stores a label's numbers is the head's to say
+        (:meth:`medcnn.models.head.Head.card_fields`: a sigmoid card's ``findings[finding]``, a
+        softmax card's ``temperature`` / ``threshold``).
         """
-        if self.card.multilabel:
-            findings = copy.deepcopy(self.card.findings)
-            findings[self.finding].update(temperature=float(point.temperature), threshold=float(point.threshold))
-            return dataclasses.replace(self.card, findings=findings)
-        return dataclasses.replace(self.card, temperature=float(point.temperature), threshold=float(point.threshold))
+        fields = self.card.head_rule.card_fields(self.finding, point.temperature, point.threshold, self.card.findings)
+        return dataclasses.replace(self.card, **fields)
 
     # ------------------------------------------------------------------ the rule, asked of the head
     def probability(self, logits: np.ndarray, temperature: float) -> np.ndarray:

@@ -62,11 +62,10 @@ def resolve_objective(objective: str, head: Head | None, num_outputs: int) -> st
     if head is not None and len(head.labels) != num_outputs:
         raise ValueError(f"the network gives {num_outputs} outputs but its head names {len(head.labels)} "
                          f"labels ({', '.join(head.labels)})")
-    sigmoid = head is not None and head.multilabel
     if objective == "auto":
         return head.objective if head is not None else ("logit" if num_outputs < 2 else "difference")
-    if objective == "difference" and (sigmoid or num_outputs < 2):
-        why = "has a sigmoid head" if sigmoid else "has a single output"
+    why = head.no_difference_reason if head is not None else "has a single output" if num_outputs < 2 else None
+    if objective == "difference" and why:
         raise ValueError(f"objective 'difference' needs a softmax head with >= 2 outputs; the model {why}: "
                          "use objective='logit'")
     return objective

@@ -23,9 +23,17 @@ Findings are ranked by their probability *relative to* the operating point
 What an explanation explains is the quantity that sets the displayed probability
 (:mod:`medcnn.explain.objective`): the logit difference for a softmax head with two or more
 outputs, the class logit for a sigmoid head (:attr:`Head.objective`).
+
+Callers never ask which kind a head is (``tests/test_architecture.py`` checks it): they ask what
+they need. :attr:`Head.per_finding` (per-finding rows, or one decided label), :attr:`Head.hidden`,
+:attr:`Head.target_noun`, :meth:`Head.explain_targets`, :meth:`Head.own_operating_point` and
+:meth:`Head.negative_name` (which label a site's binary labels can speak to, and what its
+negatives are called), :meth:`Head.card_fields` (where a card stores a label's numbers),
+:meth:`Head.require_per_finding`, :attr:`Head.no_difference_reason`.
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -146,13 +154,108 @@ class Head:
     def objective(self) -> str:
         """The explanation objective that sets the displayed probability: ``"logit"`` for a sigmoid
         head or a single output, ``"difference"`` for a softmax head with two or more outputs."""
-        return "logit" if self.multilabel or len(self.labels) < 2 else "difference"
+        return "logit" if self.no_difference_reason else "difference"
+
+    @property
+    def no_difference_reason(self) -> str | None:
+        """Why a logit difference does not set this head's probabilities (``"has a sigmoid head"``:
+        its labels do not compete; ``"has a single output"``), or None when it does."""
+        if self.multilabel:
+            return "has a sigmoid head"
+        return "has a single output" if len(self.labels) < 2 else None
 
     @property
     def positives(self) -> tuple[str, ...]:
         """The labels whose call is a positive finding (what a table flags): a softmax head's positive
         label, a sigmoid head's presented findings."""
         return self.shown if self.multilabel else (self.positive_label,)
+
+    # ------------------------------------------------------------------ what callers ask
+    @property
+    def per_finding(self) -> bool:
+        """Whether a decision is a set of independent findings, each with its own probability and
+        operating point, presented as one row per finding (findings table, per-finding metrics,
+        batch columns, evaluation and audit); False: one decided label, with the probability of
+        the positive label against one threshold."""
+        return self.multilabel
+
+    @property
+    def target_noun(self) -> str:
+        """What an explanation target is called: ``"finding"`` (per-finding heads) or ``"class"``."""
+        return "finding" if self.per_finding else "class"
+
+    @property
+    def default_target_text(self) -> str:
+        """What a map explains unless the user picks another, in words (:meth:`default_target`):
+        ``"top finding"`` or ``"predicted class"``."""
+        return f"{'top' if self.per_finding else 'predicted'} {self.target_noun}"
+
+    @property
+    def hidden(self) -> tuple[str, ...]:
+        """Labels kept in the output but not presented, in label order (a softmax head: none)."""
+        return tuple(n for n in self.labels if n not in self.shown)
+
+    def explain_targets(self, decision: Decision | Any) -> list[str]:
+        """What a map can explain, in menu order: a softmax head's labels; a sigmoid head's findings in
+        the order of the decision's rows (highest relative first), else its presented findings.
+
+        Args:
+            decision: This head's :class:`Decision`, or anything carrying its ``findings`` rows.
+        """
+        if not self.multilabel:
+            return list(self.labels)
+        names = [row["name"] for row in getattr(decision, "findings", None) or []]
+        return names or list(self.shown) or [self.positive_label]
+
+    def own_operating_point(self, label: str) -> float | None:
+        """The operating point that belongs to ``label`` alone, so that a site's binary labels for it
+        can recalibrate it: any finding of a sigmoid head, the positive label of a binary softmax
+        head; None otherwise (a softmax head's other labels share its one threshold, or it decides by
+        argmax).
+
+        Raises:
+            ValueError: not one of the labels.
+        """
+        point = self.operating_point(label)
+        return point if self.multilabel or label == self.positive_label else None
+
+    def negative_name(self, label: str) -> str:
+        """What the images the head does not call ``label`` are called in a binary question about it:
+        the other label of a binary softmax head's positive label, else ``"not <label>"``."""
+        if not self.multilabel and len(self.labels) == 2 and label == self.positive_label:
+            return self.labels[1 - self.positive_index]
+        return f"not {label}"
+
+    def card_fields(self, label: str, temperature: float, threshold: float,
+                    findings: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+        """The model-card fields that store ``label``'s temperature and operating point, set to these
+        values (for ``dataclasses.replace(card, **fields)``): a sigmoid head's ``findings`` (a copy,
+        that finding's entry updated); a softmax head's ``temperature`` and ``threshold``.
+
+        Args:
+            label: A label with an operating point of its own (:meth:`own_operating_point`).
+            temperature: Its new temperature.
+            threshold: Its new operating point.
+            findings: The card's current ``findings`` (left unchanged).
+        """
+        if not self.multilabel:
+            return {"temperature": float(temperature), "threshold": float(threshold)}
+        updated = copy.deepcopy(dict(findings))
+        updated.setdefault(label, {}).update(temperature=float(temperature), threshold=float(threshold))
+        return {"findings": updated}
+
+    def require_per_finding(self, name: str, instead: str) -> None:
+        """Raise unless the head decides per finding (:attr:`per_finding`).
+
+        Args:
+            name: The model's name, for the message.
+            instead: What to use for this head, e.g. ``"the single-label evaluation"``.
+
+        Raises:
+            ValueError: a softmax head; the message says to use ``instead``.
+        """
+        if not self.per_finding:
+            raise ValueError(f"model {name!r} has a softmax head (single-label): use {instead}")
 
     def index(self, label: str) -> int:
         """Output index of ``label``.

@@ -17,23 +17,16 @@ from typing import Any
 from medcnn.visualize.layout import Flow
 
 __all__ = ["HIDDEN_REASON", "call_text", "ci_text", "card_lines", "finding_metric_rows", "finding_rows",
-           "hidden_findings", "hidden_note", "is_multilabel", "model_row", "write_findings"]
+           "hidden_findings", "hidden_note", "model_row", "write_findings"]
 
 #: Why hidden findings are not presented (the card's per-finding ``reason`` says more).
 HIDDEN_REASON = "the model cannot be shown to detect them on held-out data; see the model card"
 
 
-def is_multilabel(card: Any) -> bool:
-    """True for a sigmoid (multi-label) card."""
-    return bool(getattr(card, "multilabel", False))
-
-
 def hidden_findings(card: Any) -> list[str]:
-    """Outputs of a multi-label card that are not presented as findings, in label order ([] for softmax)."""
-    if not is_multilabel(card):
-        return []
-    shown = set(card.shown_findings())
-    return [name for name in card.labels if name not in shown]
+    """Outputs of a multi-label card that are not presented as findings, in label order ([] for softmax:
+    :attr:`medcnn.models.head.Head.hidden`)."""
+    return list(card.head_rule.hidden)
 
 
 def hidden_note(card: Any) -> str | None:

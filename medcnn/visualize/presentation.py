@@ -24,7 +24,6 @@ from __future__ import annotations
 from typing import Any
 
 from medcnn.models.head import NOT_ANALYSED
-from medcnn.visualize.findings import is_multilabel
 
 __all__ = ["EMPTY_MAP_NOTICE", "NOT_ANALYSED", "batch_caution", "batch_probability",
            "caution_text", "decision", "decision_line", "decision_parts", "findings_count_text", "map_notice",
@@ -66,7 +65,7 @@ def probability_text(card: Any, prediction: Any) -> str:
     """
     if withheld(prediction):
         return _WITHHELD_DETAIL
-    if is_multilabel(card):
+    if card.head_rule.per_finding:
         return findings_count_text(prediction)
     side = "at or above" if prediction.above_threshold else "below"
     return f"P({card.positive_label}) = {prediction.positive_prob:.3f}, {side} the threshold {prediction.threshold:.3f}"
@@ -170,7 +169,7 @@ def batch_probability(card: Any, prediction: Any) -> str:
     """
     if withheld(prediction):
         return "not shown"
-    if is_multilabel(card):
+    if card.head_rule.per_finding:
         rows = getattr(prediction, "findings", []) or []
         text = findings_count_text(prediction)
         if rows:

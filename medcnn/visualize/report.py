@@ -41,7 +41,7 @@ def card_summary(card: ModelCard) -> list[str]:
         f"Model: {card.name} ({card.architecture}), {card.modality}, input {card.input_size[0]}x{card.input_size[1]}",
     ]
     dataset = card.training.get("dataset") if isinstance(card.training, dict) else None
-    if _findings.is_multilabel(card):  # findings, hidden ones, mean test AUC
+    if card.head_rule.per_finding:  # findings, hidden ones, mean test AUC
         return [*lines, *([f"Training data: {dataset}"] if dataset else []), *_findings.card_lines(card)]
     lines.append(f"Classes: {', '.join(card.labels)}; positive class {card.positive_label}; "
                  f"threshold {card.threshold:.3f}; temperature {card.temperature:.3g}")
@@ -118,7 +118,7 @@ def model_rows(cards: list[ModelCard]) -> list[dict[str, Any]]:
     """Landing-page table: one row per model with its headline test (else val) metrics."""
     rows = []
     for card in cards:
-        if _findings.is_multilabel(card):
+        if card.head_rule.per_finding:
             rows.append(_findings.model_row(card))
             continue
         split = "test" if _is_metrics(card.metrics.get("test")) else "val"
@@ -239,7 +239,7 @@ def write_case(
         flow.text(f"About the map: {notice}", 9, color="#444444")
     flow.space(8)
     flow.text(decision_line(card, prediction), 10.5, weight="bold", color="#a00000" if withheld else "black")
-    if not withheld and _findings.is_multilabel(card):
+    if not withheld and card.head_rule.per_finding:
         flow.space(4)
         _findings.write_findings(flow, card, prediction, target if overlay is not None else None)
     elif not withheld:
@@ -255,7 +255,7 @@ def write_case(
         return
     expl = f"Explanation: {method or 'saliency map'}"
     if target:
-        expl += f", target {'finding' if _findings.is_multilabel(card) else 'class'} {target}"
+        expl += f", target {card.head_rule.target_noun} {target}"
     if explanation_seconds is not None:
         expl += f", computed in {explanation_seconds:.2f} s"
     flow.text(expl, 8.5)
