@@ -59,16 +59,20 @@ class Scored:
         prediction: The prediction (with the display image), None when the row failed.
         image: The decoded image, None when it could not be read.
         card_path: The card that served it, None when none did.
+        exception: What the row's ``error`` says, as raised (None when the row did not fail), for
+            a caller that tells a refusal (a modality no model reads) from a failure by its type.
     """
 
     row: dict[str, Any]
     prediction: Prediction | None = None
     image: MedImage | None = field(default=None, repr=False)
     card_path: Path | None = None
+    exception: Exception | None = field(default=None, repr=False)
 
 
 def _fail(scored: Scored, stage: str, e: Exception) -> None:
     scored.row.update(error=f"{type(e).__name__}: {e}", error_stage=stage)
+    scored.exception = e
 
 
 class Scorer:

@@ -1,10 +1,11 @@
 """One PACS instance through the serving path: the same reader, card choice, gate and explanation as an upload.
 
-:func:`analyze_instance` is the PACS twin of the predict command's per-file step
-(``medcnn.cli.predict``): :func:`medcnn.io.read_image` -> :func:`medcnn.inference.resolve_card`
-(modality decides, or the named card) -> a cached :class:`medcnn.inference.Predictor` (its
-out-of-distribution gate decides whether the result may be shown) -> for a shown result, the
-explanation of the decided target (:func:`medcnn.explain.explain`) drawn as an overlay. The
+:func:`analyze_instance` scores the instance with the one scoring engine (:class:`medcnn.scoring.Scorer`,
+as the predict command does for a file): it reads the pixels (:func:`medcnn.io.read_image`), chooses
+the card (:func:`medcnn.inference.resolve_card`: modality decides, or the named card), and predicts
+with a cached :class:`medcnn.inference.Predictor` (its out-of-distribution gate decides whether the
+result may be shown); what fails there is the Scorer's error and stage. For a shown result it then
+draws the explanation of the decided target (:func:`medcnn.explain.explain`) as an overlay. The
 :class:`InstanceAnalysis` it returns is what the DICOM builders (:mod:`medcnn.pacs.objects`) and
 the pages use; an image that is not analysed carries the reason instead.
 
@@ -20,8 +21,6 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from medcnn.notices import collected
 
 __all__ = ["InstanceAnalysis", "PredictorCache", "analyze_instance", "is_medcnn_result", "presented_findings",
            "uid_hash", "MANUFACTURER"]
@@ -54,6 +53,8 @@ class InstanceAnalysis:
         method, method_label, target: The explanation method, its label and what it explains.
         reason: Why the image is not analysed ("" when it is).
         explanation: The :class:`medcnn.explain.Explanation` (None when not analysed).
+        error, error_stage: The scoring engine's ``error`` and ``error_stage`` (:data:`medcnn.scoring.STAGES`)
+            when reading, choosing the model or predicting refused the image ("" otherwise).
     """
 
     sop_instance_uid: str
@@ -69,6 +70,8 @@ class InstanceAnalysis:
     method_label: str = ""
     target: str | None = None
     reason: str = ""
+    error: str = ""
+    error_stage: str = ""
 
     @property
     def analysed(self) -> bool:
@@ -100,7 +103,8 @@ class InstanceAnalysis:
 
 
 class PredictorCache:
-    """Card path -> loaded :class:`medcnn.inference.Predictor`, loaded once (thread-safe)."""
+    """Card path -> loaded :class:`medcnn.inference.Predictor`, loaded once (thread-safe), shared by the
+    scorers of :func:`analyze_instance` (:meth:`scorer`)."""
 
     def __init__(self, device: Any = None):
         self.device = device
@@ -115,6 +119,24 @@ class PredictorCache:
             if path not in self._loaded:
                 self._loaded[path] = Predictor(path, device=self.device)
             return self._loaded[path]
+
+    def scorer(self, card_path: Path | None = None, weights_dir: str | Path | None = None) -> Any:
+        """A :class:`medcnn.scoring.Scorer` of one image at a time that keeps the image (the
+        explanation needs its tensor) and takes its models from this cache.
+
+        Args:
+            card_path: The card serving every image; None: chosen from each image's modality.
+            weights_dir: Folder of the cards for that choice.
+        """
+        from medcnn.scoring import Scorer
+
+        cache = self
+
+        class _CachedScorer(Scorer):
+            def predictor(self, card_path: Path | None) -> Any:
+                return cache.get(card_path)
+
+        return _CachedScorer(card_path, weights_dir, device=self.device, batch_size=1, keep_images=True)
 
 
 def presented_findings(analysis: InstanceAnalysis) -> list[dict[str, Any]]:
@@ -152,18 +174,19 @@ def analyze_instance(data: bytes, predictors: PredictorCache, *, model: str | No
         explain_result: Compute the explanation overlay of an analysed image.
 
     Returns:
-        The analysis; ``reason`` says why an image is not analysed (a modality no model reads,
-        the gate's verdict, a medcnn result).
+        The analysis; ``reason`` says why an image is not analysed (a modality no model reads, no
+        such model, the gate's verdict, a medcnn result), with the scoring engine's ``error`` and
+        ``error_stage`` when that engine refused it.
 
     Raises:
         NotAnImageError: the instance holds no pixel data.
-        UnsupportedImageError, CardError: pixels that cannot be decoded, a broken card.
+        UnsupportedImageError, CardError, OSError, RuntimeError: pixels that cannot be decoded, a
+            broken card or weights file, a failed forward pass (the scoring engine's exception).
     """
     import pydicom
 
     from medcnn.explain.methods import METHODS
-    from medcnn.inference import resolve_card
-    from medcnn.io import read_image
+    from medcnn.inference import AUTO, resolve_card
     from medcnn.pacs.errors import NotAnImageError
 
     if method not in METHODS:
@@ -177,30 +200,41 @@ def analyze_instance(data: bytes, predictors: PredictorCache, *, model: str | No
     if is_medcnn_result(ds):
         result.reason = "this is a result medcnn made (secondary capture of an overlay), not a source image"
         return result
-    with collected():  # soft problems are in meta.warnings, shown by the callers
-        image = read_image(data)
-    result.meta = image.meta
-    try:
-        card_path = resolve_card(image.meta, model, weights_dir)
-    except ValueError as e:  # a modality no model reads: not analysed, with the reason
-        result.reason = str(e)
+    try:  # a named card is found once, before the engine (which takes a card path)
+        card_path = None if model is None or str(model).lower() == AUTO else resolve_card(None, model, weights_dir)
+    except ValueError as e:  # no such model: not analysed, with the reason
+        result.reason, result.error, result.error_stage = str(e), f"{type(e).__name__}: {e}", "model"
         return result
-    predictor = predictors.get(card_path)
-    result.card = predictor.card
-    try:
-        pred = predictor.predict(image, keep_steps=False)
-    except ValueError as e:  # the card refuses this modality (check_modality)
-        result.reason = str(e)
+    scored = predictors.scorer(card_path, weights_dir).score([(result.key, data)])[0]
+    result.meta = scored.image.meta if scored.image is not None else None
+    if scored.exception is not None:
+        result.error, result.error_stage = scored.row["error"], scored.row["error_stage"]
+        if not _refused(scored.exception, result.error_stage):
+            raise scored.exception
+    if scored.card_path is not None:  # the chosen card, loaded (a broken one was raised above)
+        result.card = predictors.get(scored.card_path).card
+    if scored.exception is not None:
+        result.reason = str(scored.exception)
         return result
+    pred = scored.prediction
     result.prediction = pred
     result.display = pred.pipeline_result.display
     if pred.ood.withheld:
         result.reason = "; ".join(pred.ood.reasons) or "outside what the model reads"
         return result
-    result.target = _target(predictor.card, pred)
+    result.target = _target(result.card, pred)
     if explain_result:
-        _explain(result, predictor)
+        _explain(result, predictors.get(scored.card_path))
     return result
+
+
+def _refused(e: Exception, stage: str) -> bool:
+    """Whether the scoring engine's exception means "this model does not analyse this image" (a
+    modality no model reads, or the card refuses it; the prediction refused as invalid input) rather
+    than a failure: unreadable pixels, a broken card or weights file, a failed forward pass."""
+    if stage == "model":
+        return type(e) is ValueError  # a CardError (its subclass) is a broken card
+    return stage == "predict" and isinstance(e, ValueError)
 
 
 def _explain(result: InstanceAnalysis, predictor: Any) -> None:
