@@ -25,7 +25,7 @@ written to disk or logged. Cached values hold pixels and non-identifying metadat
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -309,9 +309,6 @@ def deidentified_upload(key: str, _data: bytes) -> tuple[bytes, Any]:
 
 
 # --------------------------------------------------------------------------- routing
-_FAMILY = {"CXR": ("chest X-ray", "a chest X-ray", "DX"), "CT": ("CT", "a CT slice", "CT")}  # name, looks, modality
-
-
 @dataclass
 class Routed:
     """Which model answers an upload and why (:func:`route_upload`): its card and result (``card_path``
@@ -329,57 +326,29 @@ class Routed:
 
 def route_upload(key: str, data: bytes, choice: str = AUTO_MODEL, frame: int | None = None,
                  window: Any = None) -> Routed:
-    """The one routing of an image to a model, for Analyze, Batch and Case review alike.
+    """The one routing of an image to a model (:func:`medcnn.routing.route` decides), for Analyze,
+    Batch and Case review alike, with the cached predictions of :func:`predict_upload`.
 
-    A model chosen in the sidebar answers (it raises for a DICOM modality it does not accept). Under
-    :data:`AUTO_MODEL` the modality picks the family (:func:`medcnn.inference.choose_model`); a PNG/JPEG
-    carries no modality, so when the chest X-ray model's out-of-distribution gate finds it outside its
-    scope the CT model (if it has a gate) is tried: the first model whose gate accepts it answers. When
-    no gate accepts it, the first result (withheld) stays and ``reason`` names the family whose gate
-    scores it closer (score / refusal threshold). MR, US, ...: not analysed, with the reason.
+    A model chosen in the sidebar answers; under :data:`AUTO_MODEL` a PNG/JPEG goes to the chest X-ray
+    model, then to the CT model when the first model's gate finds it outside its scope; MR, US, ...:
+    not analysed, with the reason.
 
     Raises:
         UnsupportedImageError, CardError, ValueError: unreadable image, bad card, unknown model name,
             a DICOM modality the chosen model does not accept.
     """
-    from medcnn.inference import CARD_FAMILIES, choose_model
+    from medcnn.routing import route
 
     meta = read_upload(key, data, frame).meta
-    modality = (meta.modality or "OT").upper()
-    if choice and choice != AUTO_MODEL:
-        path = resolve_card_path(meta, choice)
-        return Routed(path, *predict_upload(key, data, path, frame, window), how="chosen in the sidebar")
-    if modality not in CARD_FAMILIES:
-        return Routed(how="auto", reason=f"no model here reads {modality} images: the CT model reads CT, the "
-                                         "chest X-ray model CR, DX, PNG and JPEG")
-    tried: list[tuple[str, str, Any, list[StepView]]] = []
-    for fam in ["CXR", "CT"] if modality == "OT" else [CARD_FAMILIES[modality]]:
-        try:
-            path = str(choose_model(replace(meta, modality=_FAMILY[fam][2]), weights_dir()))
-        except ValueError:  # no card of this family: the next one may read it
-            continue
-        if tried and get_predictor(path).gate is None:  # a fallback needs a gate that can accept the image
-            continue
-        tried.append((fam, path, *predict_upload(key, data, path, frame, window)))
-        if not tried[-1][2].ood.withheld:
-            break
-    if not tried:
-        choose_model(meta, weights_dir())  # raises the resolver's own message (no card of the family)
-    (fam0, *first), (fam, *last) = tried[0], tried[-1]
-    kind = "PNG/JPEG" if modality == "OT" else modality
-    if not last[1].ood.withheld:
-        if len(tried) == 1:
-            return Routed(*last, how=f"auto-chosen for {kind}")
-        return Routed(*last, how=f"auto-chosen: the {_FAMILY[fam0][0]} model's gate found this image outside "
-                                 f"its scope; the {_FAMILY[fam][0]} model reads it", rerouted=True)
-    reason = ""
-    if len(tried) > 1:
-        ood = [t[2].ood for t in tried]
-        closer = tried[min(range(len(tried)), key=lambda i: (ood[i].score or float("inf"))
-                           / (ood[i].refuse_threshold or 1.0))][0]
-        reason = (f"no model's gate finds this image within its scope. It looks more like {_FAMILY[closer][1]}: "
-                  f"if it is one, choose the {_FAMILY[closer][0]} model")
-    return Routed(*first, how=f"auto-chosen for {kind}", reason=reason)
+    named = resolve_card_path(meta, choice) if choice and choice != AUTO_MODEL else None
+    steps: dict[str, list[StepView]] = {}
+
+    def predict(card_path: str) -> Any:
+        pred, steps[card_path] = predict_upload(key, data, card_path, frame, window)
+        return pred
+
+    r = route(meta, predict, named, weights_dir(), named="chosen in the sidebar")
+    return Routed(r.card_path, r.prediction, steps.get(r.card_path, []), r.how, r.rerouted, r.reason)
 
 
 # --------------------------------------------------------------------------- errors
