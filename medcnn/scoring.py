@@ -6,16 +6,22 @@ app's Batch page and the PACS path. Each of them used to read, choose the model,
 errors in its own way; here it is done once:
 
 1. each source (a path, or ``(name, bytes)``) is read with :func:`medcnn.io.read_image`;
-2. its model is the one given, else the one :func:`medcnn.inference.resolve_card` chooses;
+2. its model is the one given (never rerouted), else the one :mod:`medcnn.routing` asks first;
 3. the images of one model go through :meth:`~medcnn.inference.Predictor.predict_batch` in one
    forward pass per chunk; when that pass fails or warns, image by image, so each error and
    warning lands on its own file;
-4. whatever fails becomes a row with its error and the stage it failed at; the others still run.
+4. with no model given, :func:`medcnn.routing.route` decides which model answers (the app's rule):
+   a PNG/JPEG the chest X-ray model's gate withholds is asked of the CT model (those images again in
+   one pass per chunk), and the row's ``routed`` says how its model was chosen;
+5. whatever fails becomes a row with its error and the stage it failed at; the others still run.
 
 A row (:data:`ROW_KEYS`, snake_case) is what ``predict --json`` prints for a file. Its ``decision``
 is :data:`~medcnn.inference.NOT_ANALYSED` (``"not analysed"``) when the out-of-distribution gate
 withholds the image (the probabilities stay in the row for the record), and ``called`` lists the
-labels the decision names (None then). Each file's warnings are collected into its row
+labels the decision names (None then). ``routed`` is how the model was chosen
+(:meth:`medcnn.routing.Route.describe`: :data:`medcnn.routing.NAMED` for a given model,
+``"auto-chosen for PNG/JPEG"``, the rerouting, or why no model's gate accepts the image; None when
+no model served the file). Each file's warnings are collected into its row
 (:func:`medcnn.notices.collected`), never printed.
 """
 from __future__ import annotations
@@ -26,15 +32,16 @@ from pathlib import Path
 from typing import Any
 
 from medcnn.notices import collected
-from medcnn.inference import NOT_ANALYSED, Prediction, Predictor, check_modality, resolve_card
+from medcnn.inference import NOT_ANALYSED, Prediction, Predictor, check_modality
 from medcnn.io import MedImage, read_image
+from medcnn.routing import NAMED, first_card, route
 
 __all__ = ["ROW_KEYS", "SKIP_REASONS", "STAGES", "Scored", "Scorer", "Source", "analysed_logits", "left_out_by_class",
            "new_row"]
 
 #: Keys of one row, in order (those of ``predict --json`` entries).
 ROW_KEYS = ("file", "ok", "error", "error_stage", "model", "decision", "label", "called", "probabilities",
-            "positive_prob", "above_threshold", "threshold", "findings", "seconds", "ood", "warnings")
+            "positive_prob", "above_threshold", "threshold", "findings", "seconds", "ood", "warnings", "routed")
 #: Where a failed row stopped: the file could not be read, no model reads it (or the model could not
 #: be loaded), or preprocessing / the forward pass failed.
 STAGES = ("read", "model", "predict")
@@ -58,7 +65,7 @@ class Scored:
         row: The row (:data:`ROW_KEYS`).
         prediction: The prediction (with the display image), None when the row failed.
         image: The decoded image, None when it could not be read.
-        card_path: The card that served it, None when none did.
+        card_path: The card that served it (the last one asked when that failed), None when none did.
         exception: What the row's ``error`` says, as raised (None when the row did not fail), for
             a caller that tells a refusal (a modality no model reads) from a failure by its type.
     """
@@ -71,8 +78,29 @@ class Scored:
 
 
 def _fail(scored: Scored, stage: str, e: Exception) -> None:
+    if scored.row["ok"]:  # a later model failed: the earlier (withheld) result is no answer
+        scored.row = {**new_row(scored.row["file"]), "warnings": scored.row["warnings"]}
+        scored.prediction = None
     scored.row.update(error=f"{type(e).__name__}: {e}", error_stage=stage)
     scored.exception = e
+
+
+class _NotAsked(Exception):
+    """:func:`medcnn.routing.route` asks a model this image has no prediction of yet."""
+
+    def __init__(self, card_path: str):
+        super().__init__(card_path)
+        self.card_path = card_path
+
+
+def _asked(predictions: dict[str, Prediction]) -> Callable[[str], Prediction]:
+    """``predict`` for :func:`medcnn.routing.route` that answers from ``predictions`` (card path ->
+    prediction) and raises :class:`_NotAsked` for another card, which the scorer then predicts."""
+    def predict(card_path: str) -> Prediction:
+        if card_path not in predictions:
+            raise _NotAsked(card_path)
+        return predictions[card_path]
+    return predict
 
 
 class Scorer:
@@ -81,7 +109,7 @@ class Scorer:
     Args:
         model: Card path serving every image, or a loaded Predictor (or anything with its
             ``card``, ``predict`` and ``predict_batch``, e.g. the app's compute-slotted one); None:
-            chosen per image from its modality (:func:`medcnn.inference.resolve_card`).
+            chosen per image by :func:`medcnn.routing.route` (modality, then the models' gates).
         weights_dir: Folder of the cards for the automatic choice (default
             :func:`medcnn.inference.default_weights_dir`).
         device: ``cpu`` / ``cuda`` (default: ``MEDCNN_DEVICE``, else auto).
@@ -130,7 +158,7 @@ class Scorer:
                     if self._fixed is not None:
                         check_modality(self._fixed.card, scored.image.meta)
                     else:
-                        scored.card_path = self.model or resolve_card(scored.image.meta, None, self.weights_dir)
+                        scored.card_path = self.model or first_card(scored.image.meta, self.weights_dir)
                         self.predictor(scored.card_path)
                         check_modality(self.predictor(scored.card_path).card, scored.image.meta)
                 except (ValueError, OSError) as e:  # CardError is a ValueError
@@ -143,30 +171,72 @@ class Scorer:
         d = pred.to_dict()
         d.pop("logits")
         scored.prediction = pred
+        scored.row = {**new_row(scored.row["file"]), "warnings": scored.row["warnings"]}  # no earlier model's keys
         scored.row.update(d, ok=True, called=pred.decided)
 
-    def _predict_group(self, predictor: Predictor, members: list[Scored]) -> None:
-        """One forward pass for the images of one model; image by image when that pass fails or warns."""
+    def _predict_group(self, card_path: Path | None, members: list[Scored]) -> list[Prediction | None]:
+        """One forward pass for the images of one model; image by image when that pass fails or warns.
+        A failure is recorded in its row (None in the list)."""
+        try:
+            predictor = self.predictor(card_path)
+        except (ValueError, OSError) as e:  # CardError is a ValueError
+            for scored in members:
+                _fail(scored, "model", e)
+            return [None] * len(members)
         try:
             with collected() as caught:
                 preds = predictor.predict_batch([s.image for s in members], keep_steps=self.keep_steps)
             if not caught:
-                for scored, pred in zip(members, preds):
-                    self._fill(scored, pred)
-                return
+                return list(preds)
         except (ValueError, OSError, RuntimeError):
             pass
+        out: list[Prediction | None] = []
         for scored in members:
             caught = []
             try:
                 with collected() as caught:
-                    pred = predictor.predict(scored.image, keep_steps=self.keep_steps)
+                    out.append(predictor.predict(scored.image, keep_steps=self.keep_steps))
             except (ValueError, OSError, RuntimeError) as e:
                 _fail(scored, "predict", e)
-                continue
+                out.append(None)
             finally:
                 scored.row["warnings"] = list(dict.fromkeys(scored.row["warnings"] + caught))
-            self._fill(scored, pred)
+        return out
+
+    def _route(self, chunk: list[Scored]) -> None:
+        """The routing rule (:func:`medcnn.routing.route`) for the scored images of a chunk: a given
+        model is never rerouted; under auto the images a next model is asked about are predicted
+        together, one pass per model, until each image's route is decided."""
+        scored_ok = [s for s in chunk if s.prediction is not None]
+        if self.model is not None or self._fixed is not None:
+            for scored in scored_ok:
+                scored.row["routed"] = NAMED
+            return
+        asked = {id(s): {str(s.card_path): s.prediction} for s in scored_ok}
+        pending = scored_ok
+        while pending:
+            wanted: dict[str, list[Scored]] = {}
+            for scored in pending:
+                try:
+                    r = route(scored.image.meta, _asked(asked[id(scored)]), None, self.weights_dir)
+                except _NotAsked as e:
+                    wanted.setdefault(e.card_path, []).append(scored)
+                    continue
+                except ValueError as e:  # a card that became unreadable (CardError)
+                    _fail(scored, "model", e)
+                    continue
+                scored.card_path = Path(r.card_path)
+                if r.prediction is not scored.prediction:
+                    self._fill(scored, r.prediction)
+                scored.row["routed"] = r.describe()
+            pending = []
+            for card_path, members in wanted.items():
+                for scored in members:
+                    scored.card_path = Path(card_path)
+                for scored, pred in zip(members, self._predict_group(Path(card_path), members)):
+                    if pred is not None:
+                        asked[id(scored)][card_path] = pred
+                        pending.append(scored)
 
     def iter_score(self, sources: Sequence[Source]) -> Iterator[Scored]:
         """Score ``sources`` in order, ``batch_size`` at a time, yielding each chunk's outcomes as soon
@@ -183,7 +253,10 @@ class Scorer:
                 if scored.row["error"] is None:
                     groups.setdefault(scored.card_path, []).append(scored)
             for card_path, members in groups.items():
-                self._predict_group(self.predictor(card_path), members)
+                for scored, pred in zip(members, self._predict_group(card_path, members)):
+                    if pred is not None:
+                        self._fill(scored, pred)
+            self._route(chunk)
             if not self.keep_images:  # pixels never outlive their chunk
                 for scored in chunk:
                     scored.image = None

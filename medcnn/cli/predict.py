@@ -1,11 +1,14 @@
 """``python -m medcnn predict FILE...``: label probabilities per image.
 
-Without ``--model`` the model is chosen from each image's modality: CT DICOM -> the CT
-model, CR/DX DICOM and PNG/JPEG -> the chest X-ray model; other modalities (MR, US, ...)
-get an error. Every result carries the out-of-distribution verdict (``ood``); an image outside
-what the model reads is printed as NOT ANALYSED (its probabilities stay in ``--json`` for the
-record, with ``"decision": "not analysed"``). A file that cannot be read or predicted gets an
-error entry and the others still run; the exit status is 1 if any file failed. Nothing identifying is printed.
+Without ``--model`` the model is chosen as in the app (:mod:`medcnn.routing`): CT DICOM -> the CT
+model, CR/DX DICOM and PNG/JPEG -> the chest X-ray model, and a PNG/JPEG that model's gate finds
+outside its scope -> the CT model (when its gate accepts it); other modalities (MR, US, ...) get an
+error. A named ``--model`` is never rerouted; an entry's ``routed`` says how its model was chosen
+(shown after an automatically chosen model's name). Every result carries the out-of-distribution
+verdict (``ood``); an image outside what the model reads is printed as NOT ANALYSED (its
+probabilities stay in ``--json`` for the record, with ``"decision": "not analysed"``). A file that
+cannot be read or predicted gets an error entry and the others still run; the exit status is 1 if
+any file failed. Nothing identifying is printed.
 Files are scored by :class:`medcnn.scoring.Scorer` (the one engine of every scoring path),
 ``--batch-size`` images of one model per forward pass; an entry is a row of
 :data:`medcnn.scoring.ROW_KEYS`.
@@ -34,8 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="DICOM, PNG or JPEG images or folders of them (with --engine also globs and manifest CSVs)")
     parser.add_argument("--model", default=None, metavar="NAME|PATH",
                         help="card name in --weights-dir (e.g. ct_covid) or path of <name>.json; "
-                             "default: chosen from each image's modality (PNG/JPEG CT slices "
-                             "need --model ct_covid)")
+                             "default: chosen from each image's modality, a PNG/JPEG by the models' "
+                             "out-of-distribution gates (chest X-ray model, else CT model)")
     parser.add_argument("--weights-dir", default=None, metavar="DIR",
                         help="folder with <name>.json + <name>.pt (default: $MEDCNN_WEIGHTS_DIR, else weights)")
     parser.add_argument("--json", action="store_true", help='print one JSON object {"results": [...]}')
@@ -65,22 +68,25 @@ def resolve_card_path(model: str, weights_dir: str | Path) -> Path:
 
 
 def _line(e: dict[str, Any]) -> str:
+    from medcnn.routing import NAMED
+
     notes = "".join(f"\n  warning: {w}" for w in e["warnings"])
     if not e["ok"]:
         return f"{e['file']}: ERROR {e['error']}{notes}"
     ood = e.get("ood") or {}
     reasons = "; ".join(ood.get("reasons") or [])
+    model = e["model"] + (f" ({e['routed']})" if e.get("routed") not in (None, NAMED) else "")
     if ood.get("level") == "outside":
-        return (f"{e['file']}: NOT ANALYSED - outside what model {e['model']} reads: {reasons}{notes}")
+        return f"{e['file']}: NOT ANALYSED - outside what model {model} reads: {reasons}{notes}"
     caution = f"\n  caution: {reasons}" if ood.get("flagged") else ""
     if e.get("findings"):  # multi-label: every presented finding against its own operating point
         rows = "; ".join(f"{f['name']} {f['probability']:.3f} {'>=' if f['above'] else '<'} {f['threshold']:.3f}"
                          for f in e["findings"])
-        return f"{e['file']}: {e['label']} ({rows}) model {e['model']}, {e['seconds']:.3f} s{caution}{notes}"
+        return f"{e['file']}: {e['label']} ({rows}) model {model}, {e['seconds']:.3f} s{caution}{notes}"
     probs = ", ".join(f"{k} {v:.3f}" for k, v in e["probabilities"].items())
     side = ">=" if e["above_threshold"] else "<"
     return (f"{e['file']}: {e['label']} (p = {e['positive_prob']:.3f} {side} threshold "
-            f"{e['threshold']:.3f}; {probs}) model {e['model']}, {e['seconds']:.3f} s{caution}{notes}")
+            f"{e['threshold']:.3f}; {probs}) model {model}, {e['seconds']:.3f} s{caution}{notes}")
 
 
 def _summary(args: argparse.Namespace, summary: dict[str, Any]) -> int:

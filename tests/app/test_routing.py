@@ -146,6 +146,23 @@ def test_mixed_zip_in_case_review_reaches_each_familys_model(two_gates):
     assert "auto-chosen: the chest X-ray model's gate found this image outside its scope" in texts(at)
 
 
+def test_the_scoring_engine_routes_each_image_as_the_app_does(two_gates):
+    from medcnn.app.state import digest, route_upload
+    from medcnn.scoring import Scorer
+
+    images = {"cxr.png": png_bytes(96, seed=3005), "slice.png": ct_png(3005), "noise.png": noise_png(2)}
+    rows = {r["file"]: r for r in Scorer(weights_dir=two_gates, device="cpu").rows(list(images.items()))}
+    assert [rows[name]["model"] for name in images] == ["cxr_pneumonia", "ct_covid", "cxr_pneumonia"]
+    for name, data in images.items():
+        routed = route_upload(digest(data), data)
+        assert (Path(routed.card_path).stem, routed.prediction.decision) == (rows[name]["model"],
+                                                                            rows[name]["decision"])
+        assert rows[name]["routed"] == (f"{routed.how}; {routed.reason}" if routed.reason else routed.how)
+        assert rows[name]["probabilities"] == pytest.approx(routed.prediction.probabilities, abs=1e-6)
+    assert rows["slice.png"]["routed"].startswith("auto-chosen: the chest X-ray model's gate found")
+    assert "It looks more like" in rows["noise.png"]["routed"]
+
+
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     folder = make_weights(tmp_path_factory.mktemp("plain_weights"))

@@ -20,11 +20,11 @@ REPO = Path(__file__).resolve().parents[2]
 LABELS = ["NORMAL", "PNEUMONIA"]
 EVAL_KEYS = {"n", "auc", "auc_ci", "accuracy", "balanced_accuracy", "precision", "recall",
              "specificity", "f1", "kappa", "pr_auc", "ece", "threshold", "confusion_matrix", "per_class"}
-# the scoring engine's row (medcnn.scoring.ROW_KEYS): error_stage, called and findings (multi-label
-# cards; None here) were added to the earlier keys
+# the scoring engine's row (medcnn.scoring.ROW_KEYS): error_stage, called, findings (multi-label
+# cards; None here) and routed (how the model was chosen) were added to the earlier keys
 PRED_KEYS = {"file", "ok", "error", "model", "probabilities", "label", "positive_prob",
              "above_threshold", "threshold", "seconds", "warnings", "decision", "ood",
-             "error_stage", "called", "findings"}
+             "error_stage", "called", "findings", "routed"}
 
 
 @pytest.fixture()
@@ -78,6 +78,7 @@ def test_predict_json_schema(project, capsys):
         assert r["above_threshold"] == (r["positive_prob"] >= 0.4) and r["threshold"] == 0.4
         assert r["label"] == ("PNEUMONIA" if r["above_threshold"] else "NORMAL")
         assert r["called"] == [r["label"]] and r["error_stage"] is None
+        assert r["routed"] == "auto-chosen for PNG/JPEG"  # no --model; the card has no gate to reroute
 
 
 def test_predict_bad_file_among_good_ones(project, capsys):
@@ -91,7 +92,9 @@ def test_predict_bad_file_among_good_ones(project, capsys):
         assert set(r) == PRED_KEYS
         if not r["ok"]:
             assert r["error"] and r["probabilities"] is None and r["label"] is None
-            assert r["error_stage"] == "read" and r["called"] is None
+            assert r["error_stage"] == "read" and r["called"] is None and r["routed"] is None
+        else:
+            assert r["routed"] == "named by the caller"
     assert "image" in out["results"][1]["error"].lower()
 
 
