@@ -217,14 +217,18 @@ class Scorer:
         while pending:
             wanted: dict[str, list[Scored]] = {}
             for scored in pending:
+                caught: list[str] = []
                 try:
-                    r = route(scored.image.meta, _asked(asked[id(scored)]), None, self.weights_dir)
+                    with collected() as caught:  # e.g. a card of the folder skipped: into the row
+                        r = route(scored.image.meta, _asked(asked[id(scored)]), None, self.weights_dir)
                 except _NotAsked as e:
                     wanted.setdefault(e.card_path, []).append(scored)
                     continue
                 except ValueError as e:  # a card that became unreadable (CardError)
                     _fail(scored, "model", e)
                     continue
+                finally:
+                    scored.row["warnings"] = list(dict.fromkeys(scored.row["warnings"] + caught))
                 scored.card_path = Path(r.card_path)
                 if r.prediction is not scored.prediction:
                     self._fill(scored, r.prediction)

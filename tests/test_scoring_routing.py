@@ -132,3 +132,12 @@ def test_a_modality_no_model_reads_is_still_the_resolvers_error(folder):
     row = engine.rows([("mr.dcm", Path(get_testdata_file("MR_small.dcm")).read_bytes())])[0]
     assert (row["ok"], row["error_stage"], row["routed"]) == (False, "model", None)
     assert row["error"].startswith("ValueError: no model for modality MR")
+
+
+def test_a_card_the_folder_cannot_serve_is_a_row_warning_not_printed(folder, recwarn):
+    (folder / "broken.json").write_text("{not json")
+    engine, _ = scorer(folder)
+    rows = engine.rows(SOURCES[:2])
+    assert [r["model"] for r in rows] == ["cxr_pneumonia", "ct_covid"]
+    assert all(len([w for w in r["warnings"] if "skipping" in w and "broken.json" in w]) == 1 for r in rows)
+    assert not [str(w.message) for w in recwarn]
