@@ -27,7 +27,7 @@ from typing import Any
 
 from medcnn.models.catalogue import AUTO, CARD_FAMILIES, choose_model, load_card, resolve_card
 
-__all__ = ["FAMILIES", "NAMED", "NO_MODALITY_ORDER", "Route", "first_card", "route"]
+__all__ = ["FAMILIES", "NAMED", "NO_MODALITY_ORDER", "Route", "candidates", "first_card", "route"]
 
 #: Model family -> (its name, what an image of it looks like, a DICOM modality it reads).
 FAMILIES: dict[str, tuple[str, str, str]] = {"CXR": ("chest X-ray", "a chest X-ray", "DX"),
@@ -86,6 +86,12 @@ def _candidates(meta: Any, weights_dir: str | Path | None) -> Iterator[tuple[str
         yield fam, path
 
 
+def candidates(meta: Any, weights_dir: str | Path | None = None) -> list[tuple[str, str]]:
+    """``(family, card path)`` of each model :func:`route` asks under auto, in order (empty for a
+    modality no model reads). It depends on the modality only: a batch finds it once per modality."""
+    return list(_candidates(meta, weights_dir)) if _modality(meta) in CARD_FAMILIES else []
+
+
 def first_card(meta: Any, weights_dir: str | Path | None = None) -> Path:
     """The card :func:`route` asks first under auto (a batch predicts it for many images at once).
 
@@ -99,7 +105,8 @@ def first_card(meta: Any, weights_dir: str | Path | None = None) -> Path:
 
 
 def route(meta: Any, predict: Callable[[str], Any], model: str | Path | None = None,
-          weights_dir: str | Path | None = None, named: str = NAMED) -> Route:
+          weights_dir: str | Path | None = None, named: str = NAMED,
+          asked: list[tuple[str, str]] | None = None) -> Route:
     """Route one image to the model that answers it (module docstring: the rule).
 
     Args:
@@ -109,6 +116,7 @@ def route(meta: Any, predict: Callable[[str], Any], model: str | Path | None = N
         model: A card name or path (never rerouted), or None / ``"auto"``: by modality and gates.
         weights_dir: Folder of the cards (default :func:`medcnn.inference.default_weights_dir`).
         named: ``how`` of a named model (the app says where it was named).
+        asked: :func:`candidates` of ``meta``, when the caller already has them (default: found here).
 
     Returns:
         The :class:`Route`; ``reason`` is set when no model reads the image (no prediction) or when
@@ -126,7 +134,7 @@ def route(meta: Any, predict: Callable[[str], Any], model: str | Path | None = N
         return Route(how="auto", reason=f"no model here reads {modality} images: the CT model reads CT, the "
                                         "chest X-ray model CR, DX, PNG and JPEG")
     tried: list[tuple[str, str, Any]] = []
-    for fam, path in _candidates(meta, weights_dir):
+    for fam, path in _candidates(meta, weights_dir) if asked is None else asked:
         tried.append((fam, path, predict(path)))
         if not tried[-1][2].ood.withheld:
             break

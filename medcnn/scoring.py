@@ -34,7 +34,7 @@ from typing import Any
 from medcnn.notices import collected
 from medcnn.inference import NOT_ANALYSED, Prediction, Predictor, check_modality
 from medcnn.io import MedImage, read_image
-from medcnn.routing import NAMED, first_card, route
+from medcnn.routing import NAMED, candidates, first_card, route
 
 __all__ = ["ROW_KEYS", "SKIP_REASONS", "STAGES", "Scored", "Scorer", "Source", "analysed_logits", "left_out_by_class",
            "new_row"]
@@ -213,6 +213,7 @@ class Scorer:
                 scored.row["routed"] = NAMED
             return
         asked = {id(s): {str(s.card_path): s.prediction} for s in scored_ok}
+        plans: dict[str, list[tuple[str, str]]] = {}  # modality -> the models to ask, found once a chunk
         pending = scored_ok
         while pending:
             wanted: dict[str, list[Scored]] = {}
@@ -220,7 +221,11 @@ class Scorer:
                 caught: list[str] = []
                 try:
                     with collected() as caught:  # e.g. a card of the folder skipped: into the row
-                        r = route(scored.image.meta, _asked(asked[id(scored)]), None, self.weights_dir)
+                        meta = scored.image.meta
+                        if meta.modality not in plans:
+                            plans[meta.modality] = candidates(meta, self.weights_dir)
+                        r = route(meta, _asked(asked[id(scored)]), None, self.weights_dir,
+                                  asked=plans[meta.modality])
                 except _NotAsked as e:
                     wanted.setdefault(e.card_path, []).append(scored)
                     continue

@@ -15,7 +15,7 @@ import pytest
 
 from medcnn.io import ImageMeta
 from medcnn.ood import OODResult
-from medcnn.routing import NAMED, Route, first_card, route
+from medcnn.routing import NAMED, Route, candidates, first_card, route
 
 NAME = {"CXR": "cxr_pneumonia", "CT": "ct_covid"}
 FAMILY = {v: k for k, v in NAME.items()}
@@ -93,8 +93,9 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("planned", [False, True], ids=["found", "planned"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_route_table(case, tmp_path):
+def test_route_table(case, planned, tmp_path):
     cards, modality, verdicts, model, answers, asked, how, reason, rerouted = CASES[case]
     folder = write_cards(tmp_path / "weights", cards)
     calls: list[str] = []
@@ -104,7 +105,8 @@ def test_route_table(case, tmp_path):
         calls.append(fam)
         return verdict(verdicts[fam])
 
-    r = route(meta(modality), predict, model, folder)
+    plan = candidates(meta(modality), folder) if planned else None  # as a batch passes them
+    r = route(meta(modality), predict, model, folder, asked=plan)
     assert isinstance(r, Route)
     assert calls == asked
     assert (r.how, r.reason, r.rerouted) == (how, reason, rerouted)
@@ -140,6 +142,15 @@ def test_what_the_resolver_refuses_is_raised_with_its_message(tmp_path, cards, m
 def test_first_card_is_the_model_route_asks_first(tmp_path, cards, modality, first):
     folder = write_cards(tmp_path, cards)
     assert first_card(meta(modality), folder) == folder / f"{first}.json"
+    assert candidates(meta(modality), folder)[0] == (FAMILY[first], str(folder / f"{first}.json"))
+
+
+def test_candidates_pass_over_a_fallback_without_a_gate_and_a_modality_no_model_reads(tmp_path):
+    both = write_cards(tmp_path / "both", BOTH)
+    assert candidates(meta(), both) == [("CXR", str(both / "cxr_pneumonia.json")), ("CT", str(both / "ct_covid.json"))]
+    ungated = write_cards(tmp_path / "ungated", {"CXR": True, "CT": False})
+    assert candidates(meta(), ungated) == [("CXR", str(ungated / "cxr_pneumonia.json"))]
+    assert candidates(meta("MR"), both) == []
 
 
 def test_first_card_refuses_a_modality_no_model_reads(tmp_path):
