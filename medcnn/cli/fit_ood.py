@@ -33,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="acquisition variants per film for the kind question (default: 2; 0: one-question gate)")
     parser.add_argument("--kind-layers", nargs="+", default=None, metavar="LAYER",
                         help="layers the kind question uses (default: all the gate's layers)")
+    parser.add_argument("--orientation-layers", nargs="*", default=None, metavar="LAYER",
+                        help="layers the orientation question reads (default: the last two; the flag alone: no "
+                             "orientation question)")
     parser.add_argument("--dry-run", action="store_true", help="measure and print, do not write the card")
     parser.add_argument("--json", action="store_true", help="print the card's ood section as JSON")
 
@@ -74,13 +77,36 @@ def run(args: argparse.Namespace) -> int:
     val_imgs = [img for d in datas for img in per_csv[d][args.val_split]]
     test_imgs = [img for d in datas for img in per_csv[d][args.test_split]]
     print(f"fitting on {len(fit_imgs)} {args.fit_split} images, thresholds from {len(val_imgs)} {args.val_split} images")
+    orient_layers = _orientation_layers(args, layers)
+    turned: list[list] = []  # training features per orientation (films, then their variants)
+
+    def fit_feats(images):
+        if not orient_layers:
+            return feats(images)
+        per = v.oriented_features(extract, pipe, images)
+        turned.append(per)
+        return per[0]
+
     variants = {}
     if args.variants > 0:
         print(f"kind question: + {args.variants} acquisition variants of each film")
-        variants = {"train_variants": feats(v.acquisition_variants(fit_imgs, args.variants, seed=0)),
-                    "val_variants": feats(v.acquisition_variants(val_imgs, 1, seed=1))}
-    gate = OODGate.fit(feats(fit_imgs), feats(val_imgs), layers, args.grid, components=args.components,
+        val_variants = feats(v.acquisition_variants(val_imgs, 1, seed=1))
+        variants = {"train_variants": fit_feats(v.acquisition_variants(fit_imgs, args.variants, seed=0)),
+                    "val_variants": val_variants}
+    val_feats = feats(val_imgs)
+    gate = OODGate.fit(fit_feats(fit_imgs), val_feats, layers, args.grid, components=args.components,
                        kind_layers=args.kind_layers, **variants)
+    if orient_layers:
+        import numpy as np
+
+        from medcnn.ood.orientation import OrientationCheck
+
+        print(f"orientation question on {', '.join(orient_layers)}")
+        train_turned = [[np.concatenate([t[k][i] for t in turned]) for i in range(len(layers))]
+                        for k in range(len(turned[0]))]
+        upright_val = ([np.concatenate([a, b]) for a, b in zip(val_feats, variants["val_variants"])]
+                       if variants else val_feats)
+        gate.orientation = OrientationCheck.fit(train_turned, upright_val, [layers.index(n) for n in orient_layers])
 
     def rates(images) -> dict[str, Any]:
         return v.flag_rates(v.verdicts_of(gate, extract, pipe, images)) if images else {"n": 0}
@@ -117,6 +143,11 @@ def run(args: argparse.Namespace) -> int:
         "caution_threshold": round(gate.caution, 4), "refuse_threshold": round(gate.refuse, 4),
         "kind_layers": [layers[i] for i in gate.kind_index], "variants": args.variants,
         "style_caution_threshold": None if gate.style_caution is None else round(gate.style_caution, 4),
+        "orientation": None if gate.orientation is None else {
+            "layers": list(orient_layers), "upright_threshold": round(gate.orientation.threshold, 4),
+            "method": "multinomial logistic regression on the gate's pooled features of the training films "
+                      "(and their variants) turned by 0/90/180/270 degrees and inverted; withheld below the "
+                      "1st percentile of P(upright) on the validation films and their variants"},
         "fitted_on": {"data": " ".join(map(str, datas)), "split": args.fit_split, "n": len(fit_imgs),
                       "threshold_split": args.val_split, "n_threshold": len(val_imgs),
                       "note": "only in-distribution images are used to fit; every check set is unseen"},
@@ -163,7 +194,22 @@ def _argv(args: argparse.Namespace) -> list[str]:
     for spec in args.also:
         out += ["--also", spec]
     out += ["--kind-layers", *args.kind_layers] if args.kind_layers else []
+    if args.orientation_layers is not None:
+        out += ["--orientation-layers", *args.orientation_layers]
     return out + ["--components", str(args.components), "--grid", str(args.grid), "--variants", str(args.variants)]
+
+
+def _orientation_layers(args: argparse.Namespace, layers: tuple[str, ...]) -> list[str]:
+    """The layers of the orientation question (``--orientation-layers`` with no names: none).
+
+    Raises:
+        ValueError: a named layer is not one of the gate's.
+    """
+    names = list(layers[-2:]) if args.orientation_layers is None else list(args.orientation_layers)
+    unknown = [n for n in names if n not in layers]
+    if unknown:
+        raise ValueError(f"orientation layers {unknown} are not among the gate's layers {list(layers)}")
+    return names
 
 
 def _print(section: dict[str, Any]) -> None:

@@ -22,9 +22,13 @@ shown separately (:class:`OODResult` ``kind`` and ``style``):
 * **kind** -- is this the kind of image the model reads (anatomy, modality, view, orientation)?
   Its statistics are fitted on the training films *and* acquisition variants of them (exposure,
   contrast, noise, blur, resolution, compression, borders, crops, small tilts, burned-in text),
-  so another hospital's acquisition alone does not move it; it may withhold.
+  so another hospital's acquisition alone does not move it. It has one threshold (the 97.5th
+  percentile of the validation films and their variants): above it the image is withheld.
 * **style** -- how far is this acquisition from the training films? Fitted on the training films
-  as they are; it only cautions ("acquired differently from the training films").
+  as they are; it only cautions, when the acquisition lies beyond the 97.5th percentile of the
+  validation films' variants ("acquired more differently than the films the model was checked on").
+* **orientation** -- is the film upright? (:mod:`medcnn.ood.orientation`, on the same features;
+  the kind question's variants make it tolerant of turned chest films): may withhold.
 
 A gate without the variants (an older ``.ood.pt``) answers the kind question alone.
 """
@@ -37,6 +41,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from medcnn.ood.orientation import OrientationCheck
 from medcnn.ood.stats import Stage, fit_stage, stages_from, stages_state
 
 __all__ = ["Answer", "OODGate", "OODResult", "LEVELS", "STYLE_QUANTILE", "CAUTION_QUANTILE", "REFUSE_QUANTILE", "VARIANTS", "variants"]
@@ -45,8 +50,10 @@ __all__ = ["Answer", "OODGate", "OODResult", "LEVELS", "STYLE_QUANTILE", "CAUTIO
 LEVELS = ("ok", "unusual", "outside")
 CAUTION_QUANTILE = 0.975
 REFUSE_QUANTILE = 0.99
-#: Validation quantile above which the style question cautions (it never withholds).
-STYLE_QUANTILE = 0.99
+#: Quantile of the validation films' acquisition variants above which the style question cautions
+#: (it never withholds): the acquisition lies further from the training films than the variants
+#: the gate and the model were checked on.
+STYLE_QUANTILE = 0.975
 _FORMAT = "medcnn-ood-ppca-1"
 _FORMAT_2 = "medcnn-ood-ppca-2"  # kind (fitted with acquisition variants) + style
 
@@ -171,7 +178,8 @@ class OODGate:
     def __init__(self, stages: Sequence[Stage], layers: Sequence[str], grid: int,
                  caution: float, refuse: float, info: dict[str, Any] | None = None,
                  kind_index: Sequence[int] | None = None,
-                 style: tuple[Sequence[Stage], float] | None = None):
+                 style: tuple[Sequence[Stage], float] | None = None,
+                 orientation: OrientationCheck | None = None):
         self.kind_index = tuple(range(len(layers)) if kind_index is None else (int(i) for i in kind_index))
         if len(stages) != len(self.kind_index) or not set(self.kind_index) <= set(range(len(layers))):
             raise ValueError(f"{len(stages)} fitted stages for layers {list(self.kind_index)} of {len(layers)}")
@@ -185,6 +193,7 @@ class OODGate:
         self.info = dict(info or {})
         self.style_stages = list(style[0]) if style else None
         self.style_caution = float(style[1]) if style else None
+        self.orientation = orientation
 
     # ------------------------------------------------------------------ fitting
     @classmethod
@@ -221,14 +230,15 @@ class OODGate:
             kind_train = [np.concatenate([a, b]) for a, b in zip(train, train_variants)]
             kind_val = [np.concatenate([a, b]) for a, b in zip(val, val_variants)]
         stages = _fit_stages([kind_train[i] for i in index], [kind_val[i] for i in index], components)
-        style = None
-        if train_variants is not None:
-            style_stages = _fit_stages(train, val, components)
-            style = (style_stages, float(np.quantile(_mean_distance(style_stages, val), STYLE_QUANTILE)))
         v = _mean_distance(stages, [kind_val[i] for i in index])
         caution = float(np.quantile(v, CAUTION_QUANTILE))
-        gate = cls(stages, layers, grid, caution=caution, refuse=float(max(np.quantile(v, REFUSE_QUANTILE), caution)),
-                   kind_index=index, style=style)
+        refuse = float(max(np.quantile(v, REFUSE_QUANTILE), caution))
+        style = None
+        if train_variants is not None:  # kind: in or out; style: beyond the variants' range cautions
+            refuse = caution
+            style_stages = _fit_stages(train, val, components)
+            style = (style_stages, float(np.quantile(_mean_distance(style_stages, val_variants), STYLE_QUANTILE)))
+        gate = cls(stages, layers, grid, caution=caution, refuse=refuse, kind_index=index, style=style)
         gate.info = {"n_train": int(len(kind_train[0])), "n_val": int(len(kind_val[0])), "components": int(components)}
         return gate
 
@@ -271,7 +281,8 @@ class OODGate:
             if style_score > self.style_caution:
                 result.escalate("unusual", (
                     f"its acquisition score is {style_score:.1f} (caution above {self.style_caution:.1f}): "
-                    "the scanner, exposure or processing differ from the training films"), question="style")
+                    "the scanner, exposure or processing differ from the training films more than the "
+                    "variations the model was checked on"), question="style")
         return result
 
     def diagnose(self, result: OODResult, variant_scores: Sequence[float]) -> OODResult:
@@ -305,8 +316,12 @@ class OODGate:
         arrays = [f.numpy() for f in feats]
         scores, styles = self.score(arrays), self.style_score(arrays)
         verdicts = [self.assess(float(v), None if styles is None else float(styles[i])) for i, v in enumerate(scores)]
+        turned = self.orientation.reasons(arrays) if self.orientation else [None] * len(verdicts)
+        for verdict, reason in zip(verdicts, turned):
+            if reason:
+                verdict.escalate("outside", reason)
         for i, verdict in enumerate(verdicts):  # in-distribution images pay nothing more
-            if verdict.kind is not None and verdict.kind.flagged:
+            if verdict.kind is not None and verdict.kind.flagged and not turned[i]:
                 _, vfeats = extract(variants(x[i:i + 1]))
                 self.diagnose(verdict, self.score([f.numpy() for f in vfeats]))
         return logits, verdicts
@@ -314,13 +329,16 @@ class OODGate:
     # ------------------------------------------------------------------ persistence
     def state(self) -> dict[str, Any]:
         """Plain tensors and numbers (format 1 for a kind-only gate over all layers, else 2)."""
-        one_part = self.style_stages is None and self.kind_index == tuple(range(len(self.layers)))
+        one_part = (self.style_stages is None and self.orientation is None
+                    and self.kind_index == tuple(range(len(self.layers))))
         out: dict[str, Any] = {"format": _FORMAT if one_part else _FORMAT_2, "layers": list(self.layers),
                                "grid": self.grid, "caution": self.caution, "refuse": self.refuse}
         if one_part:
             return {**out, **stages_state(self.stages, "")}
         out["kind_index"] = list(self.kind_index)
         out.update(stages_state(self.stages, "kind."))
+        if self.orientation is not None:
+            out.update(self.orientation.state())
         if self.style_stages is not None:
             out["style_caution"] = self.style_caution
             out.update(stages_state(self.style_stages, "style."))
@@ -361,7 +379,7 @@ class OODGate:
         if "style_caution" in st:
             style = (stages_from(st, "style.", len(st["layers"])), float(st["style_caution"]))
         return cls(stages_from(st, "kind.", len(index)), st["layers"], st["grid"], st["caution"], st["refuse"],
-                   kind_index=index, style=style)
+                   kind_index=index, style=style, orientation=OrientationCheck.from_state(st))
 
 
 def _fit_stages(train: Sequence[np.ndarray], val: Sequence[np.ndarray], components: int) -> list[Stage]:

@@ -18,8 +18,8 @@ import numpy as np
 
 from medcnn.io import ImageMeta, MedImage, UnsupportedImageError, read_image
 
-__all__ = ["TRANSFORMS", "SYNTHETIC", "acquisition_variants", "features_of", "flag_rates", "verdicts_of", "read_table_images", "synthetic_images",
-           "transformed"]
+__all__ = ["TRANSFORMS", "SYNTHETIC", "acquisition_variants", "features_of", "flag_rates", "oriented_features",
+           "verdicts_of", "read_table_images", "synthetic_images", "transformed"]
 
 
 def _rotate(k: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -181,3 +181,24 @@ def features_of(extract: Callable, pipeline: Callable, images: Sequence[MedImage
     if not chunks:
         raise ValueError("no readable images to compute features from")
     return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
+
+
+def oriented_features(extract: Callable, pipeline: Callable, images: Sequence[MedImage],
+                      batch: int = 32) -> list[list[np.ndarray]]:
+    """Pooled gate features of ``images`` turned to each of
+    :data:`medcnn.ood.orientation.ORIENTATIONS` (one pipeline run per image, one forward pass per
+    orientation): a list (orientations) of lists (layers) of arrays. Entry 0 is upright, the same
+    as :func:`features_of`.
+    """
+    import torch
+
+    from medcnn.ood.orientation import ORIENTATIONS, reoriented
+
+    chunks: list[list[list[np.ndarray]]] = [[] for _ in ORIENTATIONS]
+    for start in range(0, len(images), batch):
+        x = torch.cat([pipeline(img, keep_steps=False).tensor for img in images[start:start + batch]])
+        for k in range(len(ORIENTATIONS)):
+            chunks[k].append([f.numpy() for f in extract(reoriented(x, k))[1]])
+    if not chunks[0]:
+        raise ValueError("no readable images to compute features from")
+    return [[np.concatenate([c[i] for c in per]) for i in range(len(per[0]))] for per in chunks]
