@@ -47,9 +47,10 @@ st.markdown(
     "- **Axial chest CT slices** (DICOM modality CT, one slice at a time, lung window).\n"
     "- Anything else (another body part, a lateral film, a child, another modality, a photo) is outside "
     "what the models were made for. An **out-of-distribution gate** checks every image before its result is "
-    "shown: an image unlike the model's training images, or a DICOM header that says it is out of scope, is "
-    "**not analysed** (no probability, no map); a merely unusual image is shown with a **caution** at the top "
-    "of the result. The gate catches gross mismatches only: it does not make a result right."
+    "shown: an image of another kind (other anatomy, modality or view), a turned or inverted film, or a DICOM "
+    "header that says it is out of scope, is **not analysed** (no probability, no map); a film acquired more "
+    "differently than the films the model was checked on is shown with a **caution** at the top of the result. "
+    "The gate catches gross mismatches only: it does not make a result right."
 )
 
 left, right = st.columns(2)
