@@ -30,6 +30,9 @@ shown separately (:class:`OODResult` ``kind`` and ``style``):
 * **orientation** -- is the film upright? (:mod:`medcnn.ood.orientation`, on the same features;
   the kind question's variants make it tolerant of turned chest films): may withhold.
 
+Every gate also withholds an image with no detail (:mod:`medcnn.ood.detail`: a flat field or a
+smooth gradient), by a fixed rule.
+
 A gate without the variants (an older ``.ood.pt``) answers the kind question alone.
 """
 from __future__ import annotations
@@ -41,6 +44,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from medcnn.ood.detail import featureless
 from medcnn.ood.orientation import OrientationCheck
 from medcnn.ood.stats import Stage, fit_stage, stages_from, stages_state
 
@@ -317,6 +321,7 @@ class OODGate:
         scores, styles = self.score(arrays), self.style_score(arrays)
         verdicts = [self.assess(float(v), None if styles is None else float(styles[i])) for i, v in enumerate(scores)]
         turned = self.orientation.reasons(arrays) if self.orientation else [None] * len(verdicts)
+        turned = [t or f for t, f in zip(turned, featureless(x))]  # a ramp has no orientation either
         for verdict, reason in zip(verdicts, turned):
             if reason:
                 verdict.escalate("outside", reason)
