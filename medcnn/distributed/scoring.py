@@ -29,7 +29,7 @@ ROW_COLUMNS: dict[str, str] = {
     "label": "string", "decision": "string", "called": "string", "probabilities": "string",
     "positive_prob": "float64", "threshold": "float64", "above_threshold": "bool", "ood_flagged": "bool",
     "ood_level": "string", "ood_score": "float64", "ood_reasons": "list<string>", "warnings": "list<string>",
-    "seconds": "float64",
+    "seconds": "float64", "routed": "string",
 }
 
 
@@ -37,8 +37,9 @@ class BatchScorer:
     """The scoring engine in one process (a Ray actor, or ``--engine local``).
 
     Args:
-        model: Card path (``.json``) serving every file; None: chosen per image from its
-            modality (:func:`medcnn.inference.resolve_card`).
+        model: Card path (``.json``) serving every file; None: chosen per image by the one routing
+            rule (:func:`medcnn.routing.route`: the modality's family; a PNG/JPEG the chest X-ray
+            gate withholds is asked of the CT model), said in the row's ``routed``.
         weights_dir: Folder of the cards for the automatic choice.
         device: ``cpu`` / ``cuda`` (default: ``MEDCNN_DEVICE``, else auto).
         threads: torch CPU threads of this process (None: leave as they are).
@@ -85,6 +86,7 @@ def entry_to_row(entry: dict[str, Any]) -> dict[str, Any]:
         "ood_level": ood.get("level"), "ood_score": ood.get("score"),
         "ood_reasons": list(ood["reasons"]) if ood.get("reasons") is not None else None,
         "warnings": list(entry.get("warnings") or []), "seconds": entry.get("seconds"),
+        "routed": entry.get("routed"),
     }
 
 

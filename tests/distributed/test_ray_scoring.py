@@ -59,6 +59,7 @@ def check_outcome(rows: list[dict], folder) -> None:
     assert "truncated or corrupt PNG" in by_name["broken.png"]["error"] and not by_name["broken.png"]["ok"]
     assert "no model for modality MR" in by_name["MR_small.dcm"]["error"]
     assert by_name["CT_small.dcm"]["model"] == "ct_covid" and by_name["g0.png"]["model"] == "cxr_findings"
+    assert by_name["g0.png"]["routed"].startswith("auto-chosen for PNG/JPEG") and by_name["MR_small.dcm"]["routed"] is None
     assert "is not an image: it looks like text" in by_name["photo.jpg"]["error"] and not by_name["photo.jpg"]["ok"]
     assert sum(not r["ok"] for r in rows) == 3 and len(rows) == 13
 
