@@ -34,8 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kind-layers", nargs="+", default=None, metavar="LAYER",
                         help="layers the kind question uses (default: all the gate's layers)")
     parser.add_argument("--orientation-layers", nargs="*", default=None, metavar="LAYER",
-                        help="layers the orientation question reads (default: the last two; the flag alone: no "
-                             "orientation question)")
+                        help="layers the orientation question reads (default: the last two with --variants > 0, "
+                             "else none; the flag alone: none)")
     parser.add_argument("--dry-run", action="store_true", help="measure and print, do not write the card")
     parser.add_argument("--json", action="store_true", help="print the card's ood section as JSON")
 
@@ -200,12 +200,18 @@ def _argv(args: argparse.Namespace) -> list[str]:
 
 
 def _orientation_layers(args: argparse.Namespace, layers: tuple[str, ...]) -> list[str]:
-    """The layers of the orientation question (``--orientation-layers`` with no names: none).
+    """The layers of the orientation question.
+
+    Default: the last two layers for a gate fitted with acquisition variants (whose kind question
+    tolerates turned films), none for a one-question gate (on the CT gate it withheld 1-6% more
+    real slices: measured, not shipped, see BENCHMARKS.md); ``--orientation-layers`` with no names: none.
 
     Raises:
         ValueError: a named layer is not one of the gate's.
     """
-    names = list(layers[-2:]) if args.orientation_layers is None else list(args.orientation_layers)
+    if args.orientation_layers is None:
+        return list(layers[-2:]) if args.variants > 0 else []
+    names = list(args.orientation_layers)
     unknown = [n for n in names if n not in layers]
     if unknown:
         raise ValueError(f"orientation layers {unknown} are not among the gate's layers {list(layers)}")

@@ -109,3 +109,17 @@ def test_fit_ood_records_the_orientation_question(fitted_card):  # noqa: F811 - 
     gate = OODGate.load(card_path.with_name(section["file"]), sha256=section["sha256"])
     assert gate.orientation is not None and gate.orientation.layer_index == (1, 2)
     assert section["measured"]["outside"]["test films rotated 90"]["outside"] >= 0.9
+
+
+def test_fit_ood_fits_the_orientation_question_by_default_only_with_variants():
+    from argparse import Namespace
+
+    from medcnn.cli.fit_ood import _orientation_layers
+
+    layers = ("layer1", "layer2", "layer3", "layer4")
+    assert _orientation_layers(Namespace(orientation_layers=None, variants=2), layers) == ["layer3", "layer4"]
+    assert _orientation_layers(Namespace(orientation_layers=None, variants=0), layers) == []
+    assert _orientation_layers(Namespace(orientation_layers=[], variants=2), layers) == []
+    assert _orientation_layers(Namespace(orientation_layers=["layer4"], variants=0), layers) == ["layer4"]
+    with pytest.raises(ValueError, match="not among the gate's layers"):
+        _orientation_layers(Namespace(orientation_layers=["fc"], variants=2), layers)
