@@ -45,7 +45,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from medcnn.ood.detail import featureless
-from medcnn.ood.orientation import OrientationCheck
+from medcnn.ood.orientation import OrientationCheck, reoriented
 from medcnn.ood.stats import Stage, fit_stage, stages_from, stages_state
 
 __all__ = ["Answer", "OODGate", "OODResult", "LEVELS", "STYLE_QUANTILE", "CAUTION_QUANTILE", "REFUSE_QUANTILE", "VARIANTS", "variants"]
@@ -72,14 +72,11 @@ VARIANTS = {
 
 
 def variants(x: Any) -> Any:
-    """The :data:`VARIANTS` of a pipeline tensor (1, 1, H, W) as one (4, 1, H, W) batch.
-
-    Rotations act on the padded square input; inversion negates the normalised values (the
-    pipeline normalises symmetric around mid-grey).
-    """
+    """The :data:`VARIANTS` of a pipeline tensor (1, 1, H, W) as one (4, 1, H, W) batch
+    (:func:`medcnn.ood.orientation.reoriented` to each orientation but upright, in that order)."""
     import torch
 
-    return torch.cat([torch.rot90(x, 1, (2, 3)), torch.rot90(x, 2, (2, 3)), torch.rot90(x, 3, (2, 3)), -x])
+    return torch.cat([reoriented(x, k) for k in range(1, 5)])
 
 
 @dataclass
@@ -321,12 +318,12 @@ class OODGate:
         scores, styles = self.score(arrays), self.style_score(arrays)
         verdicts = [self.assess(float(v), None if styles is None else float(styles[i])) for i, v in enumerate(scores)]
         turned = self.orientation.reasons(arrays) if self.orientation else [None] * len(verdicts)
-        turned = [t or f for t, f in zip(turned, featureless(x))]  # a ramp has no orientation either
-        for verdict, reason in zip(verdicts, turned):
+        withheld = [t or f for t, f in zip(turned, featureless(x))]  # turned, or no detail at all
+        for verdict, reason in zip(verdicts, withheld):
             if reason:
                 verdict.escalate("outside", reason)
         for i, verdict in enumerate(verdicts):  # in-distribution images pay nothing more
-            if verdict.kind is not None and verdict.kind.flagged and not turned[i]:
+            if verdict.kind is not None and verdict.kind.flagged and not withheld[i]:
                 _, vfeats = extract(variants(x[i:i + 1]))
                 self.diagnose(verdict, self.score([f.numpy() for f in vfeats]))
         return logits, verdicts

@@ -171,34 +171,26 @@ def verdicts_of(gate: Any, extract: Callable, pipeline: Callable, images: Sequen
 def features_of(extract: Callable, pipeline: Callable, images: Sequence[MedImage],
                 batch: int = 32) -> list[np.ndarray]:
     """Pooled gate features of ``images`` through the model's own pipeline (one array per layer)."""
-    import torch
-
-    chunks: list[list[np.ndarray]] = []
-    for start in range(0, len(images), batch):
-        x = torch.cat([pipeline(img, keep_steps=False).tensor for img in images[start:start + batch]])
-        _, feats = extract(x)
-        chunks.append([f.numpy() for f in feats])
-    if not chunks:
-        raise ValueError("no readable images to compute features from")
-    return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
+    return oriented_features(extract, pipeline, images, batch, orientations=(0,))[0]
 
 
 def oriented_features(extract: Callable, pipeline: Callable, images: Sequence[MedImage],
-                      batch: int = 32) -> list[list[np.ndarray]]:
-    """Pooled gate features of ``images`` turned to each of
-    :data:`medcnn.ood.orientation.ORIENTATIONS` (one pipeline run per image, one forward pass per
-    orientation): a list (orientations) of lists (layers) of arrays. Entry 0 is upright, the same
-    as :func:`features_of`.
+                      batch: int = 32, orientations: Sequence[int] | None = None) -> list[list[np.ndarray]]:
+    """Pooled gate features of ``images`` turned to each of ``orientations`` (indices into
+    :data:`medcnn.ood.orientation.ORIENTATIONS`, default all; one pipeline run per image, one
+    forward pass per orientation): a list (orientations) of lists (layers) of arrays. Index 0 is
+    upright.
     """
     import torch
 
     from medcnn.ood.orientation import ORIENTATIONS, reoriented
 
-    chunks: list[list[list[np.ndarray]]] = [[] for _ in ORIENTATIONS]
+    turns = range(len(ORIENTATIONS)) if orientations is None else orientations
+    chunks: list[list[list[np.ndarray]]] = [[] for _ in turns]
     for start in range(0, len(images), batch):
         x = torch.cat([pipeline(img, keep_steps=False).tensor for img in images[start:start + batch]])
-        for k in range(len(ORIENTATIONS)):
-            chunks[k].append([f.numpy() for f in extract(reoriented(x, k))[1]])
+        for per, k in zip(chunks, turns):
+            per.append([f.numpy() for f in extract(reoriented(x, k))[1]])
     if not chunks[0]:
         raise ValueError("no readable images to compute features from")
     return [[np.concatenate([c[i] for c in per]) for i in range(len(per[0]))] for per in chunks]
