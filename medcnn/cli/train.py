@@ -14,12 +14,15 @@ if TYPE_CHECKING:
 _OPTIMIZERS = ("adamw", "adam", "sgd")
 _SCHEDULES = ("fixed", "exponential", "inverse_time", "cosine", "onecycle", "warm_restarts")
 _IMBALANCE = ("none", "class_weight", "focal", "oversample")
-_AUG = ("rotate", "scale", "translate", "brightness", "contrast", "gamma", "noise", "blur")
+_AUG = ("rotate", "scale", "translate", "brightness", "contrast", "gamma", "noise", "blur", "acquisition")
 _AUG_PRESETS = {
     "none": {},
     "light": {"rotate": 5, "scale": 0.05, "translate": 0.03, "brightness": 0.05, "contrast": 0.05, "gamma": 0.05},
     "medium": {"rotate": 10, "scale": 0.1, "translate": 0.05, "brightness": 0.1, "contrast": 0.1,
                "gamma": 0.1, "noise": 0.01, "blur": 0.5},
+    # medium plus another hospital's look on half the films (the gate's in-frame acquisition changes)
+    "acquisition": {"rotate": 10, "scale": 0.1, "translate": 0.05, "brightness": 0.1, "contrast": 0.1,
+                    "gamma": 0.1, "noise": 0.01, "blur": 0.5, "acquisition": 0.5},
 }
 
 
@@ -121,6 +124,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a.add_argument("--aug-gamma", type=float, help="max |log gamma|")
     a.add_argument("--aug-noise", type=float, help="max Gaussian noise sd")
     a.add_argument("--aug-blur", type=float, help="max Gaussian blur sigma, pixels")
+    a.add_argument("--aug-acquisition", type=float,
+                   help="share of images (0..1) given another scanner's look: exposure, equalisation, "
+                        "noise, blur, resolution, JPEG, collimation borders, burned-in text")
 
     o = p.add_argument_group("output and run")
     o.add_argument("--out", type=Path, help="checkpoint path weights/NAME.pt (writes NAME.pt + NAME.json)")

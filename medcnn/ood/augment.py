@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["ACQUISITION", "acquisition_variant", "apply_change"]
+__all__ = ["ACQUISITION", "IN_FRAME", "acquisition_variant", "apply_change"]
 
 
 def _gamma(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -133,6 +133,9 @@ ACQUISITION: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] 
 #: Order the changes are applied in (geometry and burn-in first, then the detector, then storage).
 _ORDER = ("crop", "rotation", "collimation", "text", "gamma", "contrast", "equalise", "blur",
           "resolution", "noise", "jpeg")
+#: The changes that keep every pixel where it was (no crop, no turn): safe beside labels drawn on
+#: the image (radiologists' boxes) and beside training's own geometric augmentation.
+IN_FRAME: tuple[str, ...] = tuple(n for n in _ORDER if n not in ("crop", "rotation"))
 
 
 def _unit(pixels: np.ndarray) -> tuple[np.ndarray, float, float]:
@@ -153,19 +156,29 @@ def apply_change(pixels: np.ndarray, name: str, rng: np.random.Generator) -> np.
     return (out * (hi - lo) + lo).astype(np.float32)
 
 
-def acquisition_variant(pixels: np.ndarray, rng: np.random.Generator, p_change: float = 0.4) -> np.ndarray:
+def acquisition_variant(pixels: np.ndarray, rng: np.random.Generator, p_change: float = 0.4,
+                        changes: tuple[str, ...] = _ORDER) -> np.ndarray:
     """A random combination of acquisition changes (each applied with probability ``p_change``).
 
     Args:
         pixels: Greyscale (H, W) image, any value range.
         rng: Random generator (seed it for reproducible fits).
         p_change: Chance of each change; at least one is always applied.
+        changes: The changes to draw from, applied in the fixed order of :data:`ACQUISITION`'s
+            use (all of them by default; :data:`IN_FRAME` keeps the geometry).
 
     Returns:
         float32 (H', W') image in the input's value range (crops and borders change the size).
+
+    Raises:
+        KeyError: a name in ``changes`` is not a known change.
     """
+    unknown = sorted(set(changes) - set(_ORDER))
+    if unknown:
+        raise KeyError(f"unknown acquisition change(s) {unknown}; known: {list(_ORDER)}")
+    order = tuple(n for n in _ORDER if n in changes)
     p, lo, hi = _unit(pixels)
-    chosen = [name for name in _ORDER if rng.random() < p_change] or [str(rng.choice(_ORDER))]
+    chosen = [name for name in order if rng.random() < p_change] or [str(rng.choice(order))]
     for name in chosen:
         p = np.clip(ACQUISITION[name](p, rng), 0.0, 1.0)
     return (p * (hi - lo) + lo).astype(np.float32)

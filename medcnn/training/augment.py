@@ -7,6 +7,11 @@ seed. Geometric transforms use one batched ``affine_grid`` / ``grid_sample`` cal
 
 Horizontal flips are off by default: chest anatomy is lateralised (heart on the left),
 so a flipped film is not a plausible radiograph.
+
+``acquisition`` draws another hospital's look for a share of the images: the in-frame changes of
+:mod:`medcnn.ood.augment` (exposure and processing, histogram equalisation, detector noise, blur
+and resolution, JPEG storage, collimation borders, burned-in text), the same family the gate's
+kind question is fitted to ignore, so the model learns to expect them too.
 """
 from __future__ import annotations
 
@@ -33,6 +38,9 @@ class Augment:
         gamma: Max |log gamma|; gamma = exp(uniform(-g, g)).
         noise: Max standard deviation of additive Gaussian noise (sigma ~ U(0, noise)).
         blur: Max Gaussian blur sigma in pixels (sigma ~ U(0, blur)).
+        acquisition: Share of images (probability, 0..1) given a random combination of
+            in-frame acquisition changes (:data:`medcnn.ood.augment.IN_FRAME`) before the
+            transforms above.
     """
 
     rotate: float = 0.0
@@ -44,6 +52,7 @@ class Augment:
     gamma: float = 0.0
     noise: float = 0.0
     blur: float = 0.0
+    acquisition: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -52,6 +61,8 @@ class Augment:
                 raise ValueError(f"augmentation {f.name} must be a finite number >= 0, got {v!r}")
         if self.scale >= 1:
             raise ValueError(f"augmentation scale must be < 1 (zoom factor 1 +/- scale), got {self.scale}")
+        if self.acquisition > 1:
+            raise ValueError(f"augmentation acquisition is a probability and must be <= 1, got {self.acquisition}")
         if self.gamma > 2:
             raise ValueError(f"augmentation gamma is |log gamma| and must be <= 2, got {self.gamma}")
 
@@ -93,6 +104,9 @@ class Augment:
 
         def u(lo: float, hi: float) -> torch.Tensor:
             return torch.rand(n, generator=g) * (hi - lo) + lo
+
+        if self.acquisition:
+            out = _acquisition(out, self.acquisition, g)
 
         if self.rotate or self.scale or self.translate or self.hflip:
             if mk is None:
@@ -139,6 +153,23 @@ class Augment:
         # zeros padding: regions shifted in are black, like the film border / air around a CT.
         return F.grid_sample(x[:, None], grid, mode="bilinear", padding_mode="zeros",
                              align_corners=False)[:, 0]
+
+
+def _acquisition(x: torch.Tensor, share: float, g: torch.Generator | None) -> torch.Tensor:
+    """In-frame acquisition changes on a drawn ``share`` of the (N, H, W) images, seeded from ``g``."""
+    import numpy as np
+
+    from medcnn.ood.augment import IN_FRAME, acquisition_variant
+
+    pick = torch.rand(x.shape[0], generator=g) < share
+    seeds = torch.randint(0, 2**31 - 1, (x.shape[0],), generator=g)
+    if not bool(pick.any()):
+        return x
+    out = x.clone()
+    for i in torch.nonzero(pick)[:, 0].tolist():
+        rng = np.random.default_rng(int(seeds[i]))
+        out[i] = torch.from_numpy(acquisition_variant(x[i].numpy(), rng, changes=IN_FRAME))
+    return out
 
 
 def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

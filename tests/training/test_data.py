@@ -97,3 +97,33 @@ def test_augment_rejects_bad_settings():
         Augment(rotate=-1)
     with pytest.raises(ValueError, match="scale"):
         Augment(scale=1.5)
+
+
+def test_augment_acquisition_share_keeps_geometry_and_masks():
+    """Another scanner's look on about the stated share of films, never moving a pixel's place."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 64, 64).repeat(200, 1, 1) * 0.6 + 0.2
+    masks = torch.zeros(200, 64, 64)
+    masks[:, 20:40, 10:30] = 1.0
+    out, mk = Augment(acquisition=0.3)(x, g, masks=masks)
+    changed = (out - x).abs().flatten(1).amax(1) > 1e-6
+    assert 0.2 < float(changed.float().mean()) < 0.4
+    assert torch.equal(mk, masks)  # in-frame changes only: labels drawn on the film stay put
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+    again, _ = Augment(acquisition=0.3)(x, torch.Generator().manual_seed(0), masks=masks)
+    assert torch.equal(out, again)
+    with pytest.raises(ValueError, match="acquisition"):
+        Augment(acquisition=1.5)
+
+
+def test_in_frame_acquisition_changes_keep_size():
+    import numpy as np
+
+    from medcnn.ood.augment import IN_FRAME, acquisition_variant
+
+    assert "crop" not in IN_FRAME and "rotation" not in IN_FRAME
+    img = np.random.default_rng(0).random((50, 70)).astype(np.float32)
+    for seed in range(20):
+        assert acquisition_variant(img, np.random.default_rng(seed), changes=IN_FRAME).shape == img.shape
+    with pytest.raises(KeyError, match="unknown"):
+        acquisition_variant(img, np.random.default_rng(0), changes=("tilt",))
