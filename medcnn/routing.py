@@ -14,20 +14,25 @@ out-of-distribution gates:
 * when no gate accepts it, the first (withheld) result stays and the reason names the family whose
   gate scores it closer (score / refusal threshold, 1 at the refusal line).
 
-The caller predicts: :func:`route` takes a callable ``predict(card_path) -> Prediction``, so the app
-passes its cached, compute-slotted predictions and :class:`medcnn.scoring.Scorer` its own batches.
+The caller predicts. One image at a time, :func:`route` takes a callable ``predict(card_path) ->
+Prediction`` (the app passes its cached, compute-slotted predictions). A caller that batches many
+images (:class:`medcnn.scoring.Scorer`) asks in two passes, with no callback: :func:`next_to_ask`
+names the card an image still needs a prediction from (None once its route is decided), the caller
+predicts the images waiting on one card together, and :func:`decide` then builds the route from the
+predictions it has. :func:`route` is those two passes with ``predict`` filling the predictions.
 Torch-free: only the catalogue (card files) is read here.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from medcnn.models.catalogue import AUTO, CARD_FAMILIES, choose_model, load_card, resolve_card
 
-__all__ = ["FAMILIES", "NAMED", "NO_MODALITY_ORDER", "Route", "candidates", "first_card", "route"]
+__all__ = ["FAMILIES", "NAMED", "NO_MODALITY_ORDER", "Route", "candidates", "decide", "first_card", "next_to_ask",
+           "route"]
 
 #: Model family -> (its name, what an image of it looks like, a DICOM modality it reads).
 FAMILIES: dict[str, tuple[str, str, str]] = {"CXR": ("chest X-ray", "a chest X-ray", "DX"),
@@ -104,38 +109,54 @@ def first_card(meta: Any, weights_dir: str | Path | None = None) -> Path:
     return choose_model(meta, weights_dir)  # raises the resolver's own message
 
 
-def route(meta: Any, predict: Callable[[str], Any], model: str | Path | None = None,
-          weights_dir: str | Path | None = None, named: str = NAMED,
-          asked: list[tuple[str, str]] | None = None) -> Route:
-    """Route one image to the model that answers it (module docstring: the rule).
+def next_to_ask(asked: Sequence[tuple[str, str]], predictions: Mapping[str, Any]) -> str | None:
+    """The card whose prediction an image's route still needs (first of the two passes), or None once
+    the route can be decided.
+
+    The models are asked in order and the first whose gate accepts the image answers, so the next
+    card is the first of ``asked`` without a prediction, unless an earlier one's gate accepts it.
+
+    Args:
+        asked: :func:`candidates` of the image.
+        predictions: Card path -> this image's prediction with that card, for the cards predicted
+            so far.
+    """
+    for _, path in asked:
+        if path not in predictions:
+            return path
+        if not predictions[path].ood.withheld:
+            return None
+    return None
+
+
+def decide(meta: Any, asked: Sequence[tuple[str, str]], predictions: Mapping[str, Any],
+           weights_dir: str | Path | None = None) -> Route:
+    """The route of an image under auto from the predictions it has (second of the two passes).
 
     Args:
         meta: The image's :class:`~medcnn.io.ImageMeta`.
-        predict: ``predict(card_path) -> Prediction`` of this image with that card (its ``ood``
-            verdict decides). Called once per model asked, in order.
-        model: A card name or path (never rerouted), or None / ``"auto"``: by modality and gates.
-        weights_dir: Folder of the cards (default :func:`medcnn.inference.default_weights_dir`).
-        named: ``how`` of a named model (the app says where it was named).
-        asked: :func:`candidates` of ``meta``, when the caller already has them (default: found here).
+        asked: :func:`candidates` of ``meta``.
+        predictions: Card path -> prediction, for every card :func:`next_to_ask` named.
+        weights_dir: Folder of the cards (for the resolver's message when none serves the image).
 
     Returns:
         The :class:`Route`; ``reason`` is set when no model reads the image (no prediction) or when
         no gate accepts it (the first model's withheld prediction).
 
     Raises:
-        ValueError: no such named card, or no card of the image's family (the resolver's message);
-            whatever ``predict`` raises.
+        ValueError: no card of the image's family (the resolver's message), or a card
+            :func:`next_to_ask` names has no prediction in ``predictions`` yet.
     """
-    if model is not None and str(model) and str(model).lower() != AUTO:
-        path = str(resolve_card(meta, model, weights_dir))
-        return Route(path, predict(path), how=named)
     modality = _modality(meta)
     if modality not in CARD_FAMILIES:
         return Route(how="auto", reason=f"no model here reads {modality} images: the CT model reads CT, the "
                                         "chest X-ray model CR, DX, PNG and JPEG")
+    missing = next_to_ask(asked, predictions)
+    if missing is not None:
+        raise ValueError(f"the route needs this image's prediction with {missing} first (see next_to_ask)")
     tried: list[tuple[str, str, Any]] = []
-    for fam, path in _candidates(meta, weights_dir) if asked is None else asked:
-        tried.append((fam, path, predict(path)))
+    for fam, path in asked:
+        tried.append((fam, path, predictions[path]))
         if not tried[-1][2].ood.withheld:
             break
     if not tried:
@@ -155,3 +176,34 @@ def route(meta: Any, predict: Callable[[str], Any], model: str | Path | None = N
         reason = (f"no model's gate finds this image within its scope. It looks more like {FAMILIES[closer][1]}: "
                   f"if it is one, choose the {FAMILIES[closer][0]} model")
     return Route(*first, how=f"auto-chosen for {kind}", reason=reason)
+
+
+def route(meta: Any, predict: Callable[[str], Any], model: str | Path | None = None,
+          weights_dir: str | Path | None = None, named: str = NAMED,
+          asked: list[tuple[str, str]] | None = None) -> Route:
+    """Route one image to the model that answers it (module docstring: the rule).
+
+    Args:
+        meta: The image's :class:`~medcnn.io.ImageMeta`.
+        predict: ``predict(card_path) -> Prediction`` of this image with that card (its ``ood``
+            verdict decides). Called once per model asked, in order.
+        model: A card name or path (never rerouted), or None / ``"auto"``: by modality and gates.
+        weights_dir: Folder of the cards (default :func:`medcnn.inference.default_weights_dir`).
+        named: ``how`` of a named model (the app says where it was named).
+        asked: :func:`candidates` of ``meta``, when the caller already has them (default: found here).
+
+    Returns:
+        The :class:`Route` (:func:`decide`).
+
+    Raises:
+        ValueError: no such named card, or no card of the image's family (the resolver's message);
+            whatever ``predict`` raises.
+    """
+    if model is not None and str(model) and str(model).lower() != AUTO:
+        path = str(resolve_card(meta, model, weights_dir))
+        return Route(path, predict(path), how=named)
+    asked = candidates(meta, weights_dir) if asked is None else asked
+    predictions: dict[str, Any] = {}
+    while (path := next_to_ask(asked, predictions)) is not None:
+        predictions[path] = predict(path)
+    return decide(meta, asked, predictions, weights_dir)

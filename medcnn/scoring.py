@@ -10,9 +10,11 @@ errors in its own way; here it is done once:
 3. the images of one model go through :meth:`~medcnn.inference.Predictor.predict_batch` in one
    forward pass per chunk; when that pass fails or warns, image by image, so each error and
    warning lands on its own file;
-4. with no model given, :func:`medcnn.routing.route` decides which model answers (the app's rule):
-   a PNG/JPEG the chest X-ray model's gate withholds is asked of the CT model (those images again in
-   one pass per chunk), and the row's ``routed`` says how its model was chosen;
+4. with no model given, :mod:`medcnn.routing` decides which model answers (the app's rule), in its
+   two passes: :func:`~medcnn.routing.next_to_ask` names the card an image still needs (a PNG/JPEG
+   the chest X-ray model's gate withholds is asked of the CT model; those images again in one pass
+   per chunk), then :func:`~medcnn.routing.decide` routes it; the row's ``routed`` says how its
+   model was chosen;
 5. whatever fails becomes a row with its error and the stage it failed at; the others still run.
 
 A row (:data:`ROW_KEYS`, snake_case) is what ``predict --json`` prints for a file. Its ``decision``
@@ -34,7 +36,7 @@ from typing import Any
 from medcnn.notices import collected
 from medcnn.inference import NOT_ANALYSED, Prediction, Predictor, check_modality
 from medcnn.io import MedImage, read_image
-from medcnn.routing import NAMED, candidates, first_card, route
+from medcnn.routing import NAMED, candidates, decide, first_card, next_to_ask
 
 __all__ = ["ROW_KEYS", "SKIP_REASONS", "STAGES", "Scored", "Scorer", "Source", "analysed_logits", "left_out_by_class",
            "new_row"]
@@ -85,24 +87,6 @@ def _fail(scored: Scored, stage: str, e: Exception) -> None:
     scored.exception = e
 
 
-class _NotAsked(Exception):
-    """:func:`medcnn.routing.route` asks a model this image has no prediction of yet."""
-
-    def __init__(self, card_path: str):
-        super().__init__(card_path)
-        self.card_path = card_path
-
-
-def _asked(predictions: dict[str, Prediction]) -> Callable[[str], Prediction]:
-    """``predict`` for :func:`medcnn.routing.route` that answers from ``predictions`` (card path ->
-    prediction) and raises :class:`_NotAsked` for another card, which the scorer then predicts."""
-    def predict(card_path: str) -> Prediction:
-        if card_path not in predictions:
-            raise _NotAsked(card_path)
-        return predictions[card_path]
-    return predict
-
-
 class Scorer:
     """Scores sources in batches; one loaded :class:`~medcnn.inference.Predictor` per model card.
 
@@ -118,11 +102,16 @@ class Scorer:
             image in :class:`Scored` (the app's thumbnails and explanations); off, only the rows
             and the predictions' numbers are kept, so a folder of any size fits in memory.
         keep_steps: Also keep every preprocessing step's image (with ``keep_images``).
+        loader: ``loader(card_path) -> Predictor``: how a card's model is loaded (default:
+            ``Predictor(card_path, device=device)``); the app passes its shared, compute-slotted one.
+        named: The rows' ``routed`` when the model is given (default :data:`medcnn.routing.NAMED`;
+            the app says where it was chosen).
     """
 
     def __init__(self, model: str | Path | Predictor | None = None, weights_dir: str | Path | None = None,
                  device: str | None = None, batch_size: int = 32, keep_images: bool = False,
-                 keep_steps: bool = False) -> None:
+                 keep_steps: bool = False, loader: Callable[[Path], Predictor] | None = None,
+                 named: str = NAMED) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self._fixed = None if model is None or isinstance(model, (str, Path)) else model
@@ -132,6 +121,8 @@ class Scorer:
         self.batch_size = int(batch_size)
         self.keep_images = keep_images
         self.keep_steps = keep_steps and keep_images
+        self.loader = loader
+        self.named = named
         self.predictors: dict[Path, Predictor] = {}
 
     def predictor(self, card_path: Path | None) -> Predictor:
@@ -139,7 +130,8 @@ class Scorer:
         if self._fixed is not None:
             return self._fixed
         if card_path not in self.predictors:
-            self.predictors[card_path] = Predictor(card_path, device=self.device)
+            self.predictors[card_path] = (self.loader(card_path) if self.loader is not None
+                                          else Predictor(card_path, device=self.device))
         return self.predictors[card_path]
 
     def _prepare(self, source: Source) -> Scored:
@@ -204,13 +196,14 @@ class Scorer:
         return out
 
     def _route(self, chunk: list[Scored]) -> None:
-        """The routing rule (:func:`medcnn.routing.route`) for the scored images of a chunk: a given
-        model is never rerouted; under auto the images a next model is asked about are predicted
-        together, one pass per model, until each image's route is decided."""
+        """The routing rule (:mod:`medcnn.routing`) for the scored images of a chunk: a given model is
+        never rerouted; under auto, each round asks :func:`~medcnn.routing.next_to_ask` which card each
+        image still needs, predicts the images waiting on one card together (one pass per card), and
+        routes (:func:`~medcnn.routing.decide`) the images that need nothing more."""
         scored_ok = [s for s in chunk if s.prediction is not None]
         if self.model is not None or self._fixed is not None:
             for scored in scored_ok:
-                scored.row["routed"] = NAMED
+                scored.row["routed"] = self.named
             return
         asked = {id(s): {str(s.card_path): s.prediction} for s in scored_ok}
         plans: dict[str, list[tuple[str, str]]] = {}  # modality -> the models to ask, found once a chunk
@@ -224,16 +217,17 @@ class Scorer:
                         meta = scored.image.meta
                         if meta.modality not in plans:
                             plans[meta.modality] = candidates(meta, self.weights_dir)
-                        r = route(meta, _asked(asked[id(scored)]), None, self.weights_dir,
-                                  asked=plans[meta.modality])
-                except _NotAsked as e:
-                    wanted.setdefault(e.card_path, []).append(scored)
-                    continue
+                        card_path = next_to_ask(plans[meta.modality], asked[id(scored)])
+                        r = None if card_path else decide(meta, plans[meta.modality], asked[id(scored)],
+                                                          self.weights_dir)
                 except ValueError as e:  # a card that became unreadable (CardError)
                     _fail(scored, "model", e)
                     continue
                 finally:
                     scored.row["warnings"] = list(dict.fromkeys(scored.row["warnings"] + caught))
+                if r is None:
+                    wanted.setdefault(card_path, []).append(scored)
+                    continue
                 scored.card_path = Path(r.card_path)
                 if r.prediction is not scored.prediction:
                     self._fill(scored, r.prediction)

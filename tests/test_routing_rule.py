@@ -15,7 +15,7 @@ import pytest
 
 from medcnn.io import ImageMeta
 from medcnn.ood import OODResult
-from medcnn.routing import NAMED, Route, candidates, first_card, route
+from medcnn.routing import NAMED, Route, candidates, decide, first_card, next_to_ask, route
 
 NAME = {"CXR": "cxr_pneumonia", "CT": "ct_covid"}
 FAMILY = {v: k for k, v in NAME.items()}
@@ -116,6 +116,33 @@ def test_route_table(case, planned, tmp_path):
         assert r.card_path == str(folder / f"{NAME[answers]}.json")
         assert r.prediction.ood is not None and r.prediction.ood.withheld == bool(reason or verdicts[answers] != "ok")
     assert r.describe() == (f"{how}; {reason}" if reason else how)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if CASES[c][3] in (None, "auto")])
+def test_the_two_passes_ask_and_route_as_route_does(case, tmp_path):
+    """A batch asks next_to_ask until it names nothing, predicting what it names, then decide routes."""
+    cards, modality, verdicts, _, answers, asked, how, reason, rerouted = CASES[case]
+    folder = write_cards(tmp_path / "weights", cards)
+    plan = candidates(meta(modality), folder)
+    predictions, named = {}, []
+    while (path := next_to_ask(plan, predictions)) is not None:
+        named.append(FAMILY[Path(path).stem])
+        predictions[path] = verdict(verdicts[named[-1]])
+    assert named == asked
+    r = decide(meta(modality), plan, predictions, folder)
+    assert (r.how, r.reason, r.rerouted) == (how, reason, rerouted)
+    assert r.card_path == ("" if answers is None else str(folder / f"{NAME[answers]}.json"))
+    assert r.prediction is (None if answers is None else predictions[r.card_path])
+
+
+def test_decide_refuses_to_route_before_the_prediction_it_needs(tmp_path):
+    folder = write_cards(tmp_path, BOTH)
+    plan = candidates(meta(), folder)
+    withheld = {plan[0][1]: verdict((9.0, 4.0))}
+    assert next_to_ask(plan, {}) == plan[0][1] and next_to_ask(plan, withheld) == plan[1][1]
+    assert next_to_ask(plan, {plan[0][1]: verdict("ok")}) is None  # the X-ray gate accepts: decided
+    with pytest.raises(ValueError, match="needs this image's prediction with .*ct_covid.json first"):
+        decide(meta(), plan, withheld, folder)
 
 
 def test_the_app_names_where_a_model_was_chosen(tmp_path):

@@ -141,3 +141,18 @@ def test_a_card_the_folder_cannot_serve_is_a_row_warning_not_printed(folder, rec
     assert [r["model"] for r in rows] == ["cxr_pneumonia", "ct_covid"]
     assert all(len([w for w in r["warnings"] if "skipping" in w and "broken.json" in w]) == 1 for r in rows)
     assert not [str(w.message) for w in recwarn]
+
+
+def test_a_loader_serves_the_models_and_a_given_model_says_where_it_was_named(folder):
+    stand_ins = {name: StandIn(folder / f"{name}.json") for name in ("cxr_pneumonia", "ct_covid")}
+    loaded: list[str] = []
+
+    def loader(card_path: Path) -> StandIn:
+        loaded.append(card_path.stem)
+        return stand_ins[card_path.stem]
+
+    rows = Scorer(weights_dir=folder, loader=loader, batch_size=8).rows(SOURCES)
+    assert [r["model"] for r in rows] == ["cxr_pneumonia", "ct_covid", "cxr_pneumonia", "ct_covid"]
+    assert loaded == ["cxr_pneumonia", "ct_covid"]  # each card loaded once, through the loader
+    named = Scorer(folder / "ct_covid.json", loader=loader, named="chosen in the sidebar").rows(SOURCES[:1])
+    assert (named[0]["model"], named[0]["routed"]) == ("ct_covid", "chosen in the sidebar")
