@@ -32,7 +32,7 @@ from typing import Any
 from medcnn.models.catalogue import AUTO, CARD_FAMILIES, choose_model, load_card, resolve_card
 
 __all__ = ["FAMILIES", "NAMED", "NO_MODALITY_ORDER", "Route", "candidates", "decide", "first_card", "next_to_ask",
-           "route"]
+           "route", "unread_reason"]
 
 #: Model family -> (its name, what an image of it looks like, a DICOM modality it reads).
 FAMILIES: dict[str, tuple[str, str, str]] = {"CXR": ("chest X-ray", "a chest X-ray", "DX"),
@@ -69,6 +69,15 @@ class Route:
 
 def _modality(meta: Any) -> str:
     return (meta.modality or "OT").upper()
+
+
+def unread_reason(meta: Any) -> str:
+    """Why no model here reads the image's modality, and which ones they read ("" when a model
+    family reads it): the reason of a route that finds no model (MR, US, ...)."""
+    modality = _modality(meta)
+    if modality in CARD_FAMILIES:
+        return ""
+    return f"no model here reads {modality} images: the CT model reads CT, the chest X-ray model CR, DX, PNG and JPEG"
 
 
 def _has_gate(card_path: str) -> bool:
@@ -147,10 +156,8 @@ def decide(meta: Any, asked: Sequence[tuple[str, str]], predictions: Mapping[str
         ValueError: no card of the image's family (the resolver's message), or a card
             :func:`next_to_ask` names has no prediction in ``predictions`` yet.
     """
-    modality = _modality(meta)
-    if modality not in CARD_FAMILIES:
-        return Route(how="auto", reason=f"no model here reads {modality} images: the CT model reads CT, the "
-                                        "chest X-ray model CR, DX, PNG and JPEG")
+    if unread_reason(meta):
+        return Route(how="auto", reason=unread_reason(meta))
     missing = next_to_ask(asked, predictions)
     if missing is not None:
         raise ValueError(f"the route needs this image's prediction with {missing} first (see next_to_ask)")
@@ -162,7 +169,7 @@ def decide(meta: Any, asked: Sequence[tuple[str, str]], predictions: Mapping[str
     if not tried:
         choose_model(meta, weights_dir)  # raises the resolver's own message (no card of the family)
     (fam0, *first), (fam, *last) = tried[0], tried[-1]
-    kind = "PNG/JPEG" if modality == "OT" else modality
+    kind = "PNG/JPEG" if _modality(meta) == "OT" else _modality(meta)
     if not last[1].ood.withheld:
         if len(tried) == 1:
             return Route(*last, how=f"auto-chosen for {kind}")

@@ -1,8 +1,10 @@
 """Batch: several files or a ZIP -> table, CSV and thumbnails with saliency overlays.
 
 Thin page: reading ZIPs (in memory, with zip-bomb guards and one decompression budget for all the
-ZIPs of an upload, expanded once per session) and analysing each file live in
-:mod:`medcnn.app.batch`. One bad file only fills the ``error`` column of its row.
+ZIPs of an upload, expanded once per session) and scoring the files (the one scoring engine, in
+batches) live in :mod:`medcnn.app.batch`, and so do the table's columns (the CSV's are the same,
+:data:`medcnn.app.batch.BATCH_COLUMNS`); this page only heads them. One bad file only fills the
+``error`` column of its row.
 """
 import streamlit as st
 
@@ -46,19 +48,20 @@ if refused:  # the whole upload is refused; the previously accepted files (if an
         st.stop()
     st.caption(f"Showing the {len(items)} files of the previous upload.")
 progress = st.progress(0.0, text=f"Analysing {len(items)} files...")
-results = []
-for i, item in enumerate(items, start=1):
-    results.append(app_batch.analyze_batch_item(item, model_choice))
-    progress.progress(i / len(items), text=f"{i} / {len(items)}: {item.name}")
+results = app_batch.analyze_batch(
+    items, model_choice, progress=lambda done, total, name: progress.progress(done / total,
+                                                                             text=f"{done} / {total}: {name}"))
 progress.empty()
 
-rows = [r.row for r in results]
+rows = [app_batch.table_row(r) for r in results]
 n_err = sum(bool(r["error"]) for r in rows)
 n_flag = sum("⚑" in r["flag"] for r in rows)
 st.markdown(f"**{len(rows)} files** · {n_flag} with a positive finding · {n_err} with errors")
 st.dataframe(
     rows, hide_index=True, key="batch_table",
-    column_config={
+    column_config={  # headings: the one place where the page names a column otherwise than its key
+        **{key: st.column_config.NumberColumn(label, format="%.3f")
+           for key, label in app_batch.column_labels(results).items()},
         "file": st.column_config.TextColumn("file", width="medium"),
         "error": st.column_config.TextColumn("error", width="large"),
         "probability": st.column_config.TextColumn(
@@ -69,6 +72,7 @@ st.dataframe(
             "flag", width="small", help="The decision calls the model's positive label or, for a multi-label "
                                         "model, a finding at or above its operating point"),
         "caution": st.column_config.TextColumn("caution", width="medium"),
+        "routed": st.column_config.TextColumn("routed", width="medium", help="How the model was chosen"),
     },
 )
 st.download_button("Download CSV", app_batch.rows_to_csv(rows), file_name="medcnn_batch.csv",

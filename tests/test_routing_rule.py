@@ -15,7 +15,7 @@ import pytest
 
 from medcnn.io import ImageMeta
 from medcnn.ood import OODResult
-from medcnn.routing import NAMED, Route, candidates, decide, first_card, next_to_ask, route
+from medcnn.routing import NAMED, Route, candidates, decide, first_card, next_to_ask, route, unread_reason
 
 NAME = {"CXR": "cxr_pneumonia", "CT": "ct_covid"}
 FAMILY = {v: k for k, v in NAME.items()}
@@ -178,6 +178,7 @@ def test_candidates_pass_over_a_fallback_without_a_gate_and_a_modality_no_model_
     ungated = write_cards(tmp_path / "ungated", {"CXR": True, "CT": False})
     assert candidates(meta(), ungated) == [("CXR", str(ungated / "cxr_pneumonia.json"))]
     assert candidates(meta("MR"), both) == []
+    assert (unread_reason(meta("MR")), unread_reason(meta("CT")), unread_reason(meta())) == (MR, "", "")
 
 
 def test_first_card_refuses_a_modality_no_model_reads(tmp_path):

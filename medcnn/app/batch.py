@@ -7,8 +7,18 @@ with zip-bomb guards and one decompression budget for all the ZIPs of one upload
 This module keeps each session's :class:`~medcnn.io.archive.ExpansionCache`
 (:func:`session_cache`, at most :data:`SESSION_EXPANDED_BYTES`), so a rerun (a slider move)
 does not expand a ZIP again, and the Batch page's items are lazy: a member is expanded when it
-is analysed. Each file goes through the same cached read / predict / explain as a single upload
-(:mod:`medcnn.app.state`); one bad file only fills the ``error`` column of its row.
+is analysed.
+
+Scoring (:func:`score_items`): the files go through the one scoring engine,
+:class:`medcnn.scoring.Scorer`, :data:`BATCH_SIZE` at a time (one forward pass per model and chunk,
+each in a compute slot, on the app's shared models; when a chunk fails unexpectedly, one file at a
+time), so each :class:`BatchResult` holds the engine's row (:data:`medcnn.scoring.ROW_KEYS`) and a
+failed file is an error row, never a stopped batch. Under auto the engine routes each image as
+every page does (:mod:`medcnn.routing`). An analysed image's map is explained from that prediction
+(never predicted again). The table and the CSV are made from those rows in one place,
+:func:`table_row` (columns: :data:`BATCH_COLUMNS`); the page only gives some columns headings
+(:func:`column_labels`). The last batch's results stay in the session (:func:`analyze_batch`), so a
+rerun (a slider move) redraws without scoring again.
 """
 from __future__ import annotations
 
@@ -20,26 +30,33 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from medcnn.app.findings import batch_columns
-from medcnn.app.state import AUTO_MODEL, digest, error_message, explain_upload, get_predictor, read_upload, route_upload
+from medcnn.app.compute import compute_slot, slotted
+from medcnn.app.findings import batch_column_labels, batch_columns
+from medcnn.app.state import AUTO_MODEL, digest, error_message, get_predictor, list_models, resolve_card_path, weights_dir
 from medcnn.io import archive
 from medcnn.io.archive import ArchiveBudgetError, ArchiveMemberError, ExpansionCache, UploadSet
+from medcnn.routing import unread_reason
+from medcnn.scoring import Scored, Scorer, Source, new_row
 from medcnn.visualize import presentation
 
 __all__ = [
     "BATCH_COLUMNS",
+    "BATCH_SIZE",
     "BatchItem",
     "BatchResult",
     "SESSION_EXPANDED_BYTES",
     "ZIP_MAX_MEMBERS",
     "ZIP_MAX_MEMBER_BYTES",
     "ZIP_MAX_TOTAL_BYTES",
-    "analyze_batch_item",
+    "analyze_batch",
     "batch_items",
+    "column_labels",
     "expand_uploads",
     "refusal_message",
     "rows_to_csv",
+    "score_items",
     "session_cache",
+    "table_row",
 ]
 
 #: ZIP guards (zip bombs): files per ZIP, size of one member, and what all the ZIPs of one
@@ -53,6 +70,7 @@ SESSION_EXPANDED_BYTES = archive.MAX_REQUEST_BYTES
 
 _CACHE = "_zip_expansions"  # session-state key of the session's ExpansionCache
 _ACCEPTED = "_batch_accepted"  # session-state key: (name, SHA-256) of the last accepted Batch upload
+_RESULTS = "_batch_results"  # session-state key: (key, results) of the last analysed batch
 
 
 @dataclass
@@ -154,99 +172,228 @@ def batch_items(files: Sequence[tuple[str, bytes]]) -> tuple[list[BatchItem], st
 
 
 # --------------------------------------------------------------------------- analysis
+#: Files per forward pass. A compute slot is held for one pass, so a chunk this small lets other
+#: sessions' analyses in between (chosen, not measured: the engine's own default is 32).
+BATCH_SIZE = 8
+
+#: The Batch table's and CSV's columns, in order (snake_case; :func:`table_row` makes them from the
+#: engine's row): ``file``; ``modality`` (the DICOM Modality, ``OT`` for PNG/JPEG); ``model``;
+#: ``decision`` (in the card's words; ``not analysed`` when the gate withholds the image or no model
+#: reads it); ``probability`` (text naming the probability and its threshold, or ``not shown``);
+#: ``flag`` (``⚑`` a positive finding is called, ``⚠`` outside the model's scope, unusual, no model);
+#: a multi-label card adds ``p_<finding>`` per presented finding (headed ``P(<finding>)``) and
+#: ``findings_above_threshold`` before ``caution``; ``caution`` (the gate's caution, or why no model
+#: reads the image); ``ood_level``, ``ood_score``, ``ood_reasons`` (the gate's verdict); ``routed``
+#: (how the model was chosen: :meth:`medcnn.routing.Route.describe`); ``error``.
+BATCH_COLUMNS = ("file", "modality", "model", "decision", "probability", "flag", "caution", "ood_level",
+                 "ood_score", "ood_reasons", "routed", "error")
+
+
 @dataclass
 class BatchResult:
-    """Row of the batch table plus what the thumbnail needs (None after an error): the prediction and
-    card (for the caption), the map's target (the decided label, or a multi-label model's top
-    finding) and its probability."""
+    """One file's outcome: the engine's row and what its table row and thumbnail need.
+
+    Attributes:
+        row: The scoring engine's row (:data:`medcnn.scoring.ROW_KEYS`).
+        modality: The image's modality ("" when it could not be read).
+        card, prediction: The answering model's card and prediction (None when no model answered).
+        display, heatmap: The display image and the map (None unless the image was explained).
+        target, probability: What the map explains and its calibrated probability.
+        reason: Why no model reads the image (a modality none reads: not analysed, not an error).
+        error: The table's error text ("" when none; a failed explanation leaves the row's scores).
+    """
 
     row: dict[str, Any]
+    modality: str = ""
+    card: Any = None
+    prediction: Any = None
     display: np.ndarray | None = None
     heatmap: np.ndarray | None = None
-    probability: float | None = None
     target: str | None = None
-    prediction: Any = None
-    card: Any = None
+    probability: float | None = None
+    reason: str = ""
+    error: str = ""
 
     @property
     def caption(self) -> str:
-        """The thumbnail's caption (:func:`medcnn.visualize.presentation.thumbnail_caption`), with the
-        row's ⚑ when it calls a positive finding."""
+        """The thumbnail's caption (:func:`~medcnn.visualize.presentation.thumbnail_caption`), ⚑ when flagged."""
         text = presentation.thumbnail_caption(self.row["file"], self.card, self.prediction, self.target,
                                               self.probability)
-        return text + (" ⚑" if "⚑" in self.row["flag"] else "")
+        return text + (" ⚑" if "⚑" in _flag(self) else "")
 
 
-#: The Batch table's columns, in order (snake_case; a multi-label card adds its ``P(<finding>)``
-#: columns and ``findings_above_threshold`` before ``caution``).
-BATCH_COLUMNS = ("file", "modality", "model", "decision", "probability", "flag", "caution", "ood_level",
-                 "ood_score", "ood_reasons", "error")
+def _error_text(e: BaseException) -> str:
+    """A ValueError's actionable message; anything else named by type only (no traceback)."""
+    return str(e) if isinstance(e, ValueError) else f"unexpected error ({type(e).__name__})"
+
+
+def _flag(result: BatchResult) -> str:
+    if result.reason:
+        return "⚠ no model for this image"
+    pred = result.prediction
+    if pred is None:
+        return ""
+    if pred.ood.withheld:
+        return "⚠ outside the model's scope"
+    called = set(result.row["called"] or ()) & set(result.card.head_rule.positives)
+    return ("⚑ positive finding" if called else "") + (" ⚠ unusual image" if pred.ood.flagged else "")
 
 
 def _with_columns(row: dict[str, Any], columns: dict[str, Any], before: str = "caution") -> dict[str, Any]:
-    """``row`` with ``columns`` inserted before the column ``before`` (the per-finding columns sit
-    next to the decision and flag, not after the error)."""
-    if not columns:
-        return row
-    out: dict[str, Any] = {}
-    for k, v in row.items():
-        if k == before:
-            out.update(columns)
-        out[k] = v
-    return out
+    """``row`` with ``columns`` inserted before ``before`` (per-finding columns beside decision and flag)."""
+    at = list(row).index(before)
+    return {**dict(list(row.items())[:at]), **columns, **dict(list(row.items())[at:])}
 
 
-def analyze_batch_item(item: BatchItem, model_choice: str = AUTO_MODEL, method: str = "gradcam") -> BatchResult:
-    """Predict and explain one batch item; any error is caught into the row's ``error``.
+def table_row(result: BatchResult) -> dict[str, Any]:
+    """The Batch table's (and CSV's) row of one file (:data:`BATCH_COLUMNS`), from the engine's row.
 
     The cells say what the Analyze page says (:mod:`medcnn.visualize.presentation`): the decision,
     the probability named by its label (a multi-label card: the count of findings at or above their
     operating points and the top one), the gate's caution. ``flag`` marks a row whose decision calls
-    one of the card's positive findings (:attr:`medcnn.models.head.Head.positives`). A multi-label
-    card's row also gets one ``P(<finding>)`` column per presented finding and
-    ``findings_above_threshold`` (:func:`medcnn.app.findings.batch_columns`); its thumbnail explains
-    the top finding.
+    one of the card's positive findings (:attr:`medcnn.models.head.Head.positives`).
     """
-    row: dict[str, Any] = dict.fromkeys(BATCH_COLUMNS, "")
-    row.update(file=item.name, ood_score=None, error=item.error)
-    if item.error:
-        return BatchResult(row)
+    row, card, pred = result.row, result.card, result.prediction
+    out: dict[str, Any] = dict.fromkeys(BATCH_COLUMNS, "")
+    out.update(file=row["file"], modality=result.modality, ood_score=None, flag=_flag(result), error=result.error)
+    if result.reason:
+        out.update(decision=presentation.NOT_ANALYSED, probability="not shown", caution=result.reason)
+    if pred is None:
+        return out
+    ood = row["ood"]
+    out.update(model=row["model"], decision=presentation.decision_parts(card, pred)[0],
+               probability=presentation.batch_probability(card, pred), caution=presentation.batch_caution(pred),
+               ood_level=ood["level"], ood_score=None if ood["score"] is None else round(ood["score"], 3),
+               ood_reasons="; ".join(ood["reasons"]), routed=row["routed"] or "")
+    return _with_columns(out, batch_columns(card, None if pred.ood.withheld else pred))
+
+
+def column_labels(results: Sequence[BatchResult]) -> dict[str, str]:
+    """Column -> heading, for the columns the page heads otherwise than by their name (display only)."""
+    labels: dict[str, str] = {}
+    for r in results:
+        if r.card is not None:
+            labels.update(batch_column_labels(r.card))
+    return labels
+
+
+def _scorer(model_choice: str) -> Scorer:
+    """The engine on the app's shared models (ValueError: no model of that name)."""
+    def load(card_path: Any) -> Any:  # the app's shared model, each forward pass in a compute slot
+        return slotted(get_predictor(str(card_path)))
+
+    model = None if not model_choice or model_choice == AUTO_MODEL else resolve_card_path(None, model_choice)
+    return Scorer(model, weights_dir=weights_dir(), batch_size=BATCH_SIZE, keep_images=True, loader=load,
+                  named="chosen in the sidebar")
+
+
+def _score(scorer: Scorer, sources: list[Source]) -> list[Scored]:
+    """The chunk in one call; when that fails unexpectedly, one source at a time, each failure a row."""
     try:
-        data = item.read()
-        key = digest(data)
-        image = read_upload(key, data, None)
-        row["modality"] = image.meta.modality
-        routed = route_upload(key, data, model_choice)  # per image: a mixed set reaches each family's model
-        if routed.prediction is None:  # no model reads it (e.g. MR): not analysed, with the reason
-            row.update(decision=presentation.NOT_ANALYSED, probability="not shown", caution=routed.reason,
-                       flag="⚠ no model for this image")
-            return BatchResult(row)
-        card_path, pred = routed.card_path, routed.prediction
-        card = get_predictor(card_path).card
-        head = card.head_rule
-        row.update(model=pred.model, decision=presentation.decision_parts(card, pred)[0],
-                   probability=presentation.batch_probability(card, pred), caution=presentation.batch_caution(pred),
-                   ood_level=pred.ood.level, ood_score=None if pred.ood.score is None else round(pred.ood.score, 3),
-                   ood_reasons="; ".join(pred.ood.reasons + ([routed.how] if routed.rerouted else [])
-                                         + ([routed.reason] if routed.reason else [])))
-        if pred.ood.withheld:  # not what this model reads: no label, no probability, no map
-            row["flag"] = "⚠ outside the model's scope"
-            return BatchResult(_with_columns(row, batch_columns(card)), pred.pipeline_result.display,
-                               prediction=pred, card=card)
-        called = set(pred.decided or ()) & set(head.positives)
-        row["flag"] = ("⚑ positive finding" if called else "") + (" ⚠ unusual image" if pred.ood.flagged else "")
-        row = _with_columns(row, batch_columns(card, pred))
-        target = head.default_target(pred)
-        expl = explain_upload(key, data, card_path, None, None, method, target)
+        return scorer.score(sources)
+    except Exception:  # noqa: BLE001 - the engine catches what it expects; anything else: file by file
+        pass
+    out = []
+    for source in sources:
+        try:
+            out.extend(scorer.score([source]))
+        except Exception as e:  # noqa: BLE001 - one bad file must not stop the batch
+            out.append(Scored({**new_row(source[0]), "error": f"{type(e).__name__}: {e}", "error_stage": "predict"},
+                              exception=e))
+    return out
+
+
+def _result(scorer: Scorer, scored: Scored, method: str) -> BatchResult:
+    """One scored file as a result; an analysed image is explained (its pixels are not kept after)."""
+    image, pred = scored.image, scored.prediction
+    result = BatchResult(scored.row, modality="" if image is None else str(image.meta.modality))
+    if scored.exception is not None:
+        refused = scorer.model is None and scored.row["error_stage"] == "model" and type(scored.exception) is ValueError
+        result.reason = unread_reason(image.meta) if refused and image is not None else ""
+        result.error = "" if result.reason else _error_text(scored.exception)
+        return result
+    from medcnn.explain import explain
+
+    predictor = scorer.predictor(scored.card_path)
+    result.card, result.prediction = predictor.card, pred
+    pipeline_result, pred.pipeline_result = pred.pipeline_result, None  # the tensor is not kept
+    if pred.ood.withheld:  # not what this model reads: no map
+        return result
+    head = result.card.head_rule
+    result.target = head.default_target(pred)
+    result.probability = float(pred.probabilities[result.target])
+    try:
+        with compute_slot():
+            exp = explain(predictor.model, pipeline_result.tensor, head.index(result.target), method=method,
+                          layer=result.card.target_layer, pipeline=predictor.pipeline, head=head)
     except Exception as e:  # noqa: BLE001 - one bad file must not stop the batch
-        row["error"] = str(e) if isinstance(e, ValueError) else f"unexpected error ({type(e).__name__})"
-        return BatchResult(row)
-    return BatchResult(row, pred.pipeline_result.display, expl.heatmap, pred.probabilities[target], target,
-                       pred, card)
+        result.error = _error_text(e)
+        return result
+    result.display, result.heatmap = pipeline_result.display, exp.heatmap
+    return result
+
+
+def score_items(items: Sequence[BatchItem], model_choice: str = AUTO_MODEL, method: str = "gradcam",
+                progress: Callable[[int, int, str], None] | None = None) -> list[BatchResult]:
+    """Score (and explain) batch items with the engine, :data:`BATCH_SIZE` at a time (module docstring).
+
+    Args:
+        items: The files (:func:`batch_items`); a lazy ZIP member is expanded when its chunk is scored.
+        model_choice: :data:`~medcnn.app.state.AUTO_MODEL` (routed per image) or a card name.
+        method: Explanation method of the thumbnails.
+        progress: ``progress(done, total, last file name)`` after each chunk.
+
+    Returns:
+        One result per item, in order; an item that cannot be read or scored has its ``error``.
+    """
+    try:
+        scorer = _scorer(model_choice)
+    except ValueError as e:  # no such model: every row says so
+        return [BatchResult({**new_row(it.name), "error": str(e)}, error=it.error or str(e)) for it in items]
+    results: list[BatchResult | None] = [None] * len(items)
+    for start in range(0, len(items), scorer.batch_size):
+        chunk, sources, at = items[start:start + scorer.batch_size], [], []
+        for i, item in enumerate(chunk, start):
+            try:
+                sources.append((item.name, item.read()))
+                at.append(i)
+            except ArchiveMemberError as e:
+                results[i] = BatchResult({**new_row(item.name), "error": str(e), "error_stage": "read"}, error=str(e))
+        for i, scored in zip(at, _score(scorer, sources)):
+            results[i] = _result(scorer, scored, method)
+        if progress is not None:
+            progress(start + len(chunk), len(items), chunk[-1].name)
+    return results
+
+
+def _batch_key(items: Sequence[BatchItem], model_choice: str, method: str) -> tuple:
+    """What a batch's results depend on: each file's name and SHA-256, the options, the installed cards."""
+    from medcnn.app.cards import card_mtime
+
+    files = []
+    for item in items:
+        try:
+            files.append((item.name, digest(item.read())))
+        except ArchiveMemberError as e:
+            files.append((item.name, str(e)))
+    return (tuple(files), model_choice, method, tuple((str(c.path), card_mtime(c)) for c in list_models()))
+
+
+def analyze_batch(items: Sequence[BatchItem], model_choice: str = AUTO_MODEL, method: str = "gradcam",
+                  progress: Callable[[int, int, str], None] | None = None) -> list[BatchResult]:
+    """:func:`score_items`, the last batch kept in the session: a rerun with the same files and options
+    (a slider move) returns its results without scoring again."""
+    key = _batch_key(items, model_choice, method)
+    last = st.session_state.get(_RESULTS)
+    if last is not None and last[0] == key:
+        return last[1]
+    results = score_items(items, model_choice, method, progress)
+    st.session_state[_RESULTS] = (key, results)
+    return results
 
 
 def rows_to_csv(rows: list[dict[str, Any]]) -> bytes:
-    """Batch table as UTF-8 CSV bytes."""
+    """Batch table (:func:`table_row` rows, columns :data:`BATCH_COLUMNS`) as UTF-8 CSV bytes."""
     import pandas as pd
 
     return pd.DataFrame(rows).to_csv(index=False).encode("utf-8")

@@ -11,13 +11,14 @@ display: every helper here answers as before for them (``explain_targets`` = the
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import streamlit as st
 
 from medcnn.visualize.findings import finding_metric_rows, finding_rows, hidden_note
 
-__all__ = ["FINDINGS_COLUMN", "batch_columns", "default_target", "explain_targets",
+__all__ = ["FINDINGS_COLUMN", "batch_column_labels", "batch_columns", "default_target", "explain_targets",
            "show_finding_metrics", "show_findings", "target_caption"]
 
 #: Batch column listing the findings at or above their operating points.
@@ -72,13 +73,25 @@ def target_caption(target: str, expl: Any) -> str:
     return text
 
 
+def _finding_column(name: str) -> str:
+    """``p_<finding>`` in snake_case (``"Lung Opacity"`` -> ``"p_lung_opacity"``)."""
+    return "p_" + re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_")
+
+
+def batch_column_labels(card: Any) -> dict[str, str]:
+    """Column -> heading of a multi-label card's per-finding batch columns (``p_nodule`` -> ``P(Nodule)``),
+    for display only; ``{}`` for softmax."""
+    return {_finding_column(name): f"P({name})" for name in card.shown_findings()} if card.head_rule.per_finding else {}
+
+
 def batch_columns(card: Any, pred: Any = None) -> dict[str, Any]:
-    """Batch-table columns of a multi-label card: ``P(<finding>)`` per presented finding (label order,
-    so every row has the same columns) and :data:`FINDINGS_COLUMN` (names joined by ``"; "``, highest
-    relative first). ``pred=None`` (not analysed, or an error) leaves them empty. ``{}`` for softmax."""
+    """Batch-table columns of a multi-label card: ``p_<finding>`` (snake_case, headed ``P(<finding>)`` by
+    :func:`batch_column_labels`) per presented finding (label order, so every row has the same columns) and
+    :data:`FINDINGS_COLUMN` (names joined by ``"; "``, highest relative first). ``pred=None`` (not
+    analysed, or an error) leaves them empty. ``{}`` for softmax."""
     if not card.head_rule.per_finding:
         return {}
-    cols: dict[str, Any] = {f"P({name})": None if pred is None else round(float(pred.probabilities[name]), 4)
+    cols: dict[str, Any] = {_finding_column(name): None if pred is None else round(float(pred.probabilities[name]), 4)
                             for name in card.shown_findings()}
     above = [] if pred is None else [row["name"] for row in pred.findings if row["above"]]
     cols[FINDINGS_COLUMN] = "; ".join(above)

@@ -177,24 +177,24 @@ def test_gate_withholds_the_findings_table(weights):
 
 # ----------------------------------------------------------------------------- batch
 def test_batch_csv_has_a_column_per_finding(weights):
-    from medcnn.app.batch import BatchItem, analyze_batch_item, rows_to_csv
+    from medcnn.app.batch import BatchItem, rows_to_csv, score_items, table_row
 
-    result = analyze_batch_item(BatchItem("a.png", png_bytes(seed=14)), "cxr_findings")
-    row = result.row
+    result = score_items([BatchItem("a.png", png_bytes(seed=14))], "cxr_findings")[0]
+    row = table_row(result)
     assert row["error"] == "" and row["decision"] == "Nodule"
     # the probability cell names what it is: the count called and the top finding against its point
     assert row["probability"] == ("1 of 3 findings at or above their operating points; top P(Nodule) = 0.400 "
                                   "(operating point 0.200)")
-    assert row["P(Nodule)"] == pytest.approx(0.4, abs=0.02) and "P(Hernia)" not in row
+    assert row["p_nodule"] == pytest.approx(0.4, abs=0.02) and "p_hernia" not in row
     assert row["findings_above_threshold"] == "Nodule" and "⚑" in row["flag"]
     assert result.target == "Nodule" and result.heatmap is not None
     header = rows_to_csv([row]).decode().splitlines()[0].split(",")
     assert header[header.index("flag") + 1:header.index("caution")] == [
-        "P(Effusion)", "P(Nodule)", "P(Pneumothorax)", "findings_above_threshold"]
+        "p_effusion", "p_nodule", "p_pneumothorax", "findings_above_threshold"]
 
-    softmax = analyze_batch_item(BatchItem("b.png", png_bytes(seed=15)), "cxr_pneumonia").row
+    softmax = table_row(score_items([BatchItem("b.png", png_bytes(seed=15))], "cxr_pneumonia")[0])
     assert list(softmax) == ["file", "modality", "model", "decision", "probability", "flag", "caution", "ood_level",
-                             "ood_score", "ood_reasons", "error"]  # one snake_case schema
+                             "ood_score", "ood_reasons", "routed", "error"]  # one snake_case schema
     assert re.fullmatch(r"P\(PNEUMONIA\) = 0\.\d{3} \(threshold 0\.500\)", softmax["probability"])
 
     archive = io.BytesIO()
@@ -207,7 +207,7 @@ def test_batch_csv_has_a_column_per_finding(weights):
     assert not at.error
     table = table_with(at, "findings_above_threshold")
     assert list(table["findings_above_threshold"]) == ["Nodule", "Nodule"]
-    assert {"P(Effusion)", "P(Nodule)", "P(Pneumothorax)"} <= set(table.columns)
+    assert {"p_effusion", "p_nodule", "p_pneumothorax"} <= set(table.columns)
     captions = [c for img in at.image for c in img.captions]
     assert captions == ["cases.zip/c.png: Nodule (P(Nodule) = 0.40) ⚑", "cases.zip/d.png: Nodule (P(Nodule) = 0.40) ⚑"]
 

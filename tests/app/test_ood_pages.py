@@ -69,14 +69,14 @@ def test_in_distribution_upload_is_answered_without_a_warning(gated_weights):
 
 
 def test_batch_table_and_csv_carry_the_flag(gated_weights):
-    from medcnn.app.batch import BatchItem, analyze_batch_item, rows_to_csv
+    from medcnn.app.batch import BatchItem, rows_to_csv, score_items, table_row
 
-    good = analyze_batch_item(BatchItem("good.png", png_bytes(96, seed=3002)))
-    bad = analyze_batch_item(BatchItem("noise.png", noise_png(1)))
-    assert good.row["ood_level"] == "ok" and good.row["decision"] in ("NORMAL", "PNEUMONIA")
-    assert bad.row["ood_level"] == "outside" and bad.row["decision"] == "not analysed"
-    assert bad.row["probability"] == "not shown" and bad.heatmap is None and bad.row["ood_reasons"]
-    csv = rows_to_csv([good.row, bad.row]).decode()
+    good, bad = score_items([BatchItem("good.png", png_bytes(96, seed=3002)), BatchItem("noise.png", noise_png(1))])
+    good_row, bad_row = table_row(good), table_row(bad)
+    assert good_row["ood_level"] == "ok" and good_row["decision"] in ("NORMAL", "PNEUMONIA")
+    assert bad_row["ood_level"] == "outside" and bad_row["decision"] == "not analysed"
+    assert bad_row["probability"] == "not shown" and bad.heatmap is None and bad_row["ood_reasons"]
+    csv = rows_to_csv([good_row, bad_row]).decode()
     assert csv.splitlines()[0].count("ood_level") == 1 and "ood_score" in csv and "not analysed" in csv
 
     archive = io.BytesIO()

@@ -133,7 +133,7 @@ def test_mixed_zip_in_batch_reaches_each_familys_model(two_gates):
     assert table.loc["mixed.zip/cxr.png", "model"] == "cxr_pneumonia"
     assert list(table.loc[["mixed.zip/slice.png", "mixed.zip/slice2.png"], "model"]) == ["ct_covid", "ct_covid"]
     assert set(table["decision"]) <= {"NORMAL", "PNEUMONIA", "NonCOVID", "COVID"}
-    assert "the CT model reads it" in table.loc["mixed.zip/slice.png", "ood_reasons"]
+    assert "the CT model reads it" in table.loc["mixed.zip/slice.png", "routed"]
 
 
 def test_mixed_zip_in_case_review_reaches_each_familys_model(two_gates):
@@ -182,9 +182,9 @@ def test_mr_dicom_is_not_analysed_with_the_reason_not_an_error(weights):
 
 
 def test_mr_dicom_in_batch_and_case_review_is_not_analysed(weights):
-    from medcnn.app.batch import BatchItem, analyze_batch_item
+    from medcnn.app.batch import BatchItem, score_items, table_row
 
-    row = analyze_batch_item(BatchItem("mr.dcm", mr_small())).row
+    row = table_row(score_items([BatchItem("mr.dcm", mr_small())])[0])
     assert (row["decision"], row["probability"], row["caution"], row["error"]) == ("not analysed", "not shown",
                                                                                       MR_REASON, "")
     at = upload(page("pages/5_Case_review.py"), [("mr.dcm", mr_small(), "application/dicom")])
