@@ -28,8 +28,10 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +112,31 @@ def _read_site(args: argparse.Namespace, card: Any) -> tuple[Any, np.ndarray, li
     return df, y, binary_names(card, args.finding, args.positive), groups
 
 
+class _SiteFiles(Sequence):
+    """The site's image files as scoring sources ``(path, bytes)``, each file read once, when the engine
+    takes its chunk; the SHA-256 of what was read is kept for the card
+    (:func:`medcnn.evaluation.site_card.site_digests_sha256`),
+    so no file is read again. A file that cannot be read is handed on as its path: the engine
+    records it as unreadable."""
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        self.paths = [str(p) for p in paths]
+        self.sha256: list[bytes | None] = [None] * len(self.paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        try:
+            data = Path(self.paths[i]).read_bytes()
+        except OSError:
+            return self.paths[i]
+        self.sha256[i] = hashlib.sha256(data).digest()
+        return self.paths[i], data
+
+
 def _short(path: str | Path) -> str:
     """``<folder>/<file>``: a path without the machine-specific prefix."""
     p = Path(path)
@@ -180,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
     if args.n_boot < 0 or args.folds < 2 or args.batch_size < 1:
         raise ValueError("--n-boot must be >= 0, --folds >= 2 and --batch-size >= 1")
     from medcnn.evaluation.site import InsufficientSiteDataError, recalibrate
-    from medcnn.evaluation.site_card import file_sha256, recalibrated_card, site_data_sha256, write_recalibrated
+    from medcnn.evaluation.site_card import file_sha256, recalibrated_card, site_digests_sha256, write_recalibrated
     from medcnn.evaluation.site_task import SiteTask
     from medcnn.inference import Predictor, resolve_card
     from medcnn.models.card import ModelCard
@@ -200,7 +227,8 @@ def run(args: argparse.Namespace) -> int:
     def progress(done: int, total: int) -> None:
         print(f"\rscored {done}/{total} images", end="" if done < total else "\n", file=sys.stderr)
 
-    logits, kept, left_out = left_out_by_class(scorer, df["path"].tolist(), [names[v] for v in y], progress)
+    files = _SiteFiles(df["path"].tolist())
+    logits, kept, left_out = left_out_by_class(scorer, files, [names[v] for v in y], progress)
     fields, report = recalibrate(card, logits, y[kept], None if groups is None else groups[kept],
                                  args.min_per_class, finding=args.finding, names=names, left_out=left_out,
                                  n_boot=args.n_boot, seed=args.seed, folds=args.folds)
@@ -211,9 +239,8 @@ def run(args: argparse.Namespace) -> int:
     written = None
     if fields["changed"]:
         extra = {"split": args.split, "group_column": args.group_column, "n_listed": int(len(df))}
-        used = df.iloc[kept]
-        data_sha = site_data_sha256((Path(p).read_bytes() for p in used["path"]), used["label"].tolist(),
-                                    None if groups is None else groups[kept].tolist())
+        data_sha = site_digests_sha256((files.sha256[i] for i in kept), df["label"].iloc[kept].tolist(),
+                                       None if groups is None else groups[kept].tolist())
         new = recalibrated_card(card, fields, report, out.stem, weights_sha256=sha, data_sha256=data_sha,
                                 command=_command(args, model_path), skipped=skipped, extra=extra)
         written = write_recalibrated(card, new, out, overwrite=args.overwrite)

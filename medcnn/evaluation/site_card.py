@@ -19,7 +19,7 @@ from typing import Any
 from medcnn.evaluation.site_task import Point, RecalibrationError, SiteTask
 from medcnn.models.card import ModelCard, card_file, file_sha256
 
-__all__ = ["file_sha256", "recalibrated_card", "site_data_sha256", "write_recalibrated"]
+__all__ = ["file_sha256", "recalibrated_card", "site_data_sha256", "site_digests_sha256", "write_recalibrated"]
 
 _THRESHOLD_RULE = ("Youden's J on calibrated site probabilities when refitted; a kept operating point is "
                    "carried to a refitted temperature so that it calls the same images")
@@ -37,10 +37,16 @@ def site_data_sha256(images: Iterable[bytes], labels: Iterable[str], groups: Ite
         labels: Class name of each row.
         groups: Patient id of each row, or None.
     """
+    return site_digests_sha256((hashlib.sha256(content).digest() for content in images), labels, groups)
+
+
+def site_digests_sha256(digests: Iterable[bytes], labels: Iterable[str], groups: Iterable[str] | None = None) -> str:
+    """:func:`site_data_sha256` from each image's SHA-256 digest (32 bytes), for a caller that hashed
+    the bytes when it read them and no longer holds them."""
     h = hashlib.sha256()
     labels = list(labels)
-    for content, label, group in zip(images, labels, [""] * len(labels) if groups is None else groups):
-        h.update(hashlib.sha256(content).digest() + str(label).encode() + b"\0" + str(group).encode() + b"\0")
+    for digest, label, group in zip(digests, labels, [""] * len(labels) if groups is None else groups):
+        h.update(digest + str(label).encode() + b"\0" + str(group).encode() + b"\0")
     return h.hexdigest()
 
 

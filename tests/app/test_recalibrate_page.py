@@ -277,3 +277,19 @@ def test_model_card_page_shows_an_installed_recalibrated_card(tmp_path, monkeypa
     assert not at.error
     sets = {v for d in at.dataframe if "set" in d.value.columns for v in d.value["set"]}
     assert {"site", "site_before_recalibration", "original_test"} <= sets
+
+
+def test_each_site_image_is_decoded_once(informative_weights, monkeypatch):
+    """The engine decodes the bytes collect_site took from the ZIP, once per image; nothing else decodes."""
+    import medcnn.scoring
+    from medcnn.app import recalibrate as app_recal
+
+    decoded: list[bytes] = []
+    read_image = medcnn.scoring.read_image
+    monkeypatch.setattr(medcnn.scoring, "read_image",
+                        lambda source, *a, **k: decoded.append(source) or read_image(source, *a, **k))
+    site = app_recal.collect_site([("site.zip", bright_dark_zip(10))], ["NORMAL", "PNEUMONIA"])
+    app_recal.recalibrate_site.clear()
+    result = app_recal.recalibrate_site(site.key, site, str(informative_weights / "cxr_pneumonia.json"), 0.0, 5, 50)
+    assert result.report["n_images"] == len(site.data) == 20
+    assert len(decoded) == 20 and [id(d) for d in decoded] == [id(d) for d in site.data]

@@ -231,3 +231,36 @@ def test_multilabel_finding_round_trips_through_the_card(findings_model, tmp_pat
         bright = Predictor(out, device="cpu").predict(read_image(png(150, 3)))
         old = Predictor(findings_model, device="cpu").predict(read_image(png(150, 3)))
     assert "Lung Opacity" in bright.decided and "Lung Opacity" not in old.decided
+
+
+def test_each_site_image_is_read_and_decoded_once(tiny_model, tmp_path, monkeypatch, capsys):
+    """The engine decodes the bytes the command read; the card's site digest comes from those same bytes."""
+    import medcnn.scoring
+    from medcnn.evaluation.site_card import site_data_sha256
+
+    data = site_csv(tmp_path / "site", 12)
+    images = sorted((tmp_path / "site" / "img").glob("SMITH_JOHN_*.png"))
+    reads: dict[str, int] = {}
+    decoded: list[object] = []
+    read_bytes, read_image = Path.read_bytes, medcnn.scoring.read_image
+
+    def counting_read(self):
+        reads[self.name] = reads.get(self.name, 0) + 1
+        return read_bytes(self)
+
+    def counting_decode(source, *args, **kwargs):
+        decoded.append(source)
+        return read_image(source, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_bytes", counting_read)
+    monkeypatch.setattr(medcnn.scoring, "read_image", counting_decode)
+    out = tmp_path / "out" / "cxr_site.json"
+    assert cli(["--model", str(tiny_model), "--data", str(data), "--min-per-class", "10", "--n-boot", "50",
+                "--out", str(out)]) == 0
+    assert len(decoded) == len(images) + 1 and all(isinstance(d, bytes) for d in decoded)  # + the broken file
+    assert {name: n for name, n in reads.items() if name.startswith("SMITH")} == {
+        **{p.name: 1 for p in images}, "SMITH_JANE_broken.png": 1}
+    monkeypatch.undo()
+    labels = ["PNEUMONIA" if i % 2 else "NORMAL" for i in range(len(images))]
+    recorded = ModelCard.load(out).training["recalibration"]["site_data"]["sha256"]
+    assert recorded == site_data_sha256([p.read_bytes() for p in images], labels)
