@@ -64,6 +64,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("explain", "evaluation"),
     ("visualize",),  # draws both: the heat-map overlays, metric figures and the PDF report
     ("inference",),  # the serving path: Predictor, which card serves an image, the OOD gate's use
+    # one image's record as it grows (image, prediction and gate verdict, maps): the type the serving
+    # path's results are kept in, above what it holds; torch-free and importing no medcnn module
+    ("analysis",),
     ("routing",),  # which model answers an image: the modality's card, then the models' gates
     ("scoring",),  # the one scoring engine: files or bytes in, one row per image out
     # the serving path run from elsewhere: across processes and machines (and training's steps
