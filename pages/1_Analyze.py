@@ -1,7 +1,9 @@
 """Analyze one image: preprocessing, probabilities, saliency, PDF report.
 
 Thin page: every computation is in :mod:`medcnn.app.state` (cached), :mod:`medcnn.app.display`
-(charts, tables) and :mod:`medcnn.visualize.report`.
+(charts, tables) and :mod:`medcnn.visualize.report`. The page keeps one analysis record
+(:class:`medcnn.analysis.Analysis`) per image, card, frame and window: the prediction, the gate's
+verdict, the maps and the sanity check are all read from it, never recomputed from the bytes.
 """
 from datetime import datetime, timezone
 
@@ -83,10 +85,13 @@ if image.meta.n_frames > 1:
         st.session_state.pop("frame", None)
         st.session_state["frame_of"] = key
     frame = st.slider("Frame (0 = first)", 0, image.meta.n_frames - 1, image.meta.n_frames // 2, key="frame")
-    try:
-        image = appstate.read_upload(key, data, frame)
-    except Exception as e:  # noqa: BLE001
-        fail("reading the frame", e)
+    if frame == image.meta.frame:  # the frame already read (the reader's default): not decoded again
+        frame = None
+    else:
+        try:
+            image = appstate.read_upload(key, data, frame)
+        except Exception as e:  # noqa: BLE001
+            fail("reading the frame", e)
 
 window = None
 if app_display.is_ct_dicom(image.meta):
@@ -110,7 +115,7 @@ for message in image.meta.warnings:
 
 # ----------------------------------------------------------------------------- prediction
 st.subheader("Prediction")
-if routed.prediction is None:  # no model reads this image (e.g. MR): not analysed, with the reason
+if routed.analysis is None:  # no model reads this image (e.g. MR): not analysed, with the reason
     st.warning(f"**Not analysed: no model here reads this image.**\n\n- {routed.reason[0].upper()}{routed.reason[1:]}.")
     st.markdown(f"**Decision: {presentation.NOT_ANALYSED}** · {routed.reason}")
     px = np.asarray(image.pixels, np.float32)
@@ -120,18 +125,18 @@ if routed.prediction is None:  # no model reads this image (e.g. MR): not analys
     st.table(app_display.meta_rows(image.meta), border="horizontal", hide_index=True)
     forget_button(key)
     st.stop()
-card_path, pred, steps, how = routed.card_path, routed.prediction, routed.steps, routed.how
-card = appstate.get_predictor(card_path).card
+analysis, how = routed.analysis, routed.how  # this image's record: everything below reads it
+card, pred = analysis.card, analysis.prediction
 if routed.rerouted:
     st.info(f"Model {card.name}: {how}.")
-gate_title, gate_reasons = app_display.ood_message(pred.ood)
+gate_title, gate_reasons = app_display.ood_message(analysis.verdict)
 if gate_title:
-    (st.error if pred.ood.withheld else st.warning)(
+    (st.error if analysis.withheld else st.warning)(
         "\n\n".join([f"**{gate_title}**", *(f"- {r[0].upper()}{r[1:]}." for r in gate_reasons)]
                      + ([f"*{routed.reason[0].upper()}{routed.reason[1:]}.*"] if routed.reason else [])))
 decision, detail = presentation.decision_parts(card, pred)
 st.markdown(f"**Decision: {decision}** · {detail}")
-if pred.ood.withheld:
+if analysis.withheld:
     st.caption(f"Model **{card.name}** ({card.architecture}, {how}) · {pred.seconds:.2f} s")
     chart_slot = None
 elif card.head_rule.per_finding:  # one row per presented finding, by probability relative to its operating point
@@ -145,11 +150,11 @@ else:
     chart_slot = metric_cols[-1].empty()  # filled after the images: they are what the user waits for
     st.caption(f"Model **{card.name}** ({card.architecture}, {how}) · {pred.seconds:.2f} s")
 
-audit_analysis(key, card.name, method, pred.decided, pred.ood.level, card.labels)
+audit_analysis(key, card.name, method, pred.decided, analysis.verdict.level, card.labels)
 
 # ----------------------------------------------------------------------------- explanation
-display = pred.pipeline_result.display
-if pred.ood.withheld:  # a map of an image the model cannot read would only look like evidence
+display = analysis.display
+if analysis.withheld:  # a map of an image the model cannot read would only look like evidence
     st.subheader("Model input")
     st.image(app_display.to_uint8(display), caption="Model input (no explanation: image not analysed)",
              width=480)
@@ -158,16 +163,18 @@ if pred.ood.withheld:  # a map of an image the model cannot read would only look
 else:
     st.subheader("Explanation")
     with target_slot:
+        targets = analysis.targets  # the card's head orders them and names the default
+        first = targets.index(analysis.default_target) if analysis.default_target in targets else 0
         if card.head_rule.per_finding:  # a new image starts on its top finding
-            target = st.selectbox("Target finding", app_findings.explain_targets(card, pred), index=0,
+            target = st.selectbox("Target finding", targets, index=first,
                                   key=f"target_{card.name}_{key[:12]}",
                                   help="Any row of the findings table; default: the top row.")
         else:
-            target = st.selectbox("Target class", card.labels, index=card.labels.index(pred.label),
+            target = st.selectbox("Target class", targets, index=first,
                                   key=f"target_{card.name}", help="Default: the predicted class.")
     try:
         with st.spinner(f"Computing {methods[method].label}..."):
-            expl = appstate.explain_upload(key, data, card_path, frame, window, method, target)
+            expl = appstate.explain_analysis(analysis, method, target)
     except Exception as e:  # noqa: BLE001
         fail("explaining", e)
     scale = presentation.map_scale(expl.probability, scale_by_prob)
@@ -200,12 +207,11 @@ else:
                                       "margins suggests the model uses acquisition cues, not anatomy.")
 
 if expl is not None:
-    sanity_key = (key, card_path, frame, str(window), method, target)
+    sanity_key = (key, analysis.card_path, frame, str(window), method, target)
     if st.button("Run sanity check (model randomisation)", key="sanity"):
         try:
             with st.spinner("Randomising layers and recomputing the map..."):
-                st.session_state["sanity_result"] = (sanity_key, appstate.sanity_upload(
-                    key, data, card_path, frame, window, method, target))
+                st.session_state["sanity_result"] = (sanity_key, appstate.sanity_upload(analysis, method, target))
         except Exception as e:  # noqa: BLE001
             st.error(appstate.error_message("running the sanity check", e))
     stored = st.session_state.get("sanity_result")
@@ -263,8 +269,8 @@ with m2:
 
 st.subheader("Preprocessing")
 st.caption("Every step of the model's pipeline, ending with the exact tensor the network receives.")
-step_cols = st.columns(len(steps))
-for col, step in zip(step_cols, steps):
+step_cols = st.columns(len(analysis.steps))
+for col, step in zip(step_cols, analysis.steps):
     col.image(app_display.to_uint8(step.image), width="stretch")
     col.markdown(f"**{step.name}** · {' x '.join(map(str, step.shape))}")
     col.caption(app_display.format_params(step.params))

@@ -7,15 +7,15 @@ What is achievable, given how Streamlit holds data:
   reset the widget, by giving it a new key: :func:`uploader_key` returns ``"upload_<n>"``, and
   :func:`forget_upload` increments ``n``, so on the next run the old widget (and its file) is
   orphaned and Streamlit deletes it at the end of that run.
-* **Derived results** (decoded pixels, predictions, explanations, sanity checks, the
-  de-identified copy) are ``st.cache_data`` entries in :mod:`medcnn.app.state`, shared by every
+* **Derived results** (decoded pixels, the analysis records with their predictions, explanations
+  and sanity checks, the de-identified copy) are cache entries in :mod:`medcnn.app.state`, shared by every
   session of the process and keyed by the image hash *plus* the options (model, frame, window,
   method, target). Streamlit can clear one entry only when it is given every argument of that
   entry; an upload may have produced many (every method, target, frame and window tried), and
   custom windows cannot be enumerated. So :func:`forget_upload` clears those per-image caches
   entirely: other sessions' results are recomputed on their next rerun (one prediction and one
   explanation each), nobody's results are wrong, and no entry of the forgotten image survives.
-  The model cache (``st.cache_resource``) holds no image data and is kept.
+  The model cache holds no image data and is kept.
 * **This session's state** that names the image (its hash, the sanity-check result, the frame
   slider) is removed.
 
@@ -38,8 +38,9 @@ import streamlit as st
 
 __all__ = ["PER_IMAGE_CACHES", "SESSION_KEYS", "forget_button", "forget_upload", "forgotten_notice", "uploader_key"]
 
-#: The ``st.cache_data`` functions of :mod:`medcnn.app.state` that hold per-image results.
-PER_IMAGE_CACHES = ("read_upload", "predict_upload", "explain_upload", "sanity_upload", "deidentified_upload")
+#: The cached functions of :mod:`medcnn.app.state` that hold per-image results (the decoded image; the
+#: analysis record with its prediction, maps and sanity checks; the de-identified copy).
+PER_IMAGE_CACHES = ("read_upload", "analyze_upload", "deidentified_upload")
 #: Session-state entries of the Analyze page that refer to the current image, the one opened from
 #: a PACS included (``medcnn.app.pacs``'s ``pacs_image``: its bytes and UIDs, in memory only).
 SESSION_KEYS = ("audited_upload", "frame_of", "frame", "sanity_result", "pacs_image")

@@ -8,12 +8,13 @@ names (which often hold patient names) are dropped as soon as the archive is rea
 reach the page or the PDF; the uploader is emptied once the set is taken, so its list of file
 names does not stay on screen either. A file that cannot be read becomes a case with its error.
 
-Results are computed once per case: the prediction through the shared
-:func:`~medcnn.app.state.predict_upload` cache, the explanation through
-:func:`~medcnn.app.state.explain_upload`, and both are also kept per session
-(:func:`case_result`, :func:`case_explanation`), so stepping back and forth through a set
-larger than the shared caches never recomputes. The per-session store is bounded by
-:data:`MAX_CASES` images.
+Results are computed once per case: the prediction is the case's analysis record
+(:func:`~medcnn.app.state.route_upload` over :func:`~medcnn.app.state.analyze_upload`, the same
+record the Analyze page reads), and a map is added to that record
+(:func:`~medcnn.app.state.explain_analysis`). What the page shows of both is also kept per session
+(:func:`case_result`, :func:`case_explanation`), so stepping back and forth through a set larger
+than the shared caches never recomputes. The per-session store is bounded by :data:`MAX_CASES`
+images.
 """
 from __future__ import annotations
 
@@ -292,20 +293,19 @@ def case_result(case: Case, model_choice: str) -> CaseResult:
     key = (case.key, model_choice)
     if key not in store:
         try:
-            image = appstate.read_upload(case.key, case.data, None)
             routed = appstate.route_upload(case.key, case.data, model_choice)  # per image, like Analyze
-            card = appstate.get_predictor(routed.card_path).card if routed.prediction is not None else None
+            meta = appstate.read_upload(case.key, case.data, None).meta if routed.analysis is None else None
         except Exception as e:  # noqa: BLE001 - one bad file must not stop the review
             store[key] = CaseResult(error=appstate.error_message("analysing this file", e))
         else:
-            if routed.prediction is None:  # no model reads it (e.g. MR): not analysed, with the reason
-                store[key] = CaseResult(meta=image.meta, how=routed.how, reason=routed.reason)
+            record = routed.analysis
+            if record is None:  # no model reads it (e.g. MR): not analysed, with the reason
+                store[key] = CaseResult(meta=meta, how=routed.how, reason=routed.reason)
                 return store[key]
-            pred = routed.prediction
-            views = [dataclasses.replace(s, image=_to_uint8(s.image)) for s in routed.steps]
-            store[key] = CaseResult("", routed.card_path, card, dataclasses.replace(pred, pipeline_result=None),
-                                    np.asarray(pred.pipeline_result.display, np.float32), views, image.meta,
-                                    routed.how, routed.reason)
+            views = [dataclasses.replace(s, image=_to_uint8(s.image)) for s in record.steps]
+            store[key] = CaseResult("", record.card_path, record.card,
+                                    dataclasses.replace(record.prediction, pipeline_result=None), record.display,
+                                    views, record.meta, routed.how, routed.reason)
     return store[key]
 
 
@@ -321,8 +321,9 @@ def case_explanation(case: Case, result: CaseResult, method: str) -> CaseExplana
     store = _store("explanations")
     key = (case.key, result.card_path, method, target)
     if key not in store:
-        try:
-            expl = appstate.explain_upload(case.key, case.data, result.card_path, None, None, method, target)
+        try:  # the case's record (kept by the shared cache; rebuilt from its image only if evicted)
+            record = appstate.analyze_upload(case.key, case.data, result.card_path)
+            expl = appstate.explain_analysis(record, method, target)
         except Exception as e:  # noqa: BLE001
             store[key] = CaseExplanation(method, target, error=appstate.error_message("explaining this case", e))
         else:

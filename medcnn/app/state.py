@@ -12,26 +12,38 @@ Caching (split by kind, as Streamlit recommends):
 * The torch work inside the cached functions (a prediction, a map, a sanity check) runs in a
   compute slot of :mod:`medcnn.app.compute`: a bounded number at once, each with the same torch
   thread count, however many sessions ask; a cache hit takes no slot.
-* :func:`read_upload`, :func:`predict_upload`, :func:`explain_upload`,
-  :func:`sanity_upload` - ``st.cache_data`` keyed by the SHA-256 of the file bytes plus
-  the options (model, frame, window, method, target). The bytes travel as ``_data``, an
-  argument Streamlit leaves out of the key, so hashing happens once per upload. The
-  overlay (opacity, colormap, contour) is *not* part of any key: changing the opacity
-  only redraws, it never recomputes the explanation.
+* :func:`read_upload` - ``st.cache_resource`` keyed by the SHA-256 of the file bytes and the
+  frame: one decode per file and frame, shared (its pixels are read-only). The bytes travel as
+  ``_data``, an argument Streamlit leaves out of the key, so hashing happens once per upload.
+* :func:`analyze_upload` - ``st.cache_resource``: the one :class:`~medcnn.analysis.Analysis`
+  record of an image read with one card, frame and window. It is built stage by stage from the
+  decoded image (never from the bytes again): metadata, prediction (with the gate's verdict) and
+  step thumbnails; maps (:func:`explain_analysis`) and sanity checks (:func:`sanity_upload`) are
+  then memoised on it by (method, target, objective). The overlay (opacity, colormap, contour) is
+  *not* part of any key: changing the opacity only redraws, it never recomputes the explanation.
+  Records are shared by every session (two users of one image get one map), so what they hand out
+  is read-only.
+* :func:`route_upload` - which record answers an upload (:mod:`medcnn.routing` decides);
+  :func:`predict_upload`, :func:`explain_upload` - the record's results by bytes (Batch).
 
 Privacy: uploads are only held in memory (the caches live in this process); nothing is
-written to disk or logged. Cached values hold pixels and non-identifying metadata only.
+written to disk or logged. Cached values hold pixels and non-identifying metadata only, and
+every per-image cache has a lifetime (:data:`CACHE_TTL_S`) and a bound; "Forget this image"
+clears them (:mod:`medcnn.app.forget`).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
-from dataclasses import dataclass, field
+import inspect
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import streamlit as st
 
+from medcnn.analysis import Analysis, StepView, step_views, thumbnail
 from medcnn.notices import collected
 from medcnn.app.compute import ComputeConfigError, compute_slot, compute_slots
 from medcnn.models.card import ModelCard
@@ -41,6 +53,9 @@ from medcnn.visualize.report import DISCLAIMER
 __all__ = [
     "AUTO_MODEL",
     "DISCLAIMER",
+    "Analysis",
+    "analyze_upload",
+    "explain_analysis",
     "StepView",
     "deidentified_upload",
     "device_description",
@@ -67,7 +82,6 @@ AUTO_MODEL = "Auto (by modality)"
 
 #: Lifetime of a cached per-image result (seconds): nothing derived from an upload outlives it.
 CACHE_TTL_S = 900
-_THUMB = 384  # max side of preprocessing-step images sent to the browser
 
 
 # --------------------------------------------------------------------------- models
@@ -180,116 +194,125 @@ def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@st.cache_data(show_spinner=False, max_entries=4, ttl=CACHE_TTL_S)
+def _every_argument(cached: Any) -> Any:
+    """``cached`` called with every argument, defaults filled in, in order.
+
+    Streamlit keys a call by the arguments as passed: ``f(key, data, card)`` and
+    ``f(key, data, card, None, None)`` would be two entries, and the second caller would compute the
+    same result again. The wrapper keeps the cached function's ``clear`` (:mod:`medcnn.app.forget`).
+    """
+    signature = inspect.signature(cached)
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return cached(*bound.args)
+
+    functools.update_wrapper(call, cached, updated=())
+    call.clear = cached.clear  # type: ignore[attr-defined]
+    return call
+
+
+@_every_argument
+@st.cache_resource(show_spinner=False, max_entries=4, ttl=CACHE_TTL_S)
 def read_upload(key: str, _data: bytes, frame: int | None = None) -> MedImage:
-    """Decode an upload (cached by ``key`` = :func:`digest` of ``_data``).
+    """Decode an upload once per file and frame (cached by ``key`` = :func:`digest` of ``_data``).
+
+    The image is shared by every caller (no copy per rerun): its pixels are read-only.
 
     Raises:
         UnsupportedImageError: not a readable DICOM / PNG / JPEG (message says why).
     """
     with collected():  # soft problems are in meta.warnings; shown by the page
-        return read_image(_data, frame=frame)
+        image = read_image(_data, frame=frame)
+    image.pixels.flags.writeable = False
+    return image
 
 
-@dataclass
-class StepView:
-    """One preprocessing step for display: name, parameters, image (H, W) float32 [0, 1]."""
+@_every_argument
+@st.cache_resource(show_spinner=False, max_entries=16, ttl=CACHE_TTL_S)
+def analyze_upload(key: str, _data: bytes, card_path: str, frame: int | None = None,
+                   window: Any = None) -> Analysis:
+    """The :class:`~medcnn.analysis.Analysis` record of an upload read with one card, frame and window.
 
-    name: str
-    params: dict[str, Any]
-    image: np.ndarray
-    shape: tuple[int, ...]
-
-
-def thumbnail(image: np.ndarray, max_side: int = _THUMB) -> np.ndarray:
-    """Downscale (area interpolation) so the longer side is at most ``max_side``."""
-    import cv2
-
-    h, w = image.shape[:2]
-    scale = max_side / max(h, w)
-    if scale >= 1:
-        return image
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-
-
-def step_views(steps: list[Any], max_side: int = _THUMB) -> list[StepView]:
-    """Display copies of pipeline steps: downscaled, and the last (tensor) min-max scaled.
-
-    The tensor step keeps its exact pixels (it is already at the model's input size);
-    its parameters hold the real value range.
-    """
-    views = []
-    for i, s in enumerate(steps):
-        img = np.asarray(s.image, dtype=np.float32)
-        shape = tuple(img.shape)
-        if i == len(steps) - 1:
-            lo, hi = float(img.min()), float(img.max())
-            img = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
-            shape = (1, 1, *shape)
-        views.append(StepView(s.name, dict(s.params), thumbnail(np.clip(img, 0, 1), max_side), shape))
-    return views
-
-
-@st.cache_data(show_spinner=False, max_entries=16, ttl=CACHE_TTL_S)
-def predict_upload(key: str, _data: bytes, card_path: str, frame: int | None = None,
-                   window: Any = None) -> tuple[Any, list[StepView]]:
-    """Prediction of an upload with one model, plus display copies of the pipeline steps.
-
-    The returned prediction's ``pipeline_result.steps`` is emptied (the full-resolution
-    intermediates are large); the downscaled :class:`StepView` list replaces it.
+    Built once per key, stage by stage: the decoded image of :func:`read_upload` (not the bytes
+    again), then the prediction (one compute slot) with the gate's verdict, and the pipeline steps
+    as thumbnails (the full-resolution intermediates are dropped from the prediction). Maps and
+    sanity checks are added to the record later (:func:`explain_analysis`, :func:`sanity_upload`).
 
     Raises:
         UnsupportedImageError, CardError, ValueError: unreadable image, bad card, or a DICOM
             modality the model does not accept.
     """
-    img = read_upload(key, _data, frame)
+    image = read_upload(key, _data, frame)
+    record = Analysis(key, str(card_path), frame, window).with_image(image.meta)
     predictor = get_predictor(card_path)
     with compute_slot():
-        pred = predictor.predict(img, window=window, keep_steps=True)
+        pred = predictor.predict(image, window=window, keep_steps=True)
     views = step_views(pred.pipeline_result.steps)
     pred.pipeline_result.steps = []
-    return pred, views
+    return record.with_prediction(predictor.card, pred, views)
 
 
-@st.cache_data(show_spinner=False, max_entries=32, ttl=CACHE_TTL_S)
-def explain_upload(key: str, _data: bytes, card_path: str, frame: int | None, window: Any,
-                   method: str, target: str, objective: str = "auto") -> Any:
-    """Explanation (heat map at the model's input size) of one upload for one target class.
+def predict_upload(key: str, data: bytes, card_path: str, frame: int | None = None,
+                   window: Any = None) -> tuple[Any, list[StepView]]:
+    """The prediction and step thumbnails of the upload's record (:func:`analyze_upload`; raises as it)."""
+    record = analyze_upload(key, data, card_path, frame, window)
+    return record.prediction, record.steps
 
-    The map explains ``objective`` (default: the logit difference that sets the displayed
-    probability, :mod:`medcnn.explain.objective`; ``"logit"`` for the single logit). The
-    result carries the target's displayed probability, the card's operating point for it,
-    whether the model calls it (the prediction's own decision) and a ``notice`` for the
-    page when the map could mislead (:func:`medcnn.explain.at_operating_point`).
 
-    Cached by (file hash, model, frame, window, method, target, objective): overlay
-    options are not part of the key.
+def explain_analysis(record: Analysis, method: str, target: str, objective: str = "auto") -> Any:
+    """Explanation (heat map at the model's input size) of one target of an analysed image.
+
+    Computed once per (method, target, objective) and memoised on the record, from the record's
+    own tensor. The map explains ``objective`` (default: the logit difference that sets the
+    displayed probability, :mod:`medcnn.explain.objective`; ``"logit"`` for the single logit).
+    The result carries the target's displayed probability, the card's operating point for it,
+    whether the model calls it (the prediction's own decision, :func:`medcnn.explain.judged_by_head`)
+    and a ``notice`` for the page when the map could mislead.
+
+    Raises:
+        ValueError: unknown method or target, or the gate withholds the image.
     """
-    from medcnn.explain import explain, judged_by_head
+    def compute() -> Any:
+        from medcnn.explain import explain, judged_by_head
 
-    pred, _ = predict_upload(key, _data, card_path, frame, window)
-    predictor = get_predictor(card_path)
-    card, head = predictor.card, predictor.card.head_rule
-    with compute_slot():
-        exp = explain(predictor.model, pred.pipeline_result.tensor, head.index(target), method=method,
-                      layer=card.target_layer, pipeline=predictor.pipeline, head=head, objective=objective)
-    return judged_by_head(exp, head, pred, target)
+        predictor = get_predictor(record.card_path)
+        card, head = record.card, record.card.head_rule
+        with compute_slot():
+            exp = explain(predictor.model, record.prediction.pipeline_result.tensor, head.index(target),
+                          method=method, layer=card.target_layer, pipeline=predictor.pipeline, head=head,
+                          objective=objective)
+        return judged_by_head(exp, head, record.prediction, target)
+
+    return record.explanation(method, target, objective, compute)
 
 
-@st.cache_data(show_spinner=False, max_entries=8, ttl=CACHE_TTL_S)
-def sanity_upload(key: str, _data: bytes, card_path: str, frame: int | None, window: Any,
-                  method: str, target: str, objective: str = "auto") -> dict[str, Any]:
-    """Model-randomisation sanity check (Adebayo et al. 2018) of one explanation (same objective)."""
-    from medcnn.explain.sanity import randomisation_test
+def explain_upload(key: str, data: bytes, card_path: str, frame: int | None, window: Any,
+                   method: str, target: str, objective: str = "auto") -> Any:
+    """:func:`explain_analysis` of the upload's record (:func:`analyze_upload`), for callers that hold
+    the bytes but no record (raises as those two)."""
+    return explain_analysis(analyze_upload(key, data, card_path, frame, window), method, target, objective)
 
-    pred, _ = predict_upload(key, _data, card_path, frame, window)
-    predictor = get_predictor(card_path)
-    head = predictor.card.head_rule
-    with compute_slot():
-        return randomisation_test(predictor.model, pred.pipeline_result.tensor, head.index(target), method,
-                                  layer=predictor.card.target_layer, pipeline=predictor.pipeline,
-                                  objective=objective, head=head)
+
+def sanity_upload(record: Analysis, method: str, target: str, objective: str = "auto") -> dict[str, Any]:
+    """Model-randomisation sanity check (Adebayo et al. 2018) of one map of an analysed image (same
+    objective), memoised on the record like the map.
+
+    Raises:
+        ValueError: unknown method or target, or the gate withholds the image.
+    """
+    def compute() -> dict[str, Any]:
+        from medcnn.explain.sanity import randomisation_test
+
+        predictor = get_predictor(record.card_path)
+        head = record.card.head_rule
+        with compute_slot():
+            return randomisation_test(predictor.model, record.prediction.pipeline_result.tensor, head.index(target),
+                                      method, layer=record.card.target_layer, pipeline=predictor.pipeline,
+                                      objective=objective, head=head)
+
+    return record.sanity(method, target, objective, compute)
 
 
 @st.cache_data(show_spinner=False, max_entries=4, ttl=CACHE_TTL_S)
@@ -311,23 +334,31 @@ def deidentified_upload(key: str, _data: bytes) -> tuple[bytes, Any]:
 # --------------------------------------------------------------------------- routing
 @dataclass
 class Routed:
-    """Which model answers an upload and why (:func:`route_upload`): its card and result (``card_path``
-    "" and ``prediction`` None when no model reads the image), ``how`` it was chosen (for the caption),
-    ``rerouted`` (an earlier model's gate found it outside its scope) and ``reason``: why it is not
-    analysed and what to do ("" otherwise)."""
+    """Which model answers an upload and why (:func:`route_upload`): the answering model's
+    :class:`~medcnn.analysis.Analysis` record (None when no model reads the image), ``how`` it was
+    chosen (for the caption), ``rerouted`` (an earlier model's gate found it outside its scope) and
+    ``reason``: why it is not analysed and what to do ("" otherwise)."""
 
-    card_path: str = ""
-    prediction: Any = None
-    steps: list[StepView] = field(default_factory=list)
+    analysis: Analysis | None = None
     how: str = ""
     rerouted: bool = False
     reason: str = ""
+
+    @property
+    def card_path(self) -> str:
+        """The answering card's ``.json`` ("" when no model reads the image)."""
+        return self.analysis.card_path if self.analysis is not None else ""
+
+    @property
+    def prediction(self) -> Any:
+        """The answering record's prediction (None when no model reads the image)."""
+        return self.analysis.prediction if self.analysis is not None else None
 
 
 def route_upload(key: str, data: bytes, choice: str = AUTO_MODEL, frame: int | None = None,
                  window: Any = None) -> Routed:
     """The one routing of an image to a model (:func:`medcnn.routing.route` decides), for Analyze,
-    Batch and Case review alike, with the cached predictions of :func:`predict_upload`.
+    Batch and Case review alike, over the records of :func:`analyze_upload` (one per card asked).
 
     A model chosen in the sidebar answers; under :data:`AUTO_MODEL` a PNG/JPEG goes to the chest X-ray
     model, then to the CT model when the first model's gate finds it outside its scope; MR, US, ...:
@@ -341,14 +372,14 @@ def route_upload(key: str, data: bytes, choice: str = AUTO_MODEL, frame: int | N
 
     meta = read_upload(key, data, frame).meta
     named = resolve_card_path(meta, choice) if choice and choice != AUTO_MODEL else None
-    steps: dict[str, list[StepView]] = {}
+    records: dict[str, Analysis] = {}
 
     def predict(card_path: str) -> Any:
-        pred, steps[card_path] = predict_upload(key, data, card_path, frame, window)
-        return pred
+        records[card_path] = analyze_upload(key, data, card_path, frame, window)
+        return records[card_path].prediction
 
     r = route(meta, predict, named, weights_dir(), named="chosen in the sidebar")
-    return Routed(r.card_path, r.prediction, steps.get(r.card_path, []), r.how, r.rerouted, r.reason)
+    return Routed(records.get(r.card_path), r.how, r.rerouted, r.reason)
 
 
 # --------------------------------------------------------------------------- errors
