@@ -215,7 +215,8 @@ class Predictor:
             logits_t = predict_logits(self.model, x, self.device)
             verdicts = [OODResult() for _ in images]
         else:  # one forward pass gives the logits and the gate's features
-            logits_t, verdicts = self.gate.judge(self._features, x)
+            upright = [self.pipeline.upright_by_header(img.meta) for img in images]
+            logits_t, verdicts = self.gate.judge(self._features, x, upright=upright)
         for img, verdict in zip(images, verdicts):
             check_scope(img.meta, self.scope, verdict)
         logits = logits_t.numpy().astype(np.float64)

@@ -187,7 +187,9 @@ def _ood_levels(model: Any, card: ModelCard, rows: CardRows, batch_size: int) ->
     extract = FeatureExtractor(model, gate.layers, gate.grid)
     levels: list[str] = []
     for start in range(0, len(rows), batch_size):
-        _, verdicts = gate.judge(extract, rows.tensor_batch(range(start, min(start + batch_size, len(rows)))))
+        batch = range(start, min(start + batch_size, len(rows)))
+        x = rows.tensor_batch(batch)  # as served: a slice its header turned upright is not asked its orientation
+        _, verdicts = gate.judge(extract, x, upright=[rows.upright[i] for i in batch])
         levels.extend(v.level for v in verdicts)
     return levels
 

@@ -72,6 +72,8 @@ class CardRows:
     def __init__(self, paths: Sequence[str], pipeline: Any):
         self.paths = list(paths)
         self.pipeline = pipeline
+        #: row -> whether its header turned it upright (``Pipeline.upright_by_header``), per row read
+        self.upright: dict[int, bool] = {}
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -89,7 +91,9 @@ class CardRows:
         tensors = []
         for i in indices:
             try:
-                tensors.append(self.pipeline(read_image(self.paths[i]), keep_steps=False).tensor)
+                image = read_image(self.paths[i])
+                tensors.append(self.pipeline(image, keep_steps=False).tensor)
+                self.upright[i] = self.pipeline.upright_by_header(image.meta)
             except UnsupportedImageError as e:
                 raise UnsupportedImageError(f"cannot read {self.paths[i]}: {e}") from None
         return torch.cat(tensors)

@@ -27,13 +27,12 @@ shown separately (:class:`OODResult` ``kind`` and ``style``):
 * **style** -- how far is this acquisition from the training films? Fitted on the training films
   as they are; it only cautions, when the acquisition lies beyond the 97.5th percentile of the
   validation films' variants ("acquired more differently than the films the model was checked on").
-* **orientation** -- is the film upright? (:mod:`medcnn.ood.orientation`, on the same features;
-  the kind question's variants make it tolerant of turned chest films): may withhold.
+* **orientation** -- is the image upright? (:mod:`medcnn.ood.orientation`, same features): may
+  withhold; not asked of a CT slice that its header turned upright (the ``orient`` step).
 
 Every gate also withholds an image with no detail (:mod:`medcnn.ood.detail`: a flat field or a
-smooth gradient), by a fixed rule.
-
-A gate without the variants (an older ``.ood.pt``) answers the kind question alone.
+smooth gradient), by a fixed rule. A gate without the variants (an older ``.ood.pt``) answers
+the kind question alone.
 """
 from __future__ import annotations
 
@@ -303,12 +302,14 @@ class OODGate:
             result.escalate("outside", f"the image appears to be {what}; this model reads upright films only")
         return result
 
-    def judge(self, extract: Any, x: Any) -> tuple[Any, list[OODResult]]:
+    def judge(self, extract: Any, x: Any, upright: Sequence[bool] | None = None) -> tuple[Any, list[OODResult]]:
         """Logits and verdicts of a batch in one forward pass (+ one small pass per flagged image).
 
         Args:
             extract: A :class:`~medcnn.ood.features.FeatureExtractor` of the model.
             x: float32 (N, 1, H, W) pipeline output.
+            upright: Per image, True when its header turned it to the standard view
+                (``Pipeline.upright_by_header``): not asked its orientation. None: all are asked.
 
         Returns:
             ``(logits, verdicts)``: float32 (N, K) CPU logits and one :class:`OODResult` per image.
@@ -318,6 +319,8 @@ class OODGate:
         scores, styles = self.score(arrays), self.style_score(arrays)
         verdicts = [self.assess(float(v), None if styles is None else float(styles[i])) for i, v in enumerate(scores)]
         turned = self.orientation.reasons(arrays) if self.orientation else [None] * len(verdicts)
+        if upright is not None:
+            turned = [None if up else t for t, up in zip(turned, upright)]
         withheld = [t or f for t, f in zip(turned, featureless(x))]  # turned, or no detail at all
         for verdict, reason in zip(verdicts, withheld):
             if reason:

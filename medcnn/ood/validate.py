@@ -158,13 +158,17 @@ def acquisition_variants(images: Sequence[MedImage], copies: int, seed: int = 0)
 
 def verdicts_of(gate: Any, extract: Callable, pipeline: Callable, images: Sequence[MedImage],
                 batch: int = 32) -> list[Any]:
-    """The gate's full verdict on each image (image score + orientation diagnosis), as served."""
+    """The gate's full verdict on each image (image score + orientation diagnosis), as served: a
+    slice its header turned upright is not asked its orientation (``Pipeline.upright_by_header``)."""
     import torch
 
+    header = getattr(pipeline, "upright_by_header", None)
     out: list[Any] = []
     for start in range(0, len(images), batch):
-        x = torch.cat([pipeline(img, keep_steps=False).tensor for img in images[start:start + batch]])
-        out.extend(gate.judge(extract, x)[1])
+        chunk = images[start:start + batch]
+        x = torch.cat([pipeline(img, keep_steps=False).tensor for img in chunk])
+        upright = [header(img.meta) for img in chunk] if header is not None else None
+        out.extend(gate.judge(extract, x, upright=upright)[1])
     return out
 
 

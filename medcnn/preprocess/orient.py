@@ -27,7 +27,7 @@ import numpy as np
 from medcnn.io import ImageMeta
 from medcnn.preprocess.base import Step
 
-__all__ = ["Orient", "axial_transform", "plane"]
+__all__ = ["Orient", "axial_transform", "plane", "upright_by_header"]
 
 #: Largest angle between a direction cosine and a patient axis for it to count as that axis.
 _MAX_DEGREES = 30.0
@@ -91,6 +91,12 @@ def axial_transform(orientation: tuple[float, ...] | None) -> tuple[tuple[bool, 
         text = {(True, True): "turned by 180 degrees (as a prone scan is stored)",
                 (False, True): "mirrored left-right", (True, False): "mirrored top-bottom"}[(flip_rows, flip_columns)]
     return (transpose, flip_rows, flip_columns), f"axial, stored {text}: turned to the standard view"
+
+
+def upright_by_header(meta: ImageMeta | None) -> bool:
+    """True when the header's Image Orientation (Patient) gives an axial slice, which :class:`Orient`
+    turns to the standard view exactly: its view needs no judging from the pixels."""
+    return meta is not None and axial_transform(meta.orientation)[0] is not None
 
 
 class Orient(Step):

@@ -155,6 +155,13 @@ class Pipeline:
     def normalizer(self) -> Normalize:
         return self.steps[-1]  # type: ignore[return-value]
 
+    def upright_by_header(self, meta: Any) -> bool:
+        """True when this pipeline's ``orient`` step turns the image to the standard view from its
+        header (an axial CT slice with Image Orientation (Patient)); False for every other image."""
+        from medcnn.preprocess.orient import upright_by_header
+
+        return any(isinstance(s, Orient) for s in self.steps) and upright_by_header(meta)
+
     def __call__(self, image: MedImage, window: WindowSpec = None, keep_steps: bool = True) -> PipelineResult:
         """Run every step.
 

@@ -79,3 +79,18 @@ def test_the_batch_primitive_lives_in_models_and_serving_re_exports_it():
     assert medcnn.inference.predict_logits is predict_logits
     assert "predict_logits" in medcnn.inference.__all__
 
+
+
+def test_card_rows_record_which_slices_their_header_turned_upright(csv_set):
+    """Evaluation judges a slice as serving does: one with an axial orientation header is not asked
+    its orientation (``Pipeline.upright_by_header``); a PNG always is."""
+    from pathlib import Path
+
+    ct_hu = Path(__file__).resolve().parents[3] / "shared" / "data" / "ct_hu"
+    dicoms = sorted((ct_hu / "covid_ct_md").glob("*.dcm"))[:2]
+    if not dicoms:
+        pytest.skip(f"needs the real CT DICOM of {ct_hu} (shared data absent)")
+    pngs = read_labels(csv_set)["path"].tolist()[:2]
+    rows = CardRows([*map(str, dicoms), *pngs], Pipeline.from_config(default_config("CT", 32)))
+    assert rows.tensor_batch(range(4)).shape == (4, 1, 32, 32)
+    assert rows.upright == {0: True, 1: True, 2: False, 3: False}

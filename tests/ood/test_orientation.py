@@ -123,3 +123,18 @@ def test_fit_ood_fits_the_orientation_question_by_default_only_with_variants():
     assert _orientation_layers(Namespace(orientation_layers=["layer4"], variants=0), layers) == ["layer4"]
     with pytest.raises(ValueError, match="not among the gate's layers"):
         _orientation_layers(Namespace(orientation_layers=["fc"], variants=2), layers)
+
+
+def test_a_slice_its_header_turned_upright_is_not_asked_its_orientation(turned):
+    """The header-upright flag skips the orientation question for that image only."""
+    pipe, extract, gate, _, test = turned
+    lenient = OODGate(gate.stages, gate.layers, gate.grid, caution=1e9, refuse=1e9, orientation=gate.orientation)
+    flipped = v.transformed(test[:6], "rotated_180")
+    x = torch.cat([pipe(img, keep_steps=False).tensor for img in flipped])
+    asked = lenient.judge(extract, x)[1]
+    assert sum(r.withheld for r in asked) >= 5
+    marks = [True, False] * 3
+    skipped = lenient.judge(extract, x, upright=marks)[1]
+    assert [r.withheld for r, up in zip(skipped, marks) if up] == [False] * 3
+    assert [r.withheld for r, up in zip(skipped, marks) if not up] == [r.withheld for r, up in zip(asked, marks) if not up]
+    assert not any(pipe.upright_by_header(img.meta) for img in flipped)  # no orient step: always asked

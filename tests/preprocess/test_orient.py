@@ -16,7 +16,7 @@ from medcnn.io import ImageMeta, read_image
 from medcnn.ood.gate import OODResult
 from medcnn.ood.scope import check_scope, resolve_scope
 from medcnn.preprocess import STEPS, Orient, Pipeline, default_config
-from medcnn.preprocess.orient import axial_transform
+from medcnn.preprocess.orient import axial_transform, upright_by_header
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "ct_hu"
 SUPINE = (1, 0, 0, 0, 1, 0)
@@ -78,6 +78,19 @@ def test_orient_is_registered_and_in_the_ct_pipeline_only():
     assert STEPS["orient"] is Orient
     assert [s["name"] for s in default_config("CT", 64)["steps"]][:2] == ["window", "orient"]
     assert "orient" not in [s["name"] for s in default_config("CXR", 64)["steps"]]
+
+
+@pytest.mark.parametrize("orientation, upright", [
+    (SUPINE, True), (PRONE, True), (DECUBITUS, True), ((1, 0, 0, 0, 0.94, -0.342), True),
+    (None, False), (CORONAL, False), (SAGITTAL, False), ((0.7071, 0.7071, 0, -0.7071, 0.7071, 0), False),
+])
+def test_only_an_axial_header_makes_a_ct_slice_upright_without_judging_its_pixels(orientation, upright):
+    """The gate skips its orientation question for exactly these slices (the orient step fixed them)."""
+    assert upright_by_header(_meta(orientation)) is upright
+    ct = Pipeline.from_config(default_config("CT", 64))
+    assert ct.upright_by_header(_meta(orientation)) is upright
+    assert Pipeline.from_config(default_config("CXR", 64)).upright_by_header(_meta(orientation)) is False
+    assert upright_by_header(None) is False
 
 
 @pytest.mark.parametrize("orientation, refused", [(CORONAL, "coronal"), (SAGITTAL, "sagittal"), (SUPINE, None),
