@@ -16,15 +16,12 @@ Caching (split by kind, as Streamlit recommends):
   frame: one decode per file and frame, shared (its pixels are read-only). The bytes travel as
   ``_data``, an argument Streamlit leaves out of the key, so hashing happens once per upload.
 * :func:`analyze_upload` - ``st.cache_resource``: the one :class:`~medcnn.analysis.Analysis`
-  record of an image read with one card, frame and window. It is built stage by stage from the
-  decoded image (never from the bytes again): metadata, prediction (with the gate's verdict) and
-  step thumbnails; maps (:func:`explain_analysis`) and sanity checks (:func:`sanity_upload`) are
-  then memoised on it by (method, target, objective). The overlay (opacity, colormap, contour) is
-  *not* part of any key: changing the opacity only redraws, it never recomputes the explanation.
-  Records are shared by every session (two users of one image get one map), so what they hand out
-  is read-only.
-* :func:`route_upload` - which record answers an upload (:mod:`medcnn.routing` decides);
-  :func:`predict_upload`, :func:`explain_upload` - the record's results by bytes (Batch).
+  record of an image read with one card (and its files' mtime), frame and window, built stage by
+  stage from the decoded image: metadata, prediction (with the gate's verdict), step thumbnails;
+  maps and sanity checks are then memoised on it by (method, target, objective). The overlay is
+  *not* part of any key: changing the opacity only redraws. Records are shared by every session
+  (two users of one image get one map), so what they hand out is read-only.
+* :func:`route_upload` - which record answers an upload (:mod:`medcnn.routing` decides).
 
 Privacy: uploads are only held in memory (the caches live in this process); nothing is
 written to disk or logged. Cached values hold pixels and non-identifying metadata only, and
@@ -229,11 +226,18 @@ def read_upload(key: str, _data: bytes, frame: int | None = None) -> MedImage:
     return image
 
 
-@_every_argument
-@st.cache_resource(show_spinner=False, max_entries=16, ttl=CACHE_TTL_S)
-def analyze_upload(key: str, _data: bytes, card_path: str, frame: int | None = None,
+def analyze_upload(key: str, data: bytes, card_path: str, frame: int | None = None,
                    window: Any = None) -> Analysis:
-    """The :class:`~medcnn.analysis.Analysis` record of an upload read with one card, frame and window.
+    """The :class:`~medcnn.analysis.Analysis` record of an upload read with one card, frame and window,
+    keyed also by the card files' modification time: a card rewritten in place (a site's
+    recalibration installed under the same name) is read again, never served from an old record."""
+    return _analyze(key, data, card_path, _mtime(str(card_path)), frame, window)
+
+
+@st.cache_resource(show_spinner=False, max_entries=16, ttl=CACHE_TTL_S)
+def _analyze(key: str, _data: bytes, card_path: str, card_mtime: float, frame: int | None,
+             window: Any) -> Analysis:
+    """The record of :func:`analyze_upload` (every argument given, so one call is one key).
 
     Built once per key, stage by stage: the decoded image of :func:`read_upload` (not the bytes
     again), then the prediction (one compute slot) with the gate's verdict, and the pipeline steps
@@ -254,6 +258,9 @@ def analyze_upload(key: str, _data: bytes, card_path: str, frame: int | None = N
     return record.with_prediction(predictor.card, pred, views)
 
 
+analyze_upload.clear = _analyze.clear  # type: ignore[attr-defined] - Forget this image clears the records
+
+
 def predict_upload(key: str, data: bytes, card_path: str, frame: int | None = None,
                    window: Any = None) -> tuple[Any, list[StepView]]:
     """The prediction and step thumbnails of the upload's record (:func:`analyze_upload`; raises as it)."""
@@ -264,12 +271,10 @@ def predict_upload(key: str, data: bytes, card_path: str, frame: int | None = No
 def explain_analysis(record: Analysis, method: str, target: str, objective: str = "auto") -> Any:
     """Explanation (heat map at the model's input size) of one target of an analysed image.
 
-    Computed once per (method, target, objective) and memoised on the record, from the record's
-    own tensor. The map explains ``objective`` (default: the logit difference that sets the
-    displayed probability, :mod:`medcnn.explain.objective`; ``"logit"`` for the single logit).
-    The result carries the target's displayed probability, the card's operating point for it,
-    whether the model calls it (the prediction's own decision, :func:`medcnn.explain.judged_by_head`)
-    and a ``notice`` for the page when the map could mislead.
+    Computed once per (method, target, objective), memoised on the record. The map explains
+    ``objective`` (default: the logit difference that sets the displayed probability; ``"logit"``:
+    the single logit). The result carries the displayed probability, the operating point, the
+    prediction's own call (:func:`medcnn.explain.judged_by_head`) and a ``notice`` when it could mislead.
 
     Raises:
         ValueError: unknown method or target, or the gate withholds the image.
@@ -290,8 +295,7 @@ def explain_analysis(record: Analysis, method: str, target: str, objective: str 
 
 def explain_upload(key: str, data: bytes, card_path: str, frame: int | None, window: Any,
                    method: str, target: str, objective: str = "auto") -> Any:
-    """:func:`explain_analysis` of the upload's record (:func:`analyze_upload`), for callers that hold
-    the bytes but no record (raises as those two)."""
+    """:func:`explain_analysis` of the upload's record, for callers with bytes but no record."""
     return explain_analysis(analyze_upload(key, data, card_path, frame, window), method, target, objective)
 
 

@@ -142,3 +142,19 @@ def test_a_multiframe_file_is_decoded_and_predicted_once_per_frame_shown(weights
     at.slider(key="frame").set_value(1).run()
     assert not at.exception and not at.error
     assert (calls["read"], calls["predict"]) == (2, 2)
+
+
+def test_a_card_rewritten_in_place_is_read_again(weights, calls):
+    """A site's recalibrated card installed under the same name must not be served from an old record."""
+    import os
+
+    from medcnn.app import state
+
+    data = png_bytes(80, seed=5107)
+    key, card = state.digest(data), str(weights / "cxr_pneumonia.json")
+    first = state.analyze_upload(key, data, card)
+    assert state.analyze_upload(key, data, card) is first
+    stat = os.stat(card)
+    os.utime(card, (stat.st_atime, stat.st_mtime + 10))
+    again = state.analyze_upload(key, data, card)
+    assert again is not first and calls["predict"] == 2 and calls["read"] == 1
