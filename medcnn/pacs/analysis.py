@@ -130,13 +130,7 @@ class PredictorCache:
         """
         from medcnn.scoring import Scorer
 
-        cache = self
-
-        class _CachedScorer(Scorer):
-            def predictor(self, card_path: Path | None) -> Any:
-                return cache.get(card_path)
-
-        return _CachedScorer(card_path, weights_dir, device=self.device, batch_size=1, keep_images=True)
+        return Scorer(card_path, weights_dir, device=self.device, batch_size=1, keep_images=True, loader=self.get)
 
 
 def presented_findings(analysis: InstanceAnalysis) -> list[dict[str, Any]]:
