@@ -58,11 +58,9 @@ __all__ = [
     "device_description",
     "digest",
     "error_message",
-    "explain_upload",
     "Routed",
     "get_predictor",
     "list_models",
-    "predict_upload",
     "read_upload",
     "require_models",
     "resolve_card_path",
@@ -261,13 +259,6 @@ def _analyze(key: str, _data: bytes, card_path: str, card_mtime: float, frame: i
 analyze_upload.clear = _analyze.clear  # type: ignore[attr-defined] - Forget this image clears the records
 
 
-def predict_upload(key: str, data: bytes, card_path: str, frame: int | None = None,
-                   window: Any = None) -> tuple[Any, list[StepView]]:
-    """The prediction and step thumbnails of the upload's record (:func:`analyze_upload`; raises as it)."""
-    record = analyze_upload(key, data, card_path, frame, window)
-    return record.prediction, record.steps
-
-
 def explain_analysis(record: Analysis, method: str, target: str, objective: str = "auto") -> Any:
     """Explanation (heat map at the model's input size) of one target of an analysed image.
 
@@ -291,12 +282,6 @@ def explain_analysis(record: Analysis, method: str, target: str, objective: str 
         return judged_by_head(exp, head, record.prediction, target)
 
     return record.explanation(method, target, objective, compute)
-
-
-def explain_upload(key: str, data: bytes, card_path: str, frame: int | None, window: Any,
-                   method: str, target: str, objective: str = "auto") -> Any:
-    """:func:`explain_analysis` of the upload's record, for callers with bytes but no record."""
-    return explain_analysis(analyze_upload(key, data, card_path, frame, window), method, target, objective)
 
 
 def sanity_upload(record: Analysis, method: str, target: str, objective: str = "auto") -> dict[str, Any]:

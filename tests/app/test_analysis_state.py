@@ -50,7 +50,6 @@ def test_one_record_per_image_and_card_and_one_decode(weights, calls):
     assert state.analyze_upload(key, data, card) is record
     assert state.analyze_upload(key, data, card, None, None) is record
     assert state.analyze_upload(key, data, card, frame=None, window=None) is record
-    assert state.predict_upload(key, data, card) == (record.prediction, record.steps)
     assert state.read_upload(key, data).meta is record.meta
     assert record.prediction.pipeline_result.steps == [] and record.steps[-1].shape == (1, 1, 64, 64)
     assert calls == {"read": 1, "predict": 1, "explain": 0}
@@ -58,7 +57,7 @@ def test_one_record_per_image_and_card_and_one_decode(weights, calls):
     target = record.default_target
     first = state.explain_analysis(record, "gradcam", target)
     assert state.explain_analysis(record, "gradcam", target) is first
-    assert state.explain_upload(key, data, card, None, None, "gradcam", target) is first  # Batch's way in
+    assert state.explain_analysis(state.analyze_upload(key, data, card), "gradcam", target) is first
     assert first.called == (target in record.prediction.called)  # the prediction's own decision
     assert calls == {"read": 1, "predict": 1, "explain": 1}
     assert set(record.explanations) == {("gradcam", target, "auto")}

@@ -193,8 +193,8 @@ def test_results_through_the_slots_are_bit_identical(predictor, one_torch_thread
 
 
 def test_app_computations_each_take_a_slot_and_never_nest(predictor, monkeypatch, one_torch_thread):
-    """state.explain_upload computes the prediction, then the map: two admissions, never two
-    slots at once (with one slot and no re-entry that would deadlock)."""
+    """The record's prediction, then its map: two admissions, never two slots at once (with one
+    slot and no re-entry that would deadlock)."""
     from medcnn.app import state
 
     notices = Notices()
@@ -203,11 +203,11 @@ def test_app_computations_each_take_a_slot_and_never_nest(predictor, monkeypatch
     data = png_bytes(72, seed=4242)
     key = state.digest(data)
     card = str(predictor.card.path)
-    pred, _ = state.predict_upload(key, data, card, None, None)  # as the pages call it (the cache key)
+    record = state.analyze_upload(key, data, card)  # as the pages ask for it
     assert pool.admitted == 1
-    state.explain_upload(key, data, card, None, None, "gradcam", pred.label)
+    state.explain_analysis(state.analyze_upload(key, data, card), "gradcam", record.prediction.label)
     assert pool.admitted == 2  # the prediction came from the cache; the map took one slot
-    state.explain_upload(key, data, card, None, None, "gradcam", pred.label)
+    state.explain_analysis(state.analyze_upload(key, data, card), "gradcam", record.prediction.label)
     assert pool.admitted == 2  # a cache hit takes no slot
     assert pool.peak == 1 and notices.count == 0
 

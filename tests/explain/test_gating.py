@@ -1,4 +1,4 @@
-"""Probability-aware display data: operating point, call, notice; and the app's explain_upload."""
+"""Probability-aware display data: operating point, call, notice; and the app's explain_analysis."""
 from __future__ import annotations
 
 import io
@@ -93,21 +93,21 @@ def card_and_png(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_explain_upload_attaches_the_decision(card_and_png):
+def test_explain_analysis_attaches_the_decision(card_and_png):
     from medcnn.app import state
 
     card_path, data = card_and_png
-    key = state.digest(data)
-    pred, _ = state.predict_upload(key, data, card_path, None, None)
+    record = state.analyze_upload(state.digest(data), data, card_path)
+    pred = record.prediction
     for target in ("normal", "pneumonia"):
-        e = state.explain_upload(key, data, card_path, None, None, "gradcam", target)
+        e = state.explain_analysis(record, "gradcam", target)
         assert e.probability == pytest.approx(pred.probabilities[target])
         assert e.called == (pred.label == target)
         assert e.operating_point == pytest.approx(0.4 if target == "pneumonia" else 0.6)
         other = "normal" if target == "pneumonia" else "pneumonia"
         assert e.params["objective"] == f"logit difference ({target} - {other})"
         assert (e.notice is not None) == (not e.called or e.empty)
-    single = state.explain_upload(key, data, card_path, None, None, "gradcam", "pneumonia", "logit")
+    single = state.explain_analysis(record, "gradcam", "pneumonia", "logit")
     assert single.params["objective"] == "pneumonia logit"
 
 
