@@ -30,9 +30,10 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from medcnn.app.compute import compute_slot, slotted
+from medcnn.app.compute import slotted
 from medcnn.app.findings import batch_column_labels, batch_columns
-from medcnn.app.state import AUTO_MODEL, digest, error_message, get_predictor, list_models, resolve_card_path, weights_dir
+from medcnn.app.state import (AUTO_MODEL, CHOSEN, digest, error_message, explain_tensor, get_predictor, list_models,
+                              resolve_card_path, weights_dir)
 from medcnn.io import archive
 from medcnn.io.archive import ArchiveBudgetError, ArchiveMemberError, ExpansionCache, UploadSet
 from medcnn.routing import unread_reason
@@ -284,7 +285,7 @@ def _scorer(model_choice: str) -> Scorer:
 
     model = None if not model_choice or model_choice == AUTO_MODEL else resolve_card_path(None, model_choice)
     return Scorer(model, weights_dir=weights_dir(), batch_size=BATCH_SIZE, keep_images=True, loader=load,
-                  named="chosen in the sidebar")
+                  named=CHOSEN)
 
 
 def _score(scorer: Scorer, sources: list[Source]) -> list[Scored]:
@@ -312,20 +313,14 @@ def _result(scorer: Scorer, scored: Scored, method: str) -> BatchResult:
         result.reason = unread_reason(image.meta) if refused and image is not None else ""
         result.error = "" if result.reason else _error_text(scored.exception)
         return result
-    from medcnn.explain import explain
-
-    predictor = scorer.predictor(scored.card_path)
-    result.card, result.prediction = predictor.card, pred
+    result.card, result.prediction = scorer.predictor(scored.card_path).card, pred
     pipeline_result, pred.pipeline_result = pred.pipeline_result, None  # the tensor is not kept
     if pred.ood.withheld:  # not what this model reads: no map
         return result
-    head = result.card.head_rule
-    result.target = head.default_target(pred)
+    result.target = result.card.head_rule.default_target(pred)
     result.probability = float(pred.probabilities[result.target])
     try:
-        with compute_slot():
-            exp = explain(predictor.model, pipeline_result.tensor, head.index(result.target), method=method,
-                          layer=result.card.target_layer, pipeline=predictor.pipeline, head=head)
+        exp = explain_tensor(str(scored.card_path), pipeline_result.tensor, method, result.target)
     except Exception as e:  # noqa: BLE001 - one bad file must not stop the batch
         result.error = _error_text(e)
         return result

@@ -49,10 +49,12 @@ from medcnn.visualize.report import DISCLAIMER
 
 __all__ = [
     "AUTO_MODEL",
+    "CHOSEN",
     "DISCLAIMER",
     "Analysis",
     "analyze_upload",
     "explain_analysis",
+    "explain_tensor",
     "StepView",
     "deidentified_upload",
     "device_description",
@@ -74,6 +76,8 @@ __all__ = [
 
 #: Sidebar choice meaning "pick the model from the image's modality".
 AUTO_MODEL = "Auto (by modality)"
+#: How a row or caption says its model was chosen when the user picked it (every page alike).
+CHOSEN = "chosen in the sidebar"
 
 #: Lifetime of a cached per-image result (seconds): nothing derived from an upload outlives it.
 CACHE_TTL_S = 900
@@ -271,17 +275,25 @@ def explain_analysis(record: Analysis, method: str, target: str, objective: str 
         ValueError: unknown method or target, or the gate withholds the image.
     """
     def compute() -> Any:
-        from medcnn.explain import explain, judged_by_head
+        from medcnn.explain import judged_by_head
 
-        predictor = get_predictor(record.card_path)
-        card, head = record.card, record.card.head_rule
-        with compute_slot():
-            exp = explain(predictor.model, record.prediction.pipeline_result.tensor, head.index(target),
-                          method=method, layer=card.target_layer, pipeline=predictor.pipeline, head=head,
-                          objective=objective)
-        return judged_by_head(exp, head, record.prediction, target)
+        exp = explain_tensor(record.card_path, record.prediction.pipeline_result.tensor, method, target, objective)
+        return judged_by_head(exp, record.card.head_rule, record.prediction, target)
 
     return record.explanation(method, target, objective, compute)
+
+
+def explain_tensor(card_path: str, tensor: Any, method: str, target: str, objective: str = "auto") -> Any:
+    """The map of one target of a model input ``tensor`` (the card's pipeline output), on the app's
+    shared model, in a compute slot: what a record's map (:func:`explain_analysis`) and a Batch
+    thumbnail are made of."""
+    from medcnn.explain import explain
+
+    predictor = get_predictor(str(card_path))
+    card, head = predictor.card, predictor.card.head_rule
+    with compute_slot():
+        return explain(predictor.model, tensor, head.index(target), method=method, layer=card.target_layer,
+                       pipeline=predictor.pipeline, head=head, objective=objective)
 
 
 def sanity_upload(record: Analysis, method: str, target: str, objective: str = "auto") -> dict[str, Any]:
@@ -346,8 +358,9 @@ class Routed:
 
 def route_upload(key: str, data: bytes, choice: str = AUTO_MODEL, frame: int | None = None,
                  window: Any = None) -> Routed:
-    """The one routing of an image to a model (:func:`medcnn.routing.route` decides), for Analyze,
-    Batch and Case review alike, over the records of :func:`analyze_upload` (one per card asked).
+    """The one routing of an image to a model (:func:`medcnn.routing.route` decides), for Analyze
+    and Case review, over the records of :func:`analyze_upload` (one per card asked; Batch routes
+    through the scoring engine, by the same rule).
 
     A model chosen in the sidebar answers; under :data:`AUTO_MODEL` a PNG/JPEG goes to the chest X-ray
     model, then to the CT model when the first model's gate finds it outside its scope; MR, US, ...:
@@ -367,7 +380,7 @@ def route_upload(key: str, data: bytes, choice: str = AUTO_MODEL, frame: int | N
         records[card_path] = analyze_upload(key, data, card_path, frame, window)
         return records[card_path].prediction
 
-    r = route(meta, predict, named, weights_dir(), named="chosen in the sidebar")
+    r = route(meta, predict, named, weights_dir(), named=CHOSEN)
     return Routed(records.get(r.card_path), r.how, r.rerouted, r.reason)
 
 
