@@ -186,8 +186,7 @@ def decide(meta: Any, asked: Sequence[tuple[str, str]], predictions: Mapping[str
 
 
 def route(meta: Any, predict: Callable[[str], Any], model: str | Path | None = None,
-          weights_dir: str | Path | None = None, named: str = NAMED,
-          asked: list[tuple[str, str]] | None = None) -> Route:
+          weights_dir: str | Path | None = None, named: str = NAMED) -> Route:
     """Route one image to the model that answers it (module docstring: the rule).
 
     Args:
@@ -197,7 +196,6 @@ def route(meta: Any, predict: Callable[[str], Any], model: str | Path | None = N
         model: A card name or path (never rerouted), or None / ``"auto"``: by modality and gates.
         weights_dir: Folder of the cards (default :func:`medcnn.inference.default_weights_dir`).
         named: ``how`` of a named model (the app says where it was named).
-        asked: :func:`candidates` of ``meta``, when the caller already has them (default: found here).
 
     Returns:
         The :class:`Route` (:func:`decide`).
@@ -209,7 +207,7 @@ def route(meta: Any, predict: Callable[[str], Any], model: str | Path | None = N
     if model is not None and str(model) and str(model).lower() != AUTO:
         path = str(resolve_card(meta, model, weights_dir))
         return Route(path, predict(path), how=named)
-    asked = candidates(meta, weights_dir) if asked is None else asked
+    asked = candidates(meta, weights_dir)
     predictions: dict[str, Any] = {}
     while (path := next_to_ask(asked, predictions)) is not None:
         predictions[path] = predict(path)

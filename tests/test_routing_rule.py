@@ -93,9 +93,8 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("planned", [False, True], ids=["found", "planned"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_route_table(case, planned, tmp_path):
+def test_route_table(case, tmp_path):
     cards, modality, verdicts, model, answers, asked, how, reason, rerouted = CASES[case]
     folder = write_cards(tmp_path / "weights", cards)
     calls: list[str] = []
@@ -105,8 +104,7 @@ def test_route_table(case, planned, tmp_path):
         calls.append(fam)
         return verdict(verdicts[fam])
 
-    plan = candidates(meta(modality), folder) if planned else None  # as a batch passes them
-    r = route(meta(modality), predict, model, folder, asked=plan)
+    r = route(meta(modality), predict, model, folder)
     assert isinstance(r, Route)
     assert calls == asked
     assert (r.how, r.reason, r.rerouted) == (how, reason, rerouted)
