@@ -31,14 +31,11 @@ DATA = REPO.parent / "shared" / "data"
 
 def _val_rows(card):
     """Validation rows, finding targets (N, C; NaN unknown) and images, as the card's run selected them."""
-    from medcnn.evaluation.finding_labels import finding_targets, prepare_rows, specs_from_card
-    from medcnn.evaluation.labels import read_labels
+    from medcnn.evaluation.evaluate_findings import finding_rows
     from medcnn.io import read_image
 
-    specs, column, exclude, dedupe_by = specs_from_card(card.training)
-    df = read_labels([str(REPO / p) if not Path(p).is_absolute() else p for p in card.training["data"]], split="val")
-    df, _, _ = prepare_rows(df, exclude, dedupe_by)
-    return finding_targets(df, specs, column), [read_image(Path(p).read_bytes()) for p in df["path"]]
+    df, targets = finding_rows(card, [REPO / p for p in card.training["data"]], split="val")
+    return targets, [read_image(Path(p).read_bytes()) for p in df["path"]]
 
 
 def _scores(predictor, images) -> np.ndarray:

@@ -151,7 +151,6 @@ class Scorer:
                         check_modality(self._fixed.card, scored.image.meta)
                     else:
                         scored.card_path = self.model or first_card(scored.image.meta, self.weights_dir)
-                        self.predictor(scored.card_path)
                         check_modality(self.predictor(scored.card_path).card, scored.image.meta)
                 except (ValueError, OSError) as e:  # CardError is a ValueError
                     _fail(scored, "model", e)

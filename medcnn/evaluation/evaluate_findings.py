@@ -23,7 +23,7 @@ from medcnn.evaluation.predict import CardRows, predict_dataset
 from medcnn.models.card import ModelCard
 from medcnn.models.outputs import sigmoid_t
 
-__all__ = ["FindingScores", "evaluate_findings_card", "finding_scores_metrics", "score_findings",
+__all__ = ["FindingScores", "evaluate_findings_card", "finding_rows", "finding_scores_metrics", "score_findings",
            "stored_finding_scores"]
 
 
@@ -55,6 +55,22 @@ def score_findings(card: ModelCard | str | Path, csv_paths: Sequence[str | Path]
     from medcnn.preprocess import Pipeline
 
     model, card = load_model(card, device=device)
+    df, targets = finding_rows(card, csv_paths, split)
+    if progress:
+        print(f"evaluating {card.name} on {len(df)} images" + (f" (split {split})" if split else ""),
+              file=sys.stderr)
+    rows = CardRows(df["path"].astype(str).tolist(), Pipeline.from_config(card.preprocessing))
+    logits = predict_dataset(model, rows, batch_size=batch_size)
+    return FindingScores(card, df, np.asarray(logits, dtype=np.float64), targets)
+
+
+def finding_rows(card: ModelCard, csv_paths: Sequence[str | Path], split: str | None = None) -> tuple[Any, np.ndarray]:
+    """The labelled rows of a sigmoid card's findings, selected as its training run selected them
+    (recorded exclusions and duplicate keys), and their (N, C) targets (NaN = unknown).
+
+    Raises:
+        ValueError: the card is not multi-label, lacks its label record, or no rows remain.
+    """
     card.head_rule.require_per_finding(card.name, "the single-label evaluation")
     specs, column, exclude, dedupe_by = specs_from_card(card.training)
     if [s.name for s in specs] != list(card.labels):
@@ -63,13 +79,7 @@ def score_findings(card: ModelCard | str | Path, csv_paths: Sequence[str | Path]
     df, _, _ = prepare_rows(df, exclude, dedupe_by)
     if len(df) == 0:
         raise ValueError("no rows to evaluate after selecting the split")
-    targets = finding_targets(df, specs, column)
-    if progress:
-        print(f"evaluating {card.name} on {len(df)} images" + (f" (split {split})" if split else ""),
-              file=sys.stderr)
-    rows = CardRows(df["path"].astype(str).tolist(), Pipeline.from_config(card.preprocessing))
-    logits = predict_dataset(model, rows, batch_size=batch_size)
-    return FindingScores(card, df, np.asarray(logits, dtype=np.float64), targets)
+    return df, finding_targets(df, specs, column)
 
 
 def finding_scores_metrics(scores: FindingScores, by: Sequence[str] = (), n_boot: int = 1000,
