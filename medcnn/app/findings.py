@@ -6,8 +6,8 @@ rows as a table and lets the user pick any of them as the explanation target (de
 the map then explains that finding's logit, which sets its probability
 (:mod:`medcnn.explain.objective`). The rows and their wording come from
 :mod:`medcnn.visualize.findings`, which the PDF report shares. Softmax cards keep the single-label
-display: every helper here answers as before for them (``explain_targets`` = the labels,
-``default_target`` = the predicted label).
+display: every helper here answers as before for them (``default_target`` = the predicted label;
+what a map can explain is the analysis record's ``targets``, which the card's head orders).
 """
 from __future__ import annotations
 
@@ -18,18 +18,11 @@ import streamlit as st
 
 from medcnn.visualize.findings import finding_metric_rows, finding_rows, hidden_note
 
-__all__ = ["FINDINGS_COLUMN", "batch_column_labels", "batch_columns", "default_target", "explain_targets",
+__all__ = ["FINDINGS_COLUMN", "batch_column_labels", "batch_columns", "default_target",
            "show_finding_metrics", "show_findings", "target_caption"]
 
 #: Batch column listing the findings at or above their operating points.
 FINDINGS_COLUMN = "findings_above_threshold"
-
-
-def explain_targets(card: Any, pred: Any) -> list[str]:
-    """What a map can explain, in menu order: a softmax card's labels; a multi-label card's presented
-    findings in the order of its findings table (highest relative to the operating point first);
-    the card's head decides (:meth:`medcnn.models.head.Head.explain_targets`)."""
-    return card.head_rule.explain_targets(pred)
 
 
 def default_target(card: Any, pred: Any) -> str:
