@@ -217,8 +217,8 @@ class Predictor:
         else:  # one forward pass gives the logits and the gate's features
             upright = [self.pipeline.upright_by_header(img.meta) for img in images]
             logits_t, verdicts = self.gate.judge(self._features, x, upright=upright)
-        for img, verdict in zip(images, verdicts):
-            check_scope(img.meta, self.scope, verdict)
+        for img, result, verdict in zip(images, results, verdicts):
+            check_scope(img.meta, self.scope, verdict, body=result.params.get("body_crop"))
         logits = logits_t.numpy().astype(np.float64)
         seconds = (time.perf_counter() - t0) / len(images)
         return self._decide(logits, seconds, results, verdicts)

@@ -186,6 +186,8 @@ def format_params(params: dict[str, Any]) -> str:
             v = f"{v:.4g}"
         elif isinstance(v, (list, tuple)):
             v = "x".join(f"{x:.4g}" if isinstance(x, float) else str(x) for x in v)
+        elif isinstance(v, dict):
+            v = "(" + " ".join(f"{key} {x:.4g}" if isinstance(x, float) else f"{key} {x}" for key, x in v.items()) + ")"
         parts.append(f"{k}={v}")
     return ", ".join(parts) or "no parameters"
 

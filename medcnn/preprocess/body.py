@@ -9,6 +9,7 @@ after ``window`` / ``invert``, before ``crop_or_pad``) crops to it::
     x  float32 (H, W) in [0, 1]
       -> threshold (adaptive, after Otsu 1979; or a fixed level)   uint8 (H, W)
       -> opening   (cuts off thin structures: table top, cables, blankets)
+                 -> edge contact: share of each image edge the opened foreground covers
       -> largest connected component                              (the body)
       -> closing, hole filling (lungs, bowel gas)                  body mask uint8 (H, W)
 
@@ -23,7 +24,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-__all__ = ["body_mask"]
+__all__ = ["body_mask", "edge_contact"]
 
 #: Mean difference (on [0, 1]) between the two Otsu classes below which there is no body to find.
 _MIN_CONTRAST = 0.08
@@ -31,6 +32,8 @@ _MIN_CONTRAST = 0.08
 _MAX_BRIGHT = 0.98
 #: Least share of the bright (opened) area that must lie inside the body mask.
 _MIN_INSIDE = 0.8
+#: Depth of the band along each image edge in which contact is measured, as a fraction of H or W.
+_EDGE_BAND = 0.02
 #: Below this area / convex-hull area the body wall is broken (a narrow window turned fat to black):
 #: the convex hull is used as the mask so the lungs are not blacked out.
 _MIN_SOLIDITY = 0.8
@@ -97,6 +100,20 @@ def _fill_holes(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(framed[1:-1, 1:-1]), outline - 1
 
 
+def edge_contact(fg: np.ndarray) -> dict[str, float]:
+    """Share of each image edge that the foreground covers (within a band of :data:`_EDGE_BAND`).
+
+    An axial slice in a scanner's field of view has air in front of the body: the top edge is
+    free; a reformat or a crop runs off the image at the top and the bottom
+    (:func:`medcnn.preprocess.orient.axial_by_image`).
+    """
+    h, w = fg.shape
+    bh, bw = max(1, int(_EDGE_BAND * h)), max(1, int(_EDGE_BAND * w))
+    on = fg > 0
+    return {"top": round(float(on[:bh].mean()), 3), "bottom": round(float(on[-bh:].mean()), 3),
+            "left": round(float(on[:, :bw].mean()), 3), "right": round(float(on[:, -bw:].mean()), 3)}
+
+
 def body_mask(x: np.ndarray, threshold: str | float = "otsu", kernel: float = 0.02,
               min_area: float = 0.05) -> tuple[np.ndarray | None, dict[str, Any]]:
     """The patient's body in a windowed slice.
@@ -110,8 +127,9 @@ def body_mask(x: np.ndarray, threshold: str | float = "otsu", kernel: float = 0.
 
     Returns:
         ``(mask, info)``: mask uint8 (H, W) with 255 on the body, or None when no plausible body
-        was found; info holds ``level`` (the threshold used, on [0, 1]), ``body_fraction`` (the
-        mask's share of the image) and, when the mask is None or was replaced by its convex
+        was found; info holds ``level`` (the threshold used, on [0, 1]), ``edges`` (the
+        :func:`edge_contact` of the opened foreground, whenever it was computed),
+        ``body_fraction`` (the mask's share of the image) and, when the mask is None or was replaced by its convex
         hull, a ``note`` saying why.
     """
     h, w = x.shape
@@ -131,6 +149,7 @@ def body_mask(x: np.ndarray, threshold: str | float = "otsu", kernel: float = 0.
     k = max(3, int(round(kernel * min(h, w))) | 1)
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
     fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, disc)
+    info["edges"] = edge_contact(fg)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
     if n < 2:
         return None, {**info, "note": "nothing above the threshold after opening"}

@@ -96,12 +96,15 @@ class PipelineResult:
         display: float32 (H, W) in [0, 1], the image before normalisation (overlay target).
         steps: every step's output, in order, ending with ``normalize``.
         window: the VOI actually applied (plain data).
+        params: every step's parameters by step name, kept also when the images are not (the
+            facts a check after preprocessing reads, e.g. the ``body_crop`` edge contact).
     """
 
     tensor: torch.Tensor
     display: np.ndarray
     steps: list[StepOutput] = field(default_factory=list)
     window: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class Pipeline:
@@ -184,11 +187,13 @@ class Pipeline:
         # Every step maps [0, 1] to [0, 1] (window clips, resize clips), so the pixel contract
         # holds by construction here; to_tensor() checks it for images from outside.
         normalized, params = steps[-1].apply(display, meta)
+        params_of.append(params)
         tensor = torch.from_numpy(normalized).unsqueeze(0).unsqueeze(0)
         if keep_steps:
             outputs.append(StepOutput(steps[-1].name, params, tensor[0, 0].numpy()))
         # the first step is the window (checked in __init__): its parameters are the VOI applied
-        return PipelineResult(tensor=tensor, display=display, steps=outputs, window=params_of[0])
+        return PipelineResult(tensor=tensor, display=display, steps=outputs, window=params_of[0],
+                              params={s.name: p for s, p in zip(steps, params_of)})
 
     def to_tensor(self, display: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Normalise [0, 1] image(s) (H, W) or (N, H, W) into a (1|N, 1, H, W) float32 tensor.

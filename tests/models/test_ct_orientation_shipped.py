@@ -55,3 +55,34 @@ def test_a_headerless_slice_turned_upside_down_is_withheld_by_its_pixels(slices)
     assert np.mean([p.ood.withheld for p in upright]) <= 0.15
     assert np.mean([p.ood.withheld for p in turned]) >= 0.5
     assert _turned(turned) >= 0.5 and any("upside down" in " ".join(p.ood.reasons) for p in turned)
+
+
+@pytest.fixture(scope="module")
+def reformats(slices):
+    """Coronal and sagittal reformats of the COVID-CT-MD test patients (medcnn.ood.ct_sets)."""
+    import pydicom
+
+    from medcnn.ood.ct_sets import reformat
+
+    table = pd.read_csv(CT_HU / "labels.csv")
+    rows = table[(table["split"] == "test") & (table["source"] == "COVID-CT-MD")]
+    out = []
+    for _, patient in rows.groupby("patient_id"):
+        paths = [CT_HU / p for p in patient["path"]]
+        z = [float(pydicom.dcmread(p, stop_before_pixels=True).ImagePositionPatient[2]) for p in paths]
+        images = [read_image(p) for p in paths]
+        out += [reformat(images, z, plane, at) for plane, at in (("coronal", 0.5), ("sagittal", 0.3), ("sagittal", 0.7))]
+    return out
+
+
+def test_a_headerless_reformat_is_withheld_by_where_the_body_meets_the_edges(slices, reformats):
+    """Mis-read fixed: with its Image Orientation (Patient) removed, every coronal reformat was
+    analysed with no message (the gate sees only the body crop, which looks like an axial slice)."""
+    from medcnn.ood.ct_sets import without_header
+
+    predictor, images = slices
+    preds = predictor.predict_batch([without_header(r) for r in reformats])
+    assert all(p.ood.withheld for p in preds)
+    assert all(any("runs off both the top and the bottom" in r for r in p.ood.reasons) for p in preds)
+    axial = predictor.predict_batch([_headerless(img, 0) for img in images])
+    assert not any("runs off" in r for p in axial for r in p.ood.reasons)  # no axial slice is taken for one

@@ -79,3 +79,43 @@ def test_wrong_modality_is_still_refused_outright():
                      dicom_modalities=["CR", "DX"])
     with pytest.raises(ValueError, match="accepts DICOM modalities CR, DX, but the image is MR"):
         check_modality(card, dicom_meta(modality="MR"))
+
+
+CT = resolve_scope("CT", None)
+RUN_OFF = {"top": 0.8, "bottom": 0.9, "left": 0.0, "right": 0.0}  # a coronal reformat's body
+IN_FIELD = {"top": 0.0, "bottom": 0.6, "left": 0.3, "right": 0.3}  # an axial slice: air in front
+
+
+def ct_meta(**fields) -> ImageMeta:
+    meta = ImageMeta(source_format="dicom", rows=512, columns=512, modality="CT")
+    for k, v in fields.items():
+        setattr(meta, k, v)
+    return meta
+
+
+@pytest.mark.parametrize("meta, edges, level", [
+    (ct_meta(), RUN_OFF, "outside"),  # no plane in the header: the image decides
+    (ct_meta(orientation=(0.7071, 0.7071, 0.0, 0.0, 0.0, -1.0)), RUN_OFF, "outside"),  # 45 degrees oblique: no plane
+    (ct_meta(), IN_FIELD, "ok"),
+    (ct_meta(), {**RUN_OFF, "top": 0.19}, "ok"),  # below the rule's 0.2 on one edge
+    (ct_meta(), None, "ok"),  # no body found to judge by: the image gate decides
+    (ct_meta(orientation=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0)), RUN_OFF, "ok"),  # the header says axial
+    (ImageMeta(source_format="png", rows=512, columns=512), RUN_OFF, "ok"),  # 8-bit crops touch every edge
+    (ct_meta(modality="CR"), RUN_OFF, "ok"),  # not Hounsfield units
+])
+def test_a_ct_slice_without_a_plane_in_its_header_is_judged_by_where_the_body_meets_the_edges(meta, edges, level):
+    body = None if edges is None else {"edges": edges}
+    result = check_scope(meta, CT, OODResult(), body=body)
+    assert result.level == level
+    if level == "outside":
+        assert any("runs off both the top and the bottom" in r and "axial slices only" in r for r in result.reasons)
+
+
+def test_a_coronal_header_is_refused_by_the_header_not_the_image():
+    result = check_scope(ct_meta(orientation=(1.0, 0.0, 0.0, 0.0, 0.0, -1.0)), CT, OODResult(), body={"edges": IN_FIELD})
+    assert result.level == "outside" and len(result.reasons) == 1 and "coronal" in result.reasons[0]
+
+
+def test_the_field_rule_is_not_applied_to_a_scope_that_reads_reformats():
+    scope = resolve_scope("CT", {"planes": ["axial", "coronal"]})
+    assert check_scope(ct_meta(), scope, OODResult(), body={"edges": RUN_OFF}).level == "ok"

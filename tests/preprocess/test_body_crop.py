@@ -261,3 +261,18 @@ def test_real_hu_slices_reach_the_training_range_without_table(shared_data, trai
     # reaches the bottom and side edges, the corners between them are kept; see body._fill_holes)
     assert len(kept) >= 12
     assert sum(k < 0.05 for k in kept) >= len(kept) - 1, kept
+
+
+def test_edge_contact_says_where_the_body_meets_the_image_edges():
+    """An axial slice has air in front of the body (top free); a body cut off by the frame
+    above and below (a reformat, a crop) covers both edges."""
+    x, _, _ = _slice()
+    edges = BodyCrop().apply(x, None)[1]["edges"]
+    assert set(edges) == {"top", "bottom", "left", "right"}
+    assert edges["top"] == 0.0 and edges["bottom"] < 0.05  # the thin table is opened away
+    tall = np.full((300, 200), AIR, np.float32)
+    tall[:, 40:160] = TISSUE  # a torso running off the top and the bottom
+    tall[60:240, 55:95] = tall[60:240, 105:145] = LUNG
+    edges = BodyCrop().apply(tall, None)[1]["edges"]
+    assert edges["top"] == pytest.approx(0.6, abs=0.03) and edges["bottom"] == pytest.approx(0.6, abs=0.03)
+    assert edges["left"] == 0.0 and edges["right"] == 0.0
