@@ -8,7 +8,8 @@ where labels allow, the AUC of the COVID output. Sets it should read: the held-o
 crops from papers: right or flagged is enough), and the ``ct_hu`` test slices without their header
 (the image alone). Sets it must refuse: the real head, neck and abdomen CT of
 ``dicom_samples``, coronal and sagittal reformats built from the ``ct_hu`` test patients (with and
-without their header), held-out slices rotated by 90/180/270 degrees or with inverted grey levels
+without their header, and exported as lung-windowed 8-bit pictures), held-out slices whose pixels
+were turned by 180 degrees while their axial header was kept, held-out slices rotated by 90/180/270 degrees or with inverted grey levels
 (as pixels, header removed), radiographs, knee X-ray, brain MRI, breast ultrasound. Only
 measurement: nothing here fits anything.
 
@@ -69,6 +70,14 @@ def _reformats(test):
     return out
 
 
+def _picture(image):
+    """A HU slice or reformat as a lung-windowed 8-bit PNG export would carry it (no header)."""
+    from medcnn.io import ImageMeta, MedImage
+
+    x = np.round(np.clip((image.pixels + 1350.0) / 1500.0, 0.0, 1.0) * 255.0).astype(np.float32)
+    return MedImage(x, ImageMeta(source_format="png", rows=x.shape[0], columns=x.shape[1]))
+
+
 def sets() -> tuple[dict[str, tuple[list, list | None]], dict[str, list]]:
     """``(read, refuse)``: name -> (images, COVID labels or None), and name -> images."""
     from medcnn.io import MedImage
@@ -100,10 +109,13 @@ def sets() -> tuple[dict[str, tuple[list, list | None]], dict[str, list]]:
     for plane, images in forms.items():
         refuse[f"{plane} reformats"] = images
         refuse[f"{plane} reformats, header removed"] = [without_header(i) for i in images]
+        refuse[f"{plane} reformats as 8-bit pictures"] = [_picture(i) for i in images]
     bare = [without_header(i) for i in test_hu]
     for name in ("rotated_90", "rotated_180", "inverted"):
         refuse[f"held-out slices {name.replace('_', ' ')}"] = v.transformed(bare, name)
     refuse["held-out slices rotated 270"] = [MedImage(np.ascontiguousarray(np.rot90(i.pixels, 3)), i.meta) for i in bare]
+    refuse["held-out slices rotated 180, header kept"] = [MedImage(np.ascontiguousarray(np.rot90(i.pixels, 2)), i.meta)
+                                                          for i in test_hu]
     rsna = _table(DATA / "rsna_cxr_pneumonia" / "labels.csv", split="test").head(40)
     refuse["chest radiographs"] = _read(DATA / "rsna_cxr_pneumonia" / p for p in rsna.path)
     ood = _table(DATA / "ood_samples" / "labels.csv")
