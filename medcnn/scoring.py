@@ -23,7 +23,9 @@ withholds the image (the probabilities stay in the row for the record), and ``ca
 labels the decision names (None then). ``routed`` is how the model was chosen
 (:meth:`medcnn.routing.Route.describe`: :data:`medcnn.routing.NAMED` for a given model,
 ``"auto-chosen for PNG/JPEG"``, the rerouting, or why no model's gate accepts the image; None when
-no model served the file). Each file's warnings are collected into its row
+no model served the file). ``caveat`` is what the serving card says beside a result on this kind
+of input (:func:`medcnn.visualize.presentation.caveat`; None when it says nothing, or when the
+image is withheld). Each file's warnings are collected into its row
 (:func:`medcnn.notices.collected`), never printed.
 """
 from __future__ import annotations
@@ -37,13 +39,15 @@ from medcnn.notices import collected
 from medcnn.inference import NOT_ANALYSED, Prediction, Predictor, check_modality
 from medcnn.io import MedImage, read_image
 from medcnn.routing import NAMED, candidates, decide, first_card, next_to_ask
+from medcnn.visualize.presentation import caveat
 
 __all__ = ["ROW_KEYS", "SKIP_REASONS", "STAGES", "Scored", "Scorer", "Source", "analysed_logits", "left_out_by_class",
            "new_row"]
 
 #: Keys of one row, in order (those of ``predict --json`` entries).
 ROW_KEYS = ("file", "ok", "error", "error_stage", "model", "decision", "label", "called", "probabilities",
-            "positive_prob", "above_threshold", "threshold", "findings", "seconds", "ood", "warnings", "routed")
+            "positive_prob", "above_threshold", "threshold", "findings", "seconds", "ood", "warnings", "routed",
+            "caveat")
 #: Where a failed row stopped: the file could not be read, no model reads it (or the model could not
 #: be loaded), or preprocessing / the forward pass failed.
 STAGES = ("read", "model", "predict")
@@ -163,7 +167,8 @@ class Scorer:
         d.pop("logits")
         scored.prediction = pred
         scored.row = {**new_row(scored.row["file"]), "warnings": scored.row["warnings"]}  # no earlier model's keys
-        scored.row.update(d, ok=True, called=pred.decided)
+        scored.row.update(d, ok=True, called=pred.decided,
+                          caveat=caveat(self.predictor(scored.card_path).card, pred, scored.image.meta))
 
     def _predict_group(self, card_path: Path | None, members: list[Scored]) -> list[Prediction | None]:
         """One forward pass for the images of one model; image by image when that pass fails or warns.

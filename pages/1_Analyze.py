@@ -136,6 +136,9 @@ if gate_title:
                      + ([f"*{routed.reason[0].upper()}{routed.reason[1:]}.*"] if routed.reason else [])))
 decision, detail = presentation.decision_parts(card, pred)
 st.markdown(f"**Decision: {decision}** · {detail}")
+said = presentation.caveat(card, pred, image.meta)
+if said:
+    st.warning(said)
 if analysis.withheld:
     st.caption(f"Model **{card.name}** ({card.architecture}, {how}) · {pred.seconds:.2f} s")
     chart_slot = None

@@ -107,6 +107,9 @@ with panel.container(key="review_panel"):
         with st.container(key="review_decision"):
             st.markdown(f"## Decision: {decision}")
         st.markdown(detail if pred.ood.withheld else f"**{detail}**")
+        said = presentation.caveat(card, pred, result.meta)
+        if said:
+            st.warning(said)
         if pred.ood.withheld:
             st.markdown("The saliency map is not shown for this image.")
         elif card.head_rule.per_finding:  # the findings, by probability relative to each operating point; cells wrap

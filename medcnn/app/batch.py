@@ -186,7 +186,7 @@ BATCH_SIZE = 8
 #: ``findings_above_threshold`` before ``caution``; ``caution`` (the gate's caution, or why no model
 #: reads the image); ``ood_level``, ``ood_score``, ``ood_reasons`` (the gate's verdict); ``routed``
 #: (how the model was chosen: :meth:`medcnn.routing.Route.describe`); ``error``.
-BATCH_COLUMNS = ("file", "modality", "model", "decision", "probability", "flag", "caution", "ood_level",
+BATCH_COLUMNS = ("file", "modality", "model", "decision", "probability", "flag", "caution", "caveat", "ood_level",
                  "ood_score", "ood_reasons", "routed", "error")
 
 
@@ -256,7 +256,8 @@ def table_row(result: BatchResult) -> dict[str, Any]:
     """
     row, card, pred = result.row, result.card, result.prediction
     out: dict[str, Any] = dict.fromkeys(BATCH_COLUMNS, "")
-    out.update(file=row["file"], modality=result.modality, ood_score=None, flag=_flag(result), error=result.error)
+    out.update(file=row["file"], modality=result.modality, ood_score=None, flag=_flag(result), error=result.error,
+               caveat=row["caveat"] or "")
     if result.reason:
         out.update(decision=presentation.NOT_ANALYSED, probability="not shown", caution=result.reason)
     if pred is None:

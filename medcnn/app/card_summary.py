@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from medcnn.models.card import ModelCard
+from medcnn.io import INPUT_KINDS
 from medcnn.ood.scope import resolve_scope
 from medcnn.visualize.findings import ci_text, finding_metric_rows, hidden_note
 
@@ -174,7 +175,8 @@ def summary(card: ModelCard) -> CardSummary:
     """The one-screen summary of ``card`` (every field is text, or rows of text for a table)."""
     title, rows, points = (_multilabel_performance if card.head_rule.per_finding else _softmax_performance)(card)
     return CardSummary(
-        intended_use=card.intended_use or "Not stated.", population=_population(card), outputs=_outputs(card),
+        intended_use=card.intended_use or "Not stated.", population=_population(card),
+        outputs=[*_outputs(card), *(f"On {INPUT_KINDS[kind]}: {text}" for kind, text in card.caveats.items())],
         performance_title=title, performance=rows, operating_points=points,
         must_not=["Diagnosis, triage or any decision about a patient: it is a research and teaching tool, not a "
                   "medical device.", *card.limitations],

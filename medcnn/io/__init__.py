@@ -6,9 +6,9 @@
 """
 from __future__ import annotations
 
-from medcnn.io.types import UnsupportedImageError, ImageMeta, MedImage, DEFAULT_MAX_PIXELS, ACCEPTED
+from medcnn.io.types import UnsupportedImageError, ImageMeta, MedImage, DEFAULT_MAX_PIXELS, ACCEPTED, INPUT_KINDS
 from medcnn.io.reader import read_image, detect_format
 from medcnn.io.archive import ArchiveBudgetError, ArchiveMemberError, ExpansionCache, UploadSet
 
-__all__ = ['UnsupportedImageError', 'ImageMeta', 'MedImage', 'DEFAULT_MAX_PIXELS', 'ACCEPTED', 'read_image', 'detect_format',
+__all__ = ['UnsupportedImageError', 'ImageMeta', 'MedImage', 'DEFAULT_MAX_PIXELS', 'ACCEPTED', 'INPUT_KINDS', 'read_image', 'detect_format',
            'ArchiveBudgetError', 'ArchiveMemberError', 'ExpansionCache', 'UploadSet']

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["UnsupportedImageError", "ImageMeta", "MedImage", "DEFAULT_MAX_PIXELS", "ACCEPTED", "error"]
+__all__ = ["UnsupportedImageError", "ImageMeta", "MedImage", "DEFAULT_MAX_PIXELS", "ACCEPTED", "INPUT_KINDS", "error"]
 
 #: Default pixel budget (rows x columns x frames decoded) against decompression bombs.
 DEFAULT_MAX_PIXELS = 64_000_000
@@ -22,6 +22,15 @@ class UnsupportedImageError(ValueError):
 
     The message always says what was wrong and what is accepted.
     """
+
+
+#: The kinds of input a model card can say something about (``ModelCard.caveats``), by
+#: :attr:`ImageMeta.input_kind`.
+INPUT_KINDS: dict[str, str] = {
+    "hounsfield": "CT DICOM in Hounsfield units (a scanner slice)",
+    "dicom": "other DICOM (a radiograph, or CT without Hounsfield units)",
+    "picture": "a PNG or JPEG picture",
+}
 
 
 @dataclass
@@ -58,6 +67,13 @@ class ImageMeta:
     age_years: float | None = None
     original_channels: int = 1  # 3/4 when a colour image was converted to grey
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def input_kind(self) -> str:
+        """One of :data:`INPUT_KINDS`: ``"hounsfield"``, ``"dicom"`` or ``"picture"``."""
+        if self.is_hounsfield:
+            return "hounsfield"
+        return "dicom" if self.source_format == "dicom" else "picture"
 
     @property
     def is_hounsfield(self) -> bool:

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from medcnn.io import INPUT_KINDS
 from medcnn.models.contract import REPORT_FIELDS, CardContract, CardReport, FindingPoint
 from medcnn.models.head import HEAD_KINDS, Head
 
@@ -158,6 +159,7 @@ class ModelCard:
             evaluate has run"); shown on the Model card page.
         explanations: Which explanation methods passed the import checks:
             ``{"passed": [...], "failed": {method: reason}}``.
+        caveats: Input kind (:data:`medcnn.io.INPUT_KINDS`) -> what is said beside a result on it.
 
     Fields after ``findings`` are written to the JSON only when set, so cards without them keep
     their exact files. ``training`` ... ``audit`` form the :attr:`report`: on a card from
@@ -192,6 +194,7 @@ class ModelCard:
     provenance: dict[str, Any] = field(default_factory=dict)
     unknown: list[str] = field(default_factory=list)
     explanations: dict[str, Any] = field(default_factory=dict)
+    caveats: dict[str, str] = field(default_factory=dict)
     path: Path | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -206,6 +209,8 @@ class ModelCard:
             )
         if len(set(self.labels)) != len(self.labels) or len(self.labels) < 2:
             raise CardError(f"labels must be >= 2 distinct names, got {self.labels!r}")
+        if set(self.caveats) - set(INPUT_KINDS):
+            raise CardError(f"caveats are keyed by input kind ({', '.join(INPUT_KINDS)}), got {sorted(self.caveats)}")
         if int(self.channels) not in (1, 3):
             raise CardError(f"channels must be 1 or 3, got {self.channels!r}")
         self.channels = int(self.channels)
@@ -389,6 +394,7 @@ def _init_args(data: dict[str, Any], path: Path | None, report: bool) -> dict[st
 
 
 #: Card fields added for imported models, with their defaults (omitted from the JSON when unset).
-_OPTIONAL_FIELDS = ("channels", "weights_file", "weights_sha256", "provenance", "unknown", "explanations", "wording")
+_OPTIONAL_FIELDS = ("channels", "weights_file", "weights_sha256", "provenance", "unknown", "explanations", "wording",
+                    "caveats")
 _DEFAULTS = {f.name: (f.default if f.default is not MISSING else f.default_factory())  # type: ignore[misc]
              for f in fields(ModelCard) if f.name in _OPTIONAL_FIELDS}

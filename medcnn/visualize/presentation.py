@@ -12,6 +12,8 @@ screen, on a projector and on paper:
   its threshold, a multi-label card's count of findings at or above their own operating points;
 * the gate's words (:func:`ood_heading`, :func:`caution_text`): shown at the *top* of a result,
   above the probabilities and the findings table, because they change how everything below is read;
+* what the card says beside a result on this kind of input (:func:`caveat`: where the evidence for
+  the output differs by input, e.g. a CT model measured on 8-bit slices and not on scanner DICOM);
 * what an empty or uncalled map means (:func:`map_notice`), in words rather than parameter names;
 * the map-scaling rule (:func:`map_scale`, :func:`scale_caption`);
 * the Batch row's cells (:func:`decision`, :func:`batch_probability`, :func:`batch_caution`,
@@ -26,7 +28,7 @@ from typing import Any
 from medcnn.models.head import NOT_ANALYSED
 
 __all__ = ["EMPTY_MAP_NOTICE", "NOT_ANALYSED", "batch_caution", "batch_probability",
-           "caution_text", "decision", "decision_line", "decision_parts", "findings_count_text", "map_notice",
+           "caution_text", "caveat", "decision", "decision_line", "decision_parts", "findings_count_text", "map_notice",
            "map_scale", "ood_heading", "probability_text", "scale_caption", "thumbnail_caption", "withheld"]
 
 #: What an empty map means when the explanation carries no notice of its own.
@@ -107,6 +109,16 @@ def ood_heading(ood: Any) -> tuple[str | None, list[str]]:
     if kind is not None and kind.flagged and style is not None:
         return kind_title, list(ood.reasons)
     return _UNUSUAL, list(ood.reasons)
+
+
+def caveat(card: Any, prediction: Any, meta: Any) -> str | None:
+    """The card's caveat for this input's kind (``card.caveats`` by ``meta.input_kind``), or None.
+
+    Said next to the decision of an analysed image; a withheld image has no result to qualify.
+    """
+    if meta is None or withheld(prediction):
+        return None
+    return (getattr(card, "caveats", None) or {}).get(getattr(meta, "input_kind", None))
 
 
 def caution_text(prediction: Any) -> str | None:

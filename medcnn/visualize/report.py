@@ -239,6 +239,10 @@ def write_case(
         flow.text(f"About the map: {notice}", 9, color="#444444")
     flow.space(8)
     flow.text(decision_line(card, prediction), 10.5, weight="bold", color="#a00000" if withheld else "black")
+    said = presentation.caveat(card, prediction, meta)
+    if said:
+        flow.space(2)
+        flow.text(said, 9.5, color="#8a4b00")
     if not withheld and card.head_rule.per_finding:
         flow.space(4)
         _findings.write_findings(flow, card, prediction, target if overlay is not None else None)

@@ -86,6 +86,16 @@ def test_a_batch_that_fails_unexpectedly_is_scored_one_file_at_a_time(weights, p
     assert results[2].row["error"] == "TypeError: unexpected" and results[2].heatmap is None
 
 
+def test_a_scanner_slice_row_carries_the_cards_caveat_and_a_picture_row_does_not(weights):
+    from medcnn.app.batch import BatchItem, score_items, table_row
+
+    from test_pages import ct_small
+
+    ct, png = (table_row(r) for r in score_items([BatchItem("ct.dcm", ct_small()), *items(1, seed=80)]))
+    assert (ct["model"], ct["caveat"]) == ("ct_covid", "Scanner DICOM: this output was not validated on scanner slices.")
+    assert png["model"] == "cxr_pneumonia" and png["caveat"] == ""
+
+
 def test_an_unknown_model_and_an_unreadable_member_are_rows(weights):
     from medcnn.app.batch import BatchItem, score_items, table_row
 

@@ -52,6 +52,9 @@ def test_summary_of_a_softmax_card_states_use_outputs_ci_operating_point_and_lim
     assert "calls 85% of PNEUMONIA images (sensitivity) and clears 78% of the others" in s.operating_points[0]
     assert "not a medical device" in s.must_not[0] and "One hospital." in s.must_not
     assert s.checked.startswith("2026-11-24")
+    assert len(s.outputs) == 2  # no caveats: nothing more is said
+    card.caveats = {"picture": "Measured on DICOM only."}
+    assert summary(card).outputs[2] == "On a PNG or JPEG picture: Measured on DICOM only."
 
 
 def test_summary_of_a_multilabel_card_lists_each_presented_finding():

@@ -193,8 +193,8 @@ def test_batch_csv_has_a_column_per_finding(weights):
         "p_effusion", "p_nodule", "p_pneumothorax", "findings_above_threshold"]
 
     softmax = table_row(score_items([BatchItem("b.png", png_bytes(seed=15))], "cxr_pneumonia")[0])
-    assert list(softmax) == ["file", "modality", "model", "decision", "probability", "flag", "caution", "ood_level",
-                             "ood_score", "ood_reasons", "routed", "error"]  # one snake_case schema
+    assert list(softmax) == ["file", "modality", "model", "decision", "probability", "flag", "caution", "caveat",
+                             "ood_level", "ood_score", "ood_reasons", "routed", "error"]  # one snake_case schema
     assert re.fullmatch(r"P\(PNEUMONIA\) = 0\.\d{3} \(threshold 0\.500\)", softmax["probability"])
 
     archive = io.BytesIO()

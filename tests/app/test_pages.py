@@ -55,7 +55,8 @@ def make_weights(folder: Path) -> Path:
             intended_use="Tests only.", limitations=["Random weights."],
             experiments=[{"command": "test", "val_auc": 0.5}],
         )
-        if task == "CT":  # per-image scores in the card: its curves need no data
+        if task == "CT":  # per-image scores in the card: its curves need no data; a caveat for scanner DICOM
+            card.caveats = {"hounsfield": "Scanner DICOM: this output was not validated on scanner slices."}
             card.metrics["test"]["scores"] = {"y": [1, 1, 0, 1, 1, 0, 0, 1, 0, 0],
                                               "prob": [0.9, 0.8, 0.7, 0.65, 0.6, 0.4, 0.3, 0.2, 0.1, 0.05]}
         save_checkpoint(model, card, folder / f"{name}.pt")
@@ -167,6 +168,7 @@ def test_analyze_dicom_ct_auto_model_window_and_no_identifiers(weights):
     assert not at.error
     body = texts(at)
     assert "ct_covid" in body and "auto-chosen for CT" in body
+    assert [w.value for w in at.warning].count("Scanner DICOM: this output was not validated on scanner slices.") == 1
     assert "CompressedSamples" not in body and "CT1" not in str(table_with(at, "Field"))
     assert at.selectbox(key="ct_preset").value == "model default"
     assert "preset:lung" in texts(at)  # the CT model's pipeline default

@@ -131,6 +131,18 @@ def test_compare_two_methods_side_by_side(weights, calls):
     assert calls == done  # both maps kept
 
 
+def test_a_scanner_slice_case_shows_the_cards_caveat_and_a_picture_case_does_not(weights, calls):
+    from test_pages import ct_small
+
+    caveat = "Scanner DICOM: this output was not validated on scanner slices."
+    at = upload(page(PAGE), [("cases.zip", zip_of([("a.dcm", ct_small()), ("b.png", png_bytes(96, seed=7301))]),
+                              "application/zip")])
+    assert not at.exception and not at.error
+    shown = [w.value for w in at.warning]
+    at.button(key="review_next").click().run()
+    assert shown.count(caveat) == 1 and caveat not in [w.value for w in at.warning]
+
+
 def test_a_bad_file_becomes_a_case_with_its_error(weights, calls):
     good = [png_bytes(96, seed=7301), png_bytes(96, seed=7302)]
     members = [(NAMES[0], good[0]), ("Roe_Richard_notes.txt", b"just some text, not an image"), (NAMES[2], good[1])]

@@ -21,10 +21,11 @@ LABELS = ["NORMAL", "PNEUMONIA"]
 EVAL_KEYS = {"n", "auc", "auc_ci", "accuracy", "balanced_accuracy", "precision", "recall",
              "specificity", "f1", "kappa", "pr_auc", "ece", "threshold", "confusion_matrix", "per_class"}
 # the scoring engine's row (medcnn.scoring.ROW_KEYS): error_stage, called, findings (multi-label
-# cards; None here) and routed (how the model was chosen) were added to the earlier keys
+# cards; None here), routed (how the model was chosen) and caveat (what the card says beside a result on
+# this kind of input) were added to the earlier keys
 PRED_KEYS = {"file", "ok", "error", "model", "probabilities", "label", "positive_prob",
              "above_threshold", "threshold", "seconds", "warnings", "decision", "ood",
-             "error_stage", "called", "findings", "routed"}
+             "error_stage", "called", "findings", "routed", "caveat"}
 
 
 @pytest.fixture()

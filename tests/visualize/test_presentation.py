@@ -61,6 +61,34 @@ def test_a_card_says_a_slice_level_negative_in_its_own_words_not_as_a_finding_ab
     assert card.contract.wording == card.wording
 
 
+def test_a_card_caveat_is_said_for_its_input_kind_only_and_never_for_a_withheld_image():
+    from medcnn.io import ImageMeta
+
+    card = softmax_card()
+    card.caveats = {"hounsfield": "Not shown to work on scanner slices."}
+    scanner = ImageMeta(source_format="dicom", rows=8, columns=8, modality="CT")
+    picture = ImageMeta(source_format="png", rows=8, columns=8)
+    film = ImageMeta(source_format="dicom", rows=8, columns=8, modality="CR")
+    assert [m.input_kind for m in (scanner, picture, film)] == ["hounsfield", "picture", "dicom"]
+    pred = predict(card, [0.3, 0.7])
+    assert pr.caveat(card, pred, scanner) == "Not shown to work on scanner slices."
+    assert pr.caveat(card, pred, picture) is None and pr.caveat(card, pred, film) is None
+    assert pr.caveat(card, predict(card, [0.3, 0.7], OUTSIDE), scanner) is None  # no result to qualify
+    assert pr.caveat(card, pred, None) is None and pr.caveat(softmax_card(), pred, scanner) is None
+
+
+def test_caveats_round_trip_through_the_card_file_and_unknown_input_kinds_are_refused(tmp_path):
+    from medcnn.models.card import CardError
+
+    card = softmax_card()
+    card.caveats = {"hounsfield": "Not shown to work on scanner slices."}
+    assert ModelCard.load(card.save(tmp_path / "c.json")).caveats == card.caveats
+    assert "caveats" not in softmax_card().to_dict()  # written only when set: older cards keep their files
+    with pytest.raises(CardError, match="input kind.*hounsfield, dicom, picture"):
+        ModelCard(name="x", architecture="simplecnn", modality="CT", labels=["A", "B"], positive_label="B",
+                  input_size=(8, 8), preprocessing={}, target_layer="block3", caveats={"mri": "?"})
+
+
 def test_multilabel_decision_counts_findings_at_or_above_their_operating_points():
     card = findings_card()
     pred = predict(card, [0.6, 0.4, 0.5])  # Nodule >= 0.2 and Pneumothorax >= 0.5; Effusion < 0.7
