@@ -35,6 +35,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from medcnn.notices import quiet
 from medcnn.models.card import file_sha256
 from medcnn.pacs.analysis import MANUFACTURER, InstanceAnalysis, presented_findings
+from medcnn.visualize.presentation import caveat
 
 __all__ = ["DicomObjectError", "ENCAPSULATED_PDF", "RESEARCH_NOTE", "ResultSet", "build_pdf", "build_results",
            "build_sc", "build_sr", "check_object", "software_version"]
@@ -90,6 +91,10 @@ def _sr_content(analysis: InstanceAnalysis, reviewer: str, confirmed_at: datetim
         verdict = ood.level + (f": {'; '.join(ood.reasons)}" if ood.reasons else "")
         items.append(sr.TextContentItem(_code("ood-verdict", "Out-of-distribution verdict"), verdict[:1024],
                                         relationship_type=R.CONTAINS))
+        said = caveat(card, analysis.prediction, analysis.meta)
+        if said:  # what the card says beside a result on this kind of input
+            items.append(sr.TextContentItem(_code("model-caveat", "Model caveat for this input"), said[:1024],
+                                            relationship_type=R.CONTAINS))
     if analysis.analysed:
         items.append(sr.TextContentItem(_code("explain-method", "Explanation method"),
                                         f"{analysis.method_label} (target {analysis.target})",

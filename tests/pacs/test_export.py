@@ -30,6 +30,10 @@ def test_export_dicom_writes_sr_sc_and_pdf_in_the_files_study(tmp_path, tiny_wei
         assert ds.StudyInstanceUID == src.StudyInstanceUID and ds.PatientID == src.PatientID
         assert ds.SeriesInstanceUID == result["sent"][0]["series_instance_uid"] != src.SeriesInstanceUID
         assert ds.Manufacturer == "medcnn"
+    sr = pydicom.dcmread(next(f for f in result["files"] if Path(f).name.startswith("sr")))
+    said = {item.ConceptNameCodeSequence[0].CodeMeaning: getattr(item, "TextValue", None) for item in sr.ContentSequence}
+    # the tiny CT card's caveat for scanner DICOM travels with the result
+    assert said["Model caveat for this input"] == "Scanner DICOM: this output was not validated on scanner slices."
 
 
 def test_export_dicom_refuses_a_non_dicom(tmp_path, png):
