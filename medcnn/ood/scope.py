@@ -15,8 +15,9 @@ and the abdomen below. Measured on the opened foreground (``min(top, bottom)``):
 HU slices of 47 patients in the shared data (every ``ct_hu`` slice and the 16 TCGA
 ``ood_samples``), header removed, at most 0.024 (top alone up to 0.50 where a large patient fills
 the field; bottom up to 0.93 with the table); coronal reformats built from them 0.43-0.92,
-sagittal 0.40-0.67 (``benchmarks/bench_ct_gate.py``). The level of 0.2 is a fixed rule, not fitted. Only Hounsfield-unit DICOM is judged so: an 8-bit
-PNG or JPEG slice is often already cropped to the body (the ``sarscov2_ct`` training slices are).
+sagittal 0.40-0.67 (``benchmarks/bench_ct_gate.py``). The level of 0.2 is a fixed rule, not
+fitted. Only Hounsfield-unit DICOM is judged so: an 8-bit PNG or JPEG slice is often already
+cropped to the body (the ``sarscov2_ct`` training slices are).
 
 Attributes (PS3.3): Body Part Examined (0018,0015, C.7.3.1), View Position (0018,5101, C.8.11.5),
 Image Orientation (Patient) (0020,0037, C.7.6.2: a CT model reads axial slices, not reformats),

@@ -104,8 +104,8 @@ def edge_contact(fg: np.ndarray) -> dict[str, float]:
     """Share of each image edge that the foreground covers (within a band of :data:`_EDGE_BAND`).
 
     An axial slice in a scanner's field of view has air in front of the body: the top edge is
-    free; a reformat or a crop runs off the image at the top and the bottom
-    (:func:`medcnn.preprocess.orient.axial_by_image`).
+    free; a reformat or a crop runs off the image at the top and the bottom (the plane rule of
+    :mod:`medcnn.ood.scope` reads this).
     """
     h, w = fg.shape
     bh, bw = max(1, int(_EDGE_BAND * h)), max(1, int(_EDGE_BAND * w))
@@ -129,8 +129,8 @@ def body_mask(x: np.ndarray, threshold: str | float = "otsu", kernel: float = 0.
         ``(mask, info)``: mask uint8 (H, W) with 255 on the body, or None when no plausible body
         was found; info holds ``level`` (the threshold used, on [0, 1]), ``edges`` (the
         :func:`edge_contact` of the opened foreground, whenever it was computed),
-        ``body_fraction`` (the mask's share of the image) and, when the mask is None or was replaced by its convex
-        hull, a ``note`` saying why.
+        ``body_fraction`` (the mask's share of the image) and, when the mask is None or was
+        replaced by its convex hull, a ``note`` saying why.
     """
     h, w = x.shape
     info: dict[str, Any] = {}

@@ -95,7 +95,6 @@ class PipelineResult:
         tensor: torch.float32 (1, 1, H, W), the exact model input.
         display: float32 (H, W) in [0, 1], the image before normalisation (overlay target).
         steps: every step's output, in order, ending with ``normalize``.
-        window: the VOI actually applied (plain data).
         params: every step's parameters by step name, kept also when the images are not (the
             facts a check after preprocessing reads, e.g. the ``body_crop`` edge contact).
     """
@@ -103,8 +102,12 @@ class PipelineResult:
     tensor: torch.Tensor
     display: np.ndarray
     steps: list[StepOutput] = field(default_factory=list)
-    window: dict[str, Any] = field(default_factory=dict)
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def window(self) -> dict[str, Any]:
+        """The VOI actually applied (plain data): the ``window`` step's parameters (the first step)."""
+        return self.params.get("window", {})
 
 
 class Pipeline:
@@ -191,8 +194,7 @@ class Pipeline:
         tensor = torch.from_numpy(normalized).unsqueeze(0).unsqueeze(0)
         if keep_steps:
             outputs.append(StepOutput(steps[-1].name, params, tensor[0, 0].numpy()))
-        # the first step is the window (checked in __init__): its parameters are the VOI applied
-        return PipelineResult(tensor=tensor, display=display, steps=outputs, window=params_of[0],
+        return PipelineResult(tensor=tensor, display=display, steps=outputs,
                               params={s.name: p for s, p in zip(steps, params_of)})
 
     def to_tensor(self, display: np.ndarray | torch.Tensor) -> torch.Tensor:

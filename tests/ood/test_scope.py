@@ -87,10 +87,7 @@ IN_FIELD = {"top": 0.0, "bottom": 0.6, "left": 0.3, "right": 0.3}  # an axial sl
 
 
 def ct_meta(**fields) -> ImageMeta:
-    meta = ImageMeta(source_format="dicom", rows=512, columns=512, modality="CT")
-    for k, v in fields.items():
-        setattr(meta, k, v)
-    return meta
+    return dicom_meta(**{"modality": "CT", **fields})
 
 
 @pytest.mark.parametrize("meta, edges, level", [
