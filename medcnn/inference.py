@@ -32,7 +32,7 @@ from medcnn.models.catalogue import (  # re-exported: "which card serves an imag
 from medcnn.models.checkpoint import predict_logits  # re-exported: the serving path's batch primitive
 from medcnn.io import ImageMeta, MedImage
 from medcnn.models.head import NO_FINDING, NOT_ANALYSED
-from medcnn.ood import OODGate, OODResult, check_scope, resolve_scope
+from medcnn.ood import OODGate, OODResult, check_resolution, check_scope, resolve_scope
 
 __all__ = [
     "CARD_FAMILIES",
@@ -219,6 +219,7 @@ class Predictor:
             logits_t, verdicts = self.gate.judge(self._features, x, upright=upright)
         for img, result, verdict in zip(images, results, verdicts):
             check_scope(img.meta, self.scope, verdict, body=result.params.get("body_crop"))
+            check_resolution(img.pixels.shape, self.card.input_size, verdict)
         logits = logits_t.numpy().astype(np.float64)
         seconds = (time.perf_counter() - t0) / len(images)
         return self._decide(logits, seconds, results, verdicts)

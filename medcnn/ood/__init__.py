@@ -2,16 +2,17 @@
 
 ``features`` pools a model's own stage activations in one forward pass; ``gate`` scores them
 against statistics fitted on the training images (probabilistic-PCA Mahalanobis) with thresholds
-set on validation images; ``scope`` checks the DICOM header against what the card declares;
+set on validation images; ``scope`` checks the DICOM header against what the card declares (and
+an image's size against the network's input);
 ``validate`` measures the gate on out-of-distribution sets, transformed films and synthetic inputs.
 """
 from __future__ import annotations
 
 from medcnn.ood.gate import CAUTION_QUANTILE, LEVELS, REFUSE_QUANTILE, OODGate, OODResult
-from medcnn.ood.scope import DEFAULT_SCOPES, check_scope, resolve_scope
+from medcnn.ood.scope import DEFAULT_SCOPES, check_resolution, check_scope, resolve_scope
 
 __all__ = ["CAUTION_QUANTILE", "LEVELS", "REFUSE_QUANTILE", "OODGate", "OODResult",
-           "DEFAULT_SCOPES", "check_scope", "resolve_scope", "FeatureExtractor", "default_layers"]
+           "DEFAULT_SCOPES", "check_resolution", "check_scope", "resolve_scope", "FeatureExtractor", "default_layers"]
 
 
 def __getattr__(name: str):

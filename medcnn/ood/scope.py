@@ -19,6 +19,12 @@ sagittal 0.40-0.67 (``benchmarks/bench_ct_gate.py``). The level of 0.2 is a fixe
 fitted. Only Hounsfield-unit DICOM is judged so: an 8-bit PNG or JPEG slice is often already
 cropped to the body (the ``sarscov2_ct`` training slices are).
 
+One check reads no header: an image whose shorter side is under half the network's input
+(:func:`check_resolution`) is cautioned, whatever its format. Enlarging it more than two-fold to
+the input size means the fine texture the network reads (ground glass, fine reticulation) is made
+by interpolation, not seen. Among the shared data only figure crops from papers (``covid_ct``, 23
+of its 201 validation and test pictures) are that small; no training slice or film is.
+
 Attributes (PS3.3): Body Part Examined (0018,0015, C.7.3.1), View Position (0018,5101, C.8.11.5),
 Image Orientation (Patient) (0020,0037, C.7.6.2: a CT model reads axial slices, not reformats),
 Photometric Interpretation (0028,0004, C.7.6.3), Patient's Age (0010,1010, C.7.2.1).
@@ -32,7 +38,7 @@ from medcnn.io import ImageMeta
 from medcnn.ood.gate import OODResult
 from medcnn.preprocess.orient import plane
 
-__all__ = ["DEFAULT_SCOPES", "MIN_RUN_OFF", "resolve_scope", "check_scope"]
+__all__ = ["DEFAULT_SCOPES", "MIN_RUN_OFF", "MIN_SIDE_FRACTION", "resolve_scope", "check_scope", "check_resolution"]
 
 #: What each task family reads when its card declares nothing.
 DEFAULT_SCOPES: dict[str, dict[str, Any]] = {
@@ -44,6 +50,9 @@ DEFAULT_SCOPES: dict[str, dict[str, Any]] = {
 #: Share of both the top and the bottom image edge the body must cover for a CT slice without a
 #: plane in its header to count as a reformat (axial slices reach 0.024 at most; see above).
 MIN_RUN_OFF = 0.2
+#: Least share of the network's input side an image's shorter side may have before its result is
+#: cautioned (see above).
+MIN_SIDE_FRACTION = 0.5
 _LATERAL = ("LL", "RL", "LAT", "LATERAL", "LLD", "RLD", "XTABLE")
 
 
@@ -115,3 +124,23 @@ def _check_axial_field(edges: dict[str, float] | None, result: OODResult) -> Non
             "of those edges), as in a coronal or sagittal reformat or a cropped image; an axial "
             "slice from the scanner shows air in front of the patient. The header gives no plane, "
             "so the image decides: this model reads axial slices only"))
+
+
+def check_resolution(shape: tuple[int, ...], input_size: tuple[int, int], result: OODResult) -> OODResult:
+    """Caution a result whose image is smaller than half the network's input on its shorter side.
+
+    Args:
+        shape: The decoded image's ``(rows, columns)`` (``MedImage.pixels.shape``).
+        input_size: The model's ``(height, width)`` input.
+        result: The verdict to escalate; returned.
+    """
+    rows, cols = int(shape[0]), int(shape[1])
+    need = MIN_SIDE_FRACTION * min(int(v) for v in input_size)
+    if min(rows, cols) < need:
+        scale = min(int(v) for v in input_size) / max(min(rows, cols), 1)
+        result.escalate("unusual", (
+            f"the image is only {cols} x {rows} pixels; the model reads {input_size[1]} x {input_size[0]}, "
+            f"so the image was enlarged about {scale:.0f}-fold and the fine texture the model reads comes "
+            "from interpolation, not from the image: read the result with extra care (a full-size "
+            "export or the DICOM file is better)"), question="style")
+    return result
