@@ -1,17 +1,18 @@
 """What the CT model does with each kind of input, through the serving path (header checks, the
 orientation step and the image gate), for one or two cards in the same run.
 
-For each set the share *analysed* (no message), *cautioned* and *withheld* (not analysed), and
-where labels allow, the AUC of the COVID output. Sets it should read: the held-out slices of
-``sarscov2_ct`` and of ``ct_hu`` per source (patients never trained on), the 16 TCGA patients of
-``ood_samples/chest_ct_dicom``, the six full-size JPEG-lossless originals, ``covid_ct`` (figure
-crops from papers: right or flagged is enough), and the ``ct_hu`` test slices without their header
-(the image alone). Sets it must refuse: the real head, neck and abdomen CT of
+For each set the share *analysed* (no message), *cautioned* and *withheld* (not analysed), and where
+labels allow, the AUC of the COVID output and the share *right or flagged* (analysed and called as
+labelled, or cautioned or withheld). Sets it should read: the held-out slices of ``sarscov2_ct`` and
+of ``ct_hu`` per source (patients never trained on), the 16 TCGA patients of
+``ood_samples/chest_ct_dicom``, the six full-size JPEG-lossless originals, ``covid_ct`` validation
+and test (figure crops from papers: right or flagged is enough), and the ``ct_hu`` test slices
+without their header (the image alone). Sets it must refuse: the real head, neck and abdomen CT of
 ``dicom_samples``, coronal and sagittal reformats built from the ``ct_hu`` test patients (with and
 without their header, and exported as lung-windowed 8-bit pictures), held-out slices whose pixels
-were turned by 180 degrees while their axial header was kept, held-out slices rotated by 90/180/270 degrees or with inverted grey levels
-(as pixels, header removed), radiographs, knee X-ray, brain MRI, breast ultrasound. Only
-measurement: nothing here fits anything.
+were turned by 180 degrees while their axial header was kept, held-out slices rotated by 90/180/270
+degrees or with inverted grey levels (as pixels, header removed), radiographs, knee X-ray, brain
+MRI, breast ultrasound. Only measurement: nothing here fits anything.
 
     python benchmarks/bench_ct_gate.py [--model weights/ct_covid.json] [--before PATH.json]
 """
@@ -95,8 +96,9 @@ def sets() -> tuple[dict[str, tuple[list, list | None]], dict[str, list]]:
     read["TCGA ood_samples (16 other patients)"] = (_read(sorted((DATA / "ood_samples" / "chest_ct_dicom").glob("*.dcm"))), None)
     demo = _table(ct, split="demo")
     read["full-size originals (JPEG lossless)"] = (_read(DATA / "ct_hu" / p for p in demo.path), list(demo.label == "COVID"))
-    cc = _table(DATA / "covid_ct" / "labels.csv", split="test")
-    read["covid_ct test (other source)"] = (_read(DATA / "covid_ct" / p for p in cc.path), list(cc.label == "COVID"))
+    for split in ("val", "test"):
+        cc = _table(DATA / "covid_ct" / "labels.csv", split=split)
+        read[f"covid_ct {split} (other source)"] = (_read(DATA / "covid_ct" / p for p in cc.path), list(cc.label == "COVID"))
     test_hu = read["COVID-CT-MD test patients"][0] + read["TCGA val+test patients"][0]
     read["ct_hu held-out slices, header removed"] = ([without_header(i) for i in test_hu], None)
 
@@ -124,18 +126,18 @@ def sets() -> tuple[dict[str, tuple[list, list | None]], dict[str, list]]:
     return read, refuse
 
 
-def judge(predictor, images: list) -> list[tuple[str, float]]:
+def judge(predictor, images: list) -> list[tuple[str, float, bool]]:
     """Each image's outcome (``ok`` / ``unusual`` / ``outside`` / ``refused: <error>``) with its
-    COVID probability."""
+    COVID probability and whether the model calls it COVID."""
     out = []
     for img in images:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 p = predictor.predict(img, keep_steps=False)
-            out.append((p.ood.level, float(p.positive_prob)))
+            out.append((p.ood.level, float(p.positive_prob), bool(p.above_threshold)))
         except ValueError as e:  # the modality check refuses outright
-            out.append((f"refused: {type(e).__name__}", float("nan")))
+            out.append((f"refused: {type(e).__name__}", float("nan"), False))
     return out
 
 
@@ -162,6 +164,8 @@ def measure(card: str, read, refuse) -> dict[str, dict]:
             kept = [(y, o[1]) for y, o in zip(labels, outcomes) if o[0] != "outside"]
             if kept and 0 < sum(y for y, _ in kept) < len(kept):
                 row["auc_covid_analysed"] = round(float(roc_auc_score(*zip(*kept))), 3)
+            # the other-source target: each image either right (analysed, called as labelled) or flagged
+            row["right_or_flagged"] = round(float(np.mean([o[0] != "ok" or o[2] == y for y, o in zip(labels, outcomes)])), 3)
         result["read"][name] = row
     for name, images in refuse.items():
         result["refuse"][name] = _shares(judge(predictor, images))

@@ -22,8 +22,9 @@ cropped to the body (the ``sarscov2_ct`` training slices are).
 One check reads no header: an image whose shorter side is under half the network's input
 (:func:`check_resolution`) is cautioned, whatever its format. Enlarging it more than two-fold to
 the input size means the fine texture the network reads (ground glass, fine reticulation) is made
-by interpolation, not seen. Among the shared data only figure crops from papers (``covid_ct``, 23
-of its 201 validation and test pictures) are that small; no training slice or film is.
+by interpolation, not seen. In the shared data that small are 23 of the 201 validation and test
+figure crops from papers (``covid_ct``) and 2 of the 800 ``sarscov2_ct`` slices (127 and 120 px);
+no chest film.
 
 Attributes (PS3.3): Body Part Examined (0018,0015, C.7.3.1), View Position (0018,5101, C.8.11.5),
 Image Orientation (Patient) (0020,0037, C.7.6.2: a CT model reads axial slices, not reformats),
