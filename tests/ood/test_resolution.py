@@ -65,3 +65,17 @@ def test_the_shipped_ct_model_cautions_small_figure_crops_and_no_training_size_s
         assert verdict.level in ("unusual", "outside") and any(ENLARGED in r for r in verdict.reasons)
     reasons = [r for image in large for r in predictor.predict(image, keep_steps=False).ood.reasons]
     assert not any(ENLARGED in r for r in reasons)
+
+
+def test_on_a_two_question_gate_it_is_the_acquisition_that_speaks():
+    """A chest X-ray gate's verdict has kind and style parts: a small film is an acquisition
+    matter, so the page's title is the style caution, not "may not be the kind of image"."""
+    from types import SimpleNamespace
+
+    from medcnn.ood.gate import Answer
+    from medcnn.visualize.presentation import caution_text
+
+    result = check_resolution((100, 90), (224, 224), OODResult(kind=Answer(), style=Answer()))
+    assert result.style.level == "unusual" and result.kind.level == "ok"
+    text = caution_text(SimpleNamespace(ood=result))
+    assert text.startswith("Caution: acquired differently") and "90 x 100 pixels" in text
