@@ -6,8 +6,9 @@ labels allow, the AUC of the COVID output and the share *right or flagged* (anal
 labelled, or cautioned or withheld). Sets it should read: the held-out slices of ``sarscov2_ct`` and
 of ``ct_hu`` per source (patients never trained on), the 16 TCGA patients of
 ``ood_samples/chest_ct_dicom``, the six full-size JPEG-lossless originals, ``covid_ct`` validation
-and test (figure crops from papers: right or flagged is enough), and the ``ct_hu`` test slices
-without their header (the image alone). Sets it must refuse: the real head, neck and abdomen CT of
+and test (figure crops from papers: right or flagged is enough), the ``ct_hu`` test slices
+without their header (the image alone), and the held-out scanner slices with another scanner's
+dose (noise) or kernel (sharper, softer). Sets it must refuse: the real head, neck and abdomen CT of
 ``dicom_samples``, coronal and sagittal reformats built from the ``ct_hu`` test patients (with and
 without their header, and exported as lung-windowed 8-bit pictures), held-out slices whose pixels
 were turned by 180 degrees while their axial header was kept, held-out slices rotated by 90/180/270
@@ -79,6 +80,26 @@ def _picture(image):
     return MedImage(x, ImageMeta(source_format="png", rows=x.shape[0], columns=x.shape[1]))
 
 
+def _scanner_variations() -> dict:
+    """Another scanner's dose and reconstruction kernel, in HU: name -> pixels -> pixels."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+
+    def noise(sd):
+        return lambda x: (x + rng.normal(0.0, sd, x.shape)).astype(np.float32)
+
+    def sharper(amount):
+        return lambda x: (x + amount * (x - cv2.GaussianBlur(x, (0, 0), 1.0))).astype(np.float32)
+
+    def softer(sigma):
+        return lambda x: cv2.GaussianBlur(x.astype(np.float32), (0, 0), sigma)
+
+    return {"noise 20 HU": noise(20), "noise 40 HU": noise(40), "noise 80 HU": noise(80),
+            "sharper kernel x1": sharper(1.0), "sharper kernel x2": sharper(2.0),
+            "softer kernel 1 px": softer(1.0), "softer kernel 2 px": softer(2.0)}
+
+
 def sets() -> tuple[dict[str, tuple[list, list | None]], dict[str, list]]:
     """``(read, refuse)``: name -> (images, COVID labels or None), and name -> images."""
     from medcnn.io import MedImage
@@ -101,6 +122,9 @@ def sets() -> tuple[dict[str, tuple[list, list | None]], dict[str, list]]:
         read[f"covid_ct {split} (other source)"] = (_read(DATA / "covid_ct" / p for p in cc.path), list(cc.label == "COVID"))
     test_hu = read["COVID-CT-MD test patients"][0] + read["TCGA val+test patients"][0]
     read["ct_hu held-out slices, header removed"] = ([without_header(i) for i in test_hu], None)
+    scanner = test_hu + read["TCGA ood_samples (16 other patients)"][0]
+    for name, change in _scanner_variations().items():
+        read[f"held-out scanner slices, {name}"] = ([MedImage(change(i.pixels), i.meta) for i in scanner], None)
 
     refuse: dict[str, list] = {}
     samples = DATA / "dicom_samples"
