@@ -75,8 +75,9 @@ def _reformats(test):
 def _picture(image):
     """A HU slice or reformat as a lung-windowed 8-bit PNG export would carry it (no header)."""
     from medcnn.io import ImageMeta, MedImage
+    from medcnn.preprocess import CT_PRESETS, apply_window
 
-    x = np.round(np.clip((image.pixels + 1350.0) / 1500.0, 0.0, 1.0) * 255.0).astype(np.float32)
+    x = np.round(apply_window(image.pixels, *CT_PRESETS["lung"]) * 255.0).astype(np.float32)
     return MedImage(x, ImageMeta(source_format="png", rows=x.shape[0], columns=x.shape[1]))
 
 
@@ -140,8 +141,7 @@ def sets() -> tuple[dict[str, tuple[list, list | None]], dict[str, list]]:
     for name in ("rotated_90", "rotated_180", "inverted"):
         refuse[f"held-out slices {name.replace('_', ' ')}"] = v.transformed(bare, name)
     refuse["held-out slices rotated 270"] = [MedImage(np.ascontiguousarray(np.rot90(i.pixels, 3)), i.meta) for i in bare]
-    refuse["held-out slices rotated 180, header kept"] = [MedImage(np.ascontiguousarray(np.rot90(i.pixels, 2)), i.meta)
-                                                          for i in test_hu]
+    refuse["held-out slices rotated 180, header kept"] = v.transformed(test_hu, "rotated_180")
     rsna = _table(DATA / "rsna_cxr_pneumonia" / "labels.csv", split="test").head(40)
     refuse["chest radiographs"] = _read(DATA / "rsna_cxr_pneumonia" / p for p in rsna.path)
     ood = _table(DATA / "ood_samples" / "labels.csv")

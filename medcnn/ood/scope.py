@@ -136,12 +136,11 @@ def check_resolution(shape: tuple[int, ...], input_size: tuple[int, int], result
         result: The verdict to escalate; returned.
     """
     rows, cols = int(shape[0]), int(shape[1])
-    need = MIN_SIDE_FRACTION * min(int(v) for v in input_size)
-    if min(rows, cols) < need:
-        scale = min(int(v) for v in input_size) / max(min(rows, cols), 1)
+    side, need = max(min(rows, cols), 1), min(int(v) for v in input_size)
+    if side < MIN_SIDE_FRACTION * need:
         result.escalate("unusual", (
             f"the image is only {cols} x {rows} pixels; the model reads {input_size[1]} x {input_size[0]}, "
-            f"so the image was enlarged about {scale:.0f}-fold and the fine texture the model reads comes "
+            f"so the image was enlarged about {need / side:.0f}-fold and the fine texture the model reads comes "
             "from interpolation, not from the image: read the result with extra care (a full-size "
             "export or the DICOM file is better)"), question="style")
     return result
